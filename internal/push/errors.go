@@ -1,0 +1,18 @@
+package push
+
+import "errors"
+
+// Validation errors. Each is wrapped with the detail that failed; callers map
+// them to stable error codes with errors.Is.
+var (
+	ErrBadJSON         = errors.New("push: malformed JSON")
+	ErrBadAudience     = errors.New("push: invalid audience")
+	ErrEmptyAudience   = errors.New("push: empty audience")
+	ErrTooManyIDs      = errors.New("push: too many registration IDs")
+	ErrEmptyMessage    = errors.New("push: neither notification nor message")
+	ErrPayloadTooLarge = errors.New("push: payload too large")
+	ErrBadTTL          = errors.New("push: invalid ttl")
+	ErrBadOption       = errors.New("push: invalid option")
+	ErrBadPlatform     = errors.New("push: invalid platform")
+	ErrBadTag          = errors.New("push: invalid tag or alias")
+)

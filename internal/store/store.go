@@ -1,0 +1,123 @@
+// Package store is Herald's persistence contract. Two implementations pass
+// the same behaviour suite (store/storetest): store/embedded, the default
+// single-node store, and store/postgres, the system of record in cluster mode.
+//
+// Messages are stored once (ARCHITECTURE.md, decision 2). A message with
+// explicit targets gets one small inbox entry per target device; a fan-out
+// message (broadcast or tag selector) gets none: each device reads the app's
+// fan-out messages that match it and are newer than its FirstSeq, minus those
+// it has acknowledged. A broadcast therefore costs O(1) writes however many
+// devices it reaches.
+package store
+
+import (
+	"context"
+	"errors"
+	"time"
+
+	"github.com/heraldpush/herald/internal/push"
+)
+
+// Errors every store returns, so callers can tell cases apart with errors.Is.
+var (
+	ErrNotFound = errors.New("store: not found")
+	ErrExists   = errors.New("store: already exists")
+	ErrClosed   = errors.New("store: closed")
+)
+
+// Store is everything Herald persists. Every method is safe for concurrent use.
+//
+// Ordering: Append assigns each message a Seq from one sequence per store.
+// Pending returns a device's messages in Seq order. A store must never let a
+// device skip a message because a message with a higher Seq became visible
+// first (concurrent appends): whatever bookkeeping it keeps per device must
+// account for late commits.
+type Store interface {
+	// CreateApp stores a new app. ErrExists if the key or the name is taken.
+	CreateApp(ctx context.Context, app push.App) error
+	// App returns the app with key. ErrNotFound if there is none.
+	App(ctx context.Context, key string) (push.App, error)
+	// AppByName returns the app named name. ErrNotFound if there is none.
+	AppByName(ctx context.Context, name string) (push.App, error)
+
+	// CreateDevice stores a new device, setting d.FirstSeq to the highest
+	// Seq assigned so far, and returns it as stored. ErrExists if the ID is
+	// taken; ErrNotFound if its app does not exist.
+	CreateDevice(ctx context.Context, d push.Device) (push.Device, error)
+	// Device returns the device with id. ErrNotFound if there is none.
+	Device(ctx context.Context, id string) (push.Device, error)
+	// UpdateDevice replaces the mutable fields of a stored device (Platform,
+	// Alias, Tags, Channel, SecretHash, UpdatedAt). ErrNotFound if absent.
+	UpdateDevice(ctx context.Context, d push.Device) error
+	// DeleteDevice removes a device, its inbox and its acknowledgements.
+	// ErrNotFound if absent.
+	DeleteDevice(ctx context.Context, id string) error
+	// DevicesByAlias returns the app's devices with alias, in ID order.
+	DevicesByAlias(ctx context.Context, app, alias string) ([]push.Device, error)
+	// EachDevice calls fn for every device of app, in no particular order,
+	// until fn returns false.
+	EachDevice(ctx context.Context, app string, fn func(*push.Device) bool) error
+
+	// Append makes a batch of messages durable in one atomic write: when it
+	// returns nil, every message and its inbox entries survive a crash
+	// (fsync'd). It assigns each new message its Seq, increasing in batch
+	// order. A message whose IdempotencyKey was already used in its app is
+	// not stored again: its Accepted reports the earlier message's ID with
+	// Duplicate set.
+	//
+	// Collapse: a new message with a CollapseID replaces older live messages
+	// of the same kind and app with that CollapseID: for each explicit
+	// target, the older inbox entry with that CollapseID is dropped (counted
+	// as replaced in the older message's report); an older fan-out message
+	// with that CollapseID is marked Replaced.
+	Append(ctx context.Context, batch []Accept) ([]Accepted, error)
+	// Message returns the message with id in app and its counters.
+	// ErrNotFound if it does not exist in that app or has been purged.
+	Message(ctx context.Context, app, id string) (push.Message, Counters, error)
+	// Recall marks a message recalled so that no device receives it any
+	// more. ErrNotFound if it does not exist in app.
+	Recall(ctx context.Context, app, id string) error
+
+	// Pending returns up to limit messages for device d that are live at now
+	// (push.Message.Live): its inbox entries and the fan-out messages meant
+	// for it (push.Message.For) that it has not acknowledged, in Seq order,
+	// each message once.
+	Pending(ctx context.Context, d *push.Device, now time.Time, limit int) ([]push.Message, error)
+	// Ack records that device d received the messages with the given IDs:
+	// they leave its inbox and count as delivered, once each. IDs that are
+	// unknown, not for d, or already acknowledged are ignored. It returns
+	// how many were newly acknowledged.
+	Ack(ctx context.Context, d *push.Device, ids []string) (int, error)
+
+	// Sweep deletes what can never be delivered any more: inbox entries and
+	// acknowledgements of expired, recalled or replaced messages, and
+	// messages whose ExpiresAt is older than now minus retain (reports are
+	// kept that long after expiry). It returns how many messages it purged.
+	Sweep(ctx context.Context, now time.Time, retain time.Duration) (int, error)
+
+	// Close releases the store. Other methods return ErrClosed afterwards.
+	Close() error
+}
+
+// Accept is one message to append.
+type Accept struct {
+	// Msg is the message; ID, App and the options are set, Seq is not.
+	Msg *push.Message
+	// Targets are the registration IDs that get an inbox entry: the
+	// explicit audience, resolved and checked to belong to Msg.App.
+	Targets []string
+}
+
+// Accepted is the outcome of one Accept.
+type Accepted struct {
+	ID        string
+	Seq       uint64
+	Duplicate bool // an earlier message had the same idempotency key; ID is its ID
+}
+
+// Counters are a message's delivery counts.
+type Counters struct {
+	Targeted  int // inbox entries created for explicit targets
+	Delivered int // acknowledgements, explicit and fan-out
+	Replaced  int // inbox entries dropped by a newer message with the same collapse ID
+}
