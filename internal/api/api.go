@@ -1,0 +1,162 @@
+// Package api is Herald's REST surface for providers (push, reports,
+// devices), device registration and administration. Errors come from the
+// apierr catalogue.
+package api
+
+import (
+	"context"
+	"crypto/subtle"
+	"errors"
+	"log/slog"
+	"net/http"
+	"strings"
+	"time"
+
+	"github.com/heraldpush/herald/internal/apierr"
+	"github.com/heraldpush/herald/internal/delivery"
+	"github.com/heraldpush/herald/internal/push"
+	"github.com/heraldpush/herald/internal/registry"
+	"github.com/heraldpush/herald/internal/session"
+)
+
+// Options configure the API.
+type Options struct {
+	AdminToken    string // bearer token for /v1/apps; admin calls are refused when empty
+	MaxBody       int64  // bytes of a request body
+	MaxBatch      int    // pushes in one batch call
+	RegisterRate  float64
+	RegisterBurst int
+	// Links are the device-facing URLs returned with a registration, so a
+	// device learns where to connect from the answer itself.
+	Links Links
+	Log   *slog.Logger
+}
+
+// Links are the addresses a device connects to.
+type Links struct {
+	HTTP string // base URL of the HTTP listener
+	MQTT string // mqtt://host:port, empty when MQTT is off
+}
+
+// API serves the provider, registration and admin endpoints.
+type API struct {
+	reg      *registry.Registry // never nil
+	delivery *delivery.Service  // never nil
+	hub      *session.Hub       // to refresh live sessions when a device changes; never nil
+	opts     Options
+	limiter  *addrLimiter
+	log      *slog.Logger
+}
+
+// New returns the API over its services.
+func New(reg *registry.Registry, d *delivery.Service, hub *session.Hub, o Options) *API {
+	if o.Log == nil {
+		o.Log = slog.Default()
+	}
+	return &API{reg: reg, delivery: d, hub: hub, opts: o, log: o.Log,
+		limiter: newAddrLimiter(o.RegisterRate, o.RegisterBurst)}
+}
+
+// Register adds the API's routes to mux.
+func (a *API) Register(mux *http.ServeMux) {
+	h := func(f apierr.HandlerFunc) http.Handler { return apierr.Handle(a.log, f) }
+	mux.Handle("POST /v1/apps", h(a.createApp))
+	mux.Handle("POST /v1/devices", h(a.register))
+	mux.Handle("GET /v1/devices/{id}", h(a.provider(a.getDevice)))
+	mux.Handle("PATCH /v1/devices/{id}", h(a.provider(a.patchDevice)))
+	mux.Handle("DELETE /v1/devices/{id}", h(a.provider(a.deleteDevice)))
+	mux.Handle("GET /v1/aliases/{alias}", h(a.provider(a.alias)))
+	mux.Handle("POST /v1/push", h(a.provider(a.push)))
+	mux.Handle("POST /v1/push/batch", h(a.provider(a.pushBatch)))
+	mux.Handle("GET /v1/messages/{id}", h(a.provider(a.report)))
+	mux.Handle("DELETE /v1/messages/{id}", h(a.provider(a.recall)))
+}
+
+// Run prunes idle rate-limit state until ctx ends.
+func (a *API) Run(ctx context.Context) {
+	t := time.NewTicker(time.Minute)
+	defer t.Stop()
+	for {
+		select {
+		case <-ctx.Done():
+			return
+		case now := <-t.C:
+			a.limiter.prune(now)
+		}
+	}
+}
+
+type providerFunc func(w http.ResponseWriter, r *http.Request, app push.App) error
+
+// provider authenticates the app with HTTP Basic app_key:master_secret.
+func (a *API) provider(f providerFunc) apierr.HandlerFunc {
+	return func(w http.ResponseWriter, r *http.Request) error {
+		key, secret, ok := r.BasicAuth()
+		if !ok {
+			return apierr.Unauthorized.With("use HTTP Basic with app_key:master_secret")
+		}
+		app, err := a.reg.AuthApp(r.Context(), key, secret)
+		if err != nil {
+			return registryError(err)
+		}
+		return f(w, r, app)
+	}
+}
+
+func (a *API) admin(r *http.Request) error {
+	token, ok := strings.CutPrefix(r.Header.Get("Authorization"), "Bearer ")
+	if !ok || a.opts.AdminToken == "" || subtle.ConstantTimeCompare([]byte(token), []byte(a.opts.AdminToken)) != 1 {
+		return apierr.Unauthorized.With("use Authorization: Bearer <admin token>")
+	}
+	return nil
+}
+
+// registryError maps registry and validation errors onto the catalogue.
+func registryError(err error) error {
+	switch {
+	case errors.Is(err, registry.ErrUnauthorized):
+		return apierr.Unauthorized
+	case errors.Is(err, registry.ErrNotFound):
+		return apierr.DeviceNotFound
+	case errors.Is(err, registry.ErrAppExists):
+		return apierr.AppExists
+	case errors.Is(err, push.ErrBadTag):
+		return apierr.BadName.With("%v", err)
+	case errors.Is(err, registry.ErrInvalid):
+		return apierr.BadName.With("%s", strings.TrimPrefix(err.Error(), "registry: invalid: "))
+	}
+	return err
+}
+
+// pushError maps a push validation or delivery error onto the catalogue.
+func pushError(err error) error {
+	detail := func() string {
+		msg := err.Error()
+		if i := strings.Index(msg, ": "); i >= 0 {
+			return msg[i+2:]
+		}
+		return msg
+	}
+	for _, m := range []struct {
+		sentinel error
+		api      *apierr.Error
+	}{
+		{push.ErrBadJSON, apierr.BadJSON},
+		{push.ErrBadAudience, apierr.BadAudience},
+		{push.ErrEmptyAudience, apierr.EmptyAudience},
+		{push.ErrTooManyIDs, apierr.TooManyIDs},
+		{push.ErrEmptyMessage, apierr.EmptyMessage},
+		{push.ErrPayloadTooLarge, apierr.PayloadTooLarge},
+		{push.ErrBadTTL, apierr.BadTTL},
+		{push.ErrBadOption, apierr.BadOption},
+		{push.ErrBadPlatform, apierr.BadPlatform},
+		{push.ErrBadTag, apierr.BadName},
+		{delivery.ErrNoDevices, apierr.DeviceNotFound},
+		{delivery.ErrNotFound, apierr.MessageNotFound},
+	} {
+		if errors.Is(err, m.sentinel) {
+			return m.api.With("%s", detail())
+		}
+	}
+	return err
+}

@@ -1,0 +1,191 @@
+package api
+
+import (
+	"errors"
+	"net/http"
+	"time"
+
+	"github.com/heraldpush/herald/internal/apierr"
+	"github.com/heraldpush/herald/internal/push"
+	"github.com/heraldpush/herald/internal/registry"
+)
+
+type registerRequest struct {
+	AppKey    string        `json:"app_key"`
+	Platform  push.Platform `json:"platform"`
+	Alias     string        `json:"alias,omitempty"`
+	Tags      []string      `json:"tags,omitempty"`
+	APNsToken string        `json:"apns_token,omitempty"`
+	FCMToken  string        `json:"fcm_token,omitempty"`
+	WebPush   *struct {
+		Endpoint string `json:"endpoint"`
+		Keys     struct {
+			P256DH string `json:"p256dh"`
+			Auth   string `json:"auth"`
+		} `json:"keys"`
+	} `json:"webpush,omitempty"`
+}
+
+// deviceView is a device as the API shows it; never its secret.
+type deviceView struct {
+	RegistrationID string        `json:"registration_id"`
+	AppKey         string        `json:"app_key"`
+	Platform       push.Platform `json:"platform"`
+	Alias          string        `json:"alias,omitempty"`
+	Tags           []string      `json:"tags"`
+	Channel        push.Channel  `json:"channel"`
+	CreatedAt      time.Time     `json:"created_at"`
+	UpdatedAt      time.Time     `json:"updated_at"`
+}
+
+func viewOf(d *push.Device) deviceView {
+	tags := d.Tags
+	if tags == nil {
+		tags = []string{}
+	}
+	return deviceView{
+		RegistrationID: d.ID, AppKey: d.App, Platform: d.Platform, Alias: d.Alias, Tags: tags,
+		Channel: d.Channel, CreatedAt: d.CreatedAt, UpdatedAt: d.UpdatedAt,
+	}
+}
+
+// registered is the answer to a registration: the device, its secret (shown
+// once) and where to connect.
+type registered struct {
+	deviceView
+	DeviceSecret string      `json:"device_secret"`
+	Connect      connectInfo `json:"connect"`
+}
+
+type connectInfo struct {
+	Inbox       string    `json:"inbox"`       // GET to poll, ?wait=N to long-poll
+	Ack         string    `json:"ack"`         // POST {"ids":[...]}
+	Credentials string    `json:"credentials"` // how to authenticate
+	MQTT        *mqttInfo `json:"mqtt,omitempty"`
+}
+
+type mqttInfo struct {
+	URL      string `json:"url"`
+	ClientID string `json:"client_id"`
+	Username string `json:"username"`
+	Topic    string `json:"topic"`
+	QoS      int    `json:"qos"`
+}
+
+func (a *API) register(w http.ResponseWriter, r *http.Request) error {
+	var req registerRequest
+	if err := apierr.ReadJSON(r, a.opts.MaxBody, &req); err != nil {
+		return err
+	}
+	if req.AppKey == "" {
+		return apierr.BadJSON.With("app_key is required")
+	}
+	// The app key is public, so registration is limited per address; an
+	// app server that proves the master secret (bulk imports, load tests)
+	// is not.
+	if key, secret, ok := r.BasicAuth(); ok {
+		app, err := a.reg.AuthApp(r.Context(), key, secret)
+		if err != nil {
+			return registryError(err)
+		}
+		if app.Key != req.AppKey {
+			return apierr.Unauthorized.With("the credentials are for another app")
+		}
+	} else if !a.limiter.allow(r, time.Now()) {
+		return apierr.RateLimited.With("too many registrations from this address; retry later")
+	}
+	ch := push.Channel{Kind: push.ChannelHerald}
+	set := 0
+	if req.APNsToken != "" {
+		ch, set = push.Channel{Kind: push.ChannelAPNs, Token: req.APNsToken}, set+1
+	}
+	if req.FCMToken != "" {
+		ch, set = push.Channel{Kind: push.ChannelFCM, Token: req.FCMToken}, set+1
+	}
+	if wp := req.WebPush; wp != nil {
+		if wp.Endpoint == "" || wp.Keys.P256DH == "" || wp.Keys.Auth == "" {
+			return apierr.BadJSON.With("webpush needs endpoint, keys.p256dh and keys.auth")
+		}
+		ch, set = push.Channel{Kind: push.ChannelWebPush, WebPush: &push.WebPushSubscription{
+			Endpoint: wp.Endpoint, P256DH: wp.Keys.P256DH, Auth: wp.Keys.Auth}}, set+1
+	}
+	if set > 1 {
+		return apierr.BadJSON.With("give at most one of apns_token, fcm_token and webpush")
+	}
+	d, secret, err := a.reg.Register(r.Context(), registry.Registration{
+		AppKey: req.AppKey, Platform: req.Platform, Alias: req.Alias, Tags: req.Tags, Channel: ch,
+	})
+	if errors.Is(err, registry.ErrNotFound) {
+		return apierr.AppNotFound.With("no app with key %q", req.AppKey)
+	}
+	if errors.Is(err, registry.ErrInvalid) && req.Platform != "" && !req.Platform.Valid() {
+		return apierr.BadPlatform.With("platform must be android, ios, web or other, not %q", req.Platform)
+	}
+	if err != nil {
+		return registryError(err)
+	}
+	out := registered{deviceView: viewOf(&d), DeviceSecret: secret, Connect: connectInfo{
+		Inbox:       a.opts.Links.HTTP + "/v1/inbox",
+		Ack:         a.opts.Links.HTTP + "/v1/inbox/ack",
+		Credentials: "HTTP Basic registration_id:device_secret",
+	}}
+	if a.opts.Links.MQTT != "" {
+		out.Connect.MQTT = &mqttInfo{URL: a.opts.Links.MQTT, ClientID: d.ID, Username: d.ID, Topic: "devices/" + d.ID, QoS: 1}
+	}
+	return apierr.WriteJSON(w, http.StatusCreated, out)
+}
+
+func (a *API) getDevice(w http.ResponseWriter, r *http.Request, app push.App) error {
+	d, err := a.reg.Device(r.Context(), app.Key, r.PathValue("id"))
+	if err != nil {
+		return registryError(err)
+	}
+	return apierr.WriteJSON(w, http.StatusOK, viewOf(&d))
+}
+
+func (a *API) patchDevice(w http.ResponseWriter, r *http.Request, app push.App) error {
+	var req struct {
+		Alias      *string   `json:"alias"`
+		Tags       *[]string `json:"tags"`
+		AddTags    []string  `json:"add_tags"`
+		RemoveTags []string  `json:"remove_tags"`
+	}
+	if err := apierr.ReadJSON(r, a.opts.MaxBody, &req); err != nil {
+		return err
+	}
+	d, err := a.reg.Update(r.Context(), app.Key, r.PathValue("id"), registry.Patch{
+		Alias: req.Alias, Tags: req.Tags, AddTags: req.AddTags, RemoveTags: req.RemoveTags,
+	})
+	if err != nil {
+		return registryError(err)
+	}
+	a.hub.Refresh(&d)
+	return apierr.WriteJSON(w, http.StatusOK, viewOf(&d))
+}
+
+func (a *API) deleteDevice(w http.ResponseWriter, r *http.Request, app push.App) error {
+	id := r.PathValue("id")
+	if err := a.reg.Delete(r.Context(), app.Key, id); err != nil {
+		return registryError(err)
+	}
+	for _, s := range a.hub.Sessions(id) {
+		s.Close(registry.ErrNotFound)
+	}
+	w.WriteHeader(http.StatusNoContent)
+	return nil
+}
+
+func (a *API) alias(w http.ResponseWriter, r *http.Request, app push.App) error {
+	ds, err := a.reg.Alias(r.Context(), app.Key, r.PathValue("alias"))
+	if err != nil {
+		return err
+	}
+	views := make([]deviceView, 0, len(ds))
+	for i := range ds {
+		views = append(views, viewOf(&ds[i]))
+	}
+	return apierr.WriteJSON(w, http.StatusOK, struct {
+		Alias   string       `json:"alias"`
+		Devices []deviceView `json:"devices"`
+	}{r.PathValue("alias"), views})
+}

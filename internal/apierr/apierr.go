@@ -1,0 +1,151 @@
+// Package apierr is the catalogue of errors Herald's HTTP surface returns:
+// each has a stable code, an HTTP status and a message, rendered as
+// {"error":{"code":...,"message":...}}. Clients may rely on the codes.
+package apierr
+
+import (
+	"bytes"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"io"
+	"log/slog"
+	"mime"
+	"net/http"
+	"strings"
+)
+
+// Error is one API error.
+type Error struct {
+	Status  int    `json:"-"`
+	Code    string `json:"code"`
+	Message string `json:"message"`
+}
+
+func (e *Error) Error() string { return e.Code + ": " + e.Message }
+
+// With returns a copy of e with a more specific message.
+func (e *Error) With(format string, args ...any) *Error {
+	c := *e
+	c.Message = fmt.Sprintf(format, args...)
+	return &c
+}
+
+func newError(status int, code, msg string) *Error {
+	return &Error{Status: status, Code: code, Message: msg}
+}
+
+// The catalogue. Codes are part of the public API: never change one.
+var (
+	BadJSON          = newError(400, "bad_json", "the body is not valid JSON of the expected shape")
+	BadAudience      = newError(400, "bad_audience", "audience must be \"all\" or an object of registration_id, alias, tag, tag_and, tag_not")
+	EmptyAudience    = newError(400, "empty_audience", "the audience names nobody")
+	TooManyIDs       = newError(400, "too_many_ids", "too many registration IDs and aliases in one push")
+	EmptyMessage     = newError(400, "empty_message", "a push needs a notification or a message")
+	PayloadTooLarge  = newError(413, "payload_too_large", "notification and message are too large")
+	BodyTooLarge     = newError(413, "body_too_large", "the request body is too large")
+	BadTTL           = newError(400, "bad_ttl", "ttl must be a whole number of seconds, 0 or more")
+	BadOption        = newError(400, "bad_option", "an option is invalid")
+	BadPlatform      = newError(400, "bad_platform", "platform must be android, ios, web or other")
+	BadName          = newError(400, "bad_name", "aliases, tags and names are 1 to 128 bytes of UTF-8 without control characters")
+	BadParameter     = newError(400, "bad_parameter", "a query parameter is invalid")
+	BadBatch         = newError(400, "bad_batch", "a batch needs 1 to the maximum number of pushes")
+	Unauthorized     = newError(401, "unauthorized", "missing or wrong credentials")
+	NotFound         = newError(404, "not_found", "no such resource")
+	DeviceNotFound   = newError(404, "device_not_found", "no such device in this app")
+	MessageNotFound  = newError(404, "message_not_found", "no such message in this app")
+	AppNotFound      = newError(404, "app_not_found", "no such app")
+	MethodNotAllowed = newError(405, "method_not_allowed", "method not allowed on this path")
+	AppExists        = newError(409, "app_exists", "an app with that name exists")
+	UnsupportedMedia = newError(415, "unsupported_media_type", "send application/json")
+	RateLimited      = newError(429, "rate_limited", "too many requests; retry later")
+	Internal         = newError(500, "internal", "internal error")
+	Unavailable      = newError(503, "unavailable", "the server is shutting down or not ready")
+)
+
+// Write renders err as the JSON error body. Errors outside the catalogue
+// are written as Internal; their text is not shown to the client.
+func Write(w http.ResponseWriter, err error) {
+	var e *Error
+	if !errors.As(err, &e) {
+		e = Internal
+	}
+	if e.Status == http.StatusUnauthorized {
+		w.Header().Set("WWW-Authenticate", `Basic realm="herald"`)
+	}
+	if e.Status == http.StatusTooManyRequests {
+		w.Header().Set("Retry-After", "1")
+	}
+	w.Header().Set("Content-Type", "application/json")
+	w.WriteHeader(e.Status)
+	json.NewEncoder(w).Encode(struct {
+		Error *Error `json:"error"`
+	}{e})
+}
+
+// HandlerFunc is an HTTP handler that returns its error instead of writing
+// it, so that every error is rendered the same way.
+type HandlerFunc func(w http.ResponseWriter, r *http.Request) error
+
+// Handle adapts f to http.Handler. Errors outside the catalogue are logged
+// with the request, since the client sees only "internal".
+func Handle(log *slog.Logger, f HandlerFunc) http.Handler {
+	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		err := f(w, r)
+		if err == nil {
+			return
+		}
+		var e *Error
+		if !errors.As(err, &e) {
+			log.Error("request failed", "method", r.Method, "path", r.URL.Path, "err", err)
+		}
+		Write(w, err)
+	})
+}
+
+// ReadJSON decodes r's JSON body into v strictly (no unknown fields, nothing
+// after the value), reading at most limit bytes. It returns catalogue errors.
+func ReadJSON(r *http.Request, limit int64, v any) error {
+	body, err := ReadBody(r, limit)
+	if err != nil {
+		return err
+	}
+	dec := json.NewDecoder(bytes.NewReader(body))
+	dec.DisallowUnknownFields()
+	if err := dec.Decode(v); err != nil {
+		return BadJSON.With("%s", strings.TrimPrefix(err.Error(), "json: "))
+	}
+	if _, err := dec.Token(); err != io.EOF {
+		return BadJSON.With("data after the JSON value")
+	}
+	return nil
+}
+
+// ReadBody reads at most limit bytes of r's body, which must be JSON if its
+// type is given.
+func ReadBody(r *http.Request, limit int64) ([]byte, error) {
+	if ct := r.Header.Get("Content-Type"); ct != "" {
+		mt, _, err := mime.ParseMediaType(ct)
+		if err != nil || (mt != "application/json" && !strings.HasSuffix(mt, "+json")) {
+			return nil, UnsupportedMedia
+		}
+	}
+	body, err := io.ReadAll(http.MaxBytesReader(nil, r.Body, limit))
+	var tooLarge *http.MaxBytesError
+	if errors.As(err, &tooLarge) {
+		return nil, BodyTooLarge.With("the request body is over %d bytes", limit)
+	}
+	if err != nil {
+		return nil, BadJSON.With("reading the body: %v", err)
+	}
+	return body, nil
+}
+
+// WriteJSON writes v as a JSON response with status. It returns nil: once
+// the status is sent, a failed write is the client's loss, not an API error.
+func WriteJSON(w http.ResponseWriter, status int, v any) error {
+	w.Header().Set("Content-Type", "application/json")
+	w.WriteHeader(status)
+	json.NewEncoder(w).Encode(v)
+	return nil
+}

@@ -1,0 +1,348 @@
+// Package delivery is the path of a push: accept it (validation,
+// idempotency), make it durable, hand it to live sessions through the router,
+// and serve each device's inbox until it acknowledges or the TTL runs out.
+package delivery
+
+import (
+	"cmp"
+	"context"
+	"errors"
+	"fmt"
+	"log/slog"
+	"slices"
+	"sync"
+	"time"
+
+	"github.com/heraldpush/herald/internal/push"
+	"github.com/heraldpush/herald/internal/registry"
+	"github.com/heraldpush/herald/internal/router"
+	"github.com/heraldpush/herald/internal/session"
+	"github.com/heraldpush/herald/internal/store"
+)
+
+// Errors of delivery.
+var (
+	// ErrNoDevices means an audience of only registration IDs and aliases
+	// named no device of the app.
+	ErrNoDevices = errors.New("delivery: no such device")
+	// ErrNotFound means no such message in the app.
+	ErrNotFound = errors.New("delivery: no such message")
+)
+
+// Service delivers pushes. Create it with New and start its background work
+// with Run.
+type Service struct {
+	store  store.Store        // never nil
+	reg    *registry.Registry // never nil
+	router router.Router      // never nil
+	hub    *session.Hub       // this node's sessions, for long-poll waiters; never nil
+	now    func() time.Time   // never nil
+	limits push.Limits
+	log    *slog.Logger
+
+	sweepEvery time.Duration
+	retain     time.Duration
+
+	mu     sync.Mutex
+	timers map[*time.Timer]struct{} // scheduled routes; guarded by mu
+	closed bool                     // guarded by mu
+}
+
+// Options configure a Service.
+type Options struct {
+	Limits        push.Limits
+	SweepInterval time.Duration
+	ReportRetain  time.Duration
+	Now           func() time.Time // time.Now when nil
+	Log           *slog.Logger     // slog.Default when nil
+}
+
+// New returns a delivery service.
+func New(s store.Store, reg *registry.Registry, r router.Router, hub *session.Hub, o Options) *Service {
+	if o.Now == nil {
+		o.Now = time.Now
+	}
+	if o.Log == nil {
+		o.Log = slog.Default()
+	}
+	return &Service{
+		store: s, reg: reg, router: r, hub: hub, now: o.Now, limits: o.Limits, log: o.Log,
+		sweepEvery: o.SweepInterval, retain: o.ReportRetain,
+		timers: make(map[*time.Timer]struct{}),
+	}
+}
+
+// Result is the outcome of one accepted push.
+type Result struct {
+	MsgID     string   `json:"msg_id"`
+	Duplicate bool     `json:"duplicate,omitempty"` // an earlier push had the same idempotency key
+	Targeted  int      `json:"targeted"`            // devices with an inbox entry (the explicit audience)
+	Unknown   []string `json:"unknown,omitempty"`   // registration IDs and aliases that named no device
+}
+
+// Push accepts one push for app. It returns once the message is durable.
+func (s *Service) Push(ctx context.Context, app push.App, req *push.Request) (Result, error) {
+	res, errs, err := s.PushBatch(ctx, app, []*push.Request{req})
+	if err != nil {
+		return Result{}, err
+	}
+	if errs[0] != nil {
+		return Result{}, errs[0]
+	}
+	return res[0], nil
+}
+
+// PushBatch accepts several pushes for app in one durable write. A request
+// that is invalid gets its error in errs and the others go on; err is set
+// only when nothing could be stored.
+func (s *Service) PushBatch(ctx context.Context, app push.App, reqs []*push.Request) (results []Result, errs []error, err error) {
+	now := s.now()
+	results = make([]Result, len(reqs))
+	errs = make([]error, len(reqs))
+	batch := make([]store.Accept, 0, len(reqs))
+	index := make([]int, 0, len(reqs)) // batch position -> request position
+	for i, req := range reqs {
+		m, err := req.Build(now, s.limits)
+		if err != nil {
+			errs[i] = err
+			continue
+		}
+		m.ID, m.App = push.NewMessageID(), app.Key
+		var targets, unknown []string
+		if m.Audience.Explicit() {
+			targets, unknown, err = s.reg.Resolve(ctx, app.Key, &m.Audience, m.Platforms)
+			if err != nil {
+				return nil, nil, err
+			}
+			if len(targets) == 0 && !m.Fanout() {
+				errs[i] = fmt.Errorf("%w: none of %d registration IDs and aliases names a device of this app", ErrNoDevices, len(unknown))
+				continue
+			}
+		}
+		results[i] = Result{Targeted: len(targets), Unknown: unknown}
+		batch = append(batch, store.Accept{Msg: m, Targets: targets})
+		index = append(index, i)
+	}
+	if len(batch) == 0 {
+		return results, errs, nil
+	}
+	accepted, err := s.store.Append(ctx, batch)
+	if err != nil {
+		return nil, nil, fmt.Errorf("delivery: store: %w", err)
+	}
+	for j, a := range accepted {
+		i := index[j]
+		results[i].MsgID, results[i].Duplicate = a.ID, a.Duplicate
+		if a.Duplicate {
+			continue
+		}
+		m := batch[j].Msg
+		m.Seq = a.Seq
+		s.route(m, batch[j].Targets, now)
+	}
+	return results, errs, nil
+}
+
+// route hands m to live sessions now, or when it is due.
+func (s *Service) route(m *push.Message, targets []string, now time.Time) {
+	if m.Due(now) {
+		s.router.Route(m, targets)
+		return
+	}
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	if s.closed {
+		return
+	}
+	var t *time.Timer
+	t = time.AfterFunc(m.SendAt.Sub(now), func() {
+		s.mu.Lock()
+		delete(s.timers, t)
+		s.mu.Unlock()
+		s.router.Route(m, targets)
+	})
+	s.timers[t] = struct{}{}
+}
+
+// Pending returns up to limit messages waiting for device d, oldest first.
+func (s *Service) Pending(ctx context.Context, d *push.Device, limit int) ([]push.Message, error) {
+	return s.store.Pending(ctx, d, s.now(), limit)
+}
+
+// Wait returns d's pending messages, waiting up to wait for one to arrive
+// when there are none. It wakes as soon as a message is routed to the
+// device, not on a timer. Messages with a TTL of 0, which are for devices
+// online now and never wait in the inbox, reach a waiting device this way.
+func (s *Service) Wait(ctx context.Context, d *push.Device, wait time.Duration, limit int) ([]push.Message, error) {
+	msgs, err := s.Pending(ctx, d, limit)
+	if err != nil || len(msgs) > 0 || wait <= 0 {
+		return msgs, err
+	}
+	w := &waiter{wake: make(chan struct{}, 1)}
+	s.hub.Add(d, w)
+	defer s.hub.Remove(d, w)
+	// Read again now that offers reach us: a push accepted between the
+	// first read and Add would otherwise wait for the timeout.
+	if msgs, err = s.Pending(ctx, d, limit); err != nil || len(msgs) > 0 {
+		return msgs, err
+	}
+	timer := time.NewTimer(wait)
+	defer timer.Stop()
+	select {
+	case <-w.wake:
+	case <-timer.C:
+		return msgs, nil
+	case <-ctx.Done():
+		return msgs, nil
+	}
+	if msgs, err = s.Pending(ctx, d, limit); err != nil {
+		return nil, err
+	}
+	now := s.now()
+	for _, m := range w.take() {
+		if !m.Live(now) && m.TTL == 0 && !m.Recalled && len(msgs) < limit {
+			msgs = append(msgs, *m)
+		}
+	}
+	slices.SortFunc(msgs, func(a, b push.Message) int { return cmp.Compare(a.Seq, b.Seq) })
+	return msgs, nil
+}
+
+// waiter is the session of one long-poll request.
+type waiter struct {
+	wake chan struct{} // capacity 1: one pending wake-up is enough
+
+	mu      sync.Mutex
+	offered []*push.Message // guarded by mu
+}
+
+func (w *waiter) Offer(m *push.Message) {
+	w.mu.Lock()
+	w.offered = append(w.offered, m)
+	w.mu.Unlock()
+	select {
+	case w.wake <- struct{}{}:
+	default:
+	}
+}
+
+func (w *waiter) Close(error) {
+	select {
+	case w.wake <- struct{}{}:
+	default:
+	}
+}
+
+func (w *waiter) take() []*push.Message {
+	w.mu.Lock()
+	defer w.mu.Unlock()
+	return w.offered
+}
+
+// Ack acknowledges messages for d and returns how many were newly acked.
+func (s *Service) Ack(ctx context.Context, d *push.Device, ids []string) (int, error) {
+	return s.store.Ack(ctx, d, ids)
+}
+
+// Recall stops app's message id from reaching any device that has not
+// received it yet.
+func (s *Service) Recall(ctx context.Context, app, id string) error {
+	err := s.store.Recall(ctx, app, id)
+	if errors.Is(err, store.ErrNotFound) {
+		return ErrNotFound
+	}
+	return err
+}
+
+// Report is a message's delivery report.
+type Report struct {
+	MsgID      string    `json:"msg_id"`
+	State      string    `json:"state"` // scheduled, pending, expired, recalled or replaced
+	AcceptedAt time.Time `json:"accepted_at"`
+	SendAt     time.Time `json:"send_at"`
+	ExpiresAt  time.Time `json:"expires_at"`
+	Targeted   int       `json:"targeted"`  // devices the message was for
+	Delivered  int       `json:"delivered"` // devices that acknowledged it
+	Pending    int       `json:"pending"`   // devices it still waits for
+	Expired    int       `json:"expired"`   // devices it expired before reaching
+	Recalled   int       `json:"recalled"`  // devices it was recalled before reaching
+	Replaced   int       `json:"replaced"`  // devices that got a newer message with its collapse ID instead
+}
+
+// Report returns the delivery report of app's message id. For a fan-out
+// message, targeted counts the app's devices that match it now.
+func (s *Service) Report(ctx context.Context, app, id string) (Report, error) {
+	m, c, err := s.store.Message(ctx, app, id)
+	if errors.Is(err, store.ErrNotFound) {
+		return Report{}, ErrNotFound
+	}
+	if err != nil {
+		return Report{}, err
+	}
+	targeted := c.Targeted
+	if m.Fanout() {
+		err := s.store.EachDevice(ctx, app, func(d *push.Device) bool {
+			if m.For(d) && !slices.Contains(m.Audience.RegistrationIDs, d.ID) {
+				targeted++
+			}
+			return true
+		})
+		if err != nil {
+			return Report{}, err
+		}
+	}
+	r := Report{
+		MsgID: m.ID, AcceptedAt: m.AcceptedAt, SendAt: m.SendAt, ExpiresAt: m.ExpiresAt,
+		Targeted: targeted, Delivered: c.Delivered, Replaced: c.Replaced,
+	}
+	rest := max(0, targeted-c.Delivered-c.Replaced)
+	now := s.now()
+	switch {
+	case m.Recalled:
+		r.State, r.Recalled = "recalled", rest
+	case m.Replaced:
+		r.State, r.Replaced = "replaced", r.Replaced+rest
+	case m.Expired(now):
+		r.State, r.Expired = "expired", rest
+	case !m.Due(now):
+		r.State, r.Pending = "scheduled", rest
+	default:
+		r.State, r.Pending = "pending", rest
+	}
+	return r, nil
+}
+
+// Run sweeps expired messages every sweep interval until ctx ends, then
+// stops the timers of scheduled messages.
+func (s *Service) Run(ctx context.Context) {
+	defer s.stop()
+	if s.sweepEvery <= 0 {
+		<-ctx.Done()
+		return
+	}
+	tick := time.NewTicker(s.sweepEvery)
+	defer tick.Stop()
+	for {
+		select {
+		case <-ctx.Done():
+			return
+		case <-tick.C:
+			n, err := s.store.Sweep(ctx, s.now(), s.retain)
+			if err != nil && ctx.Err() == nil {
+				s.log.Error("sweep failed", "err", err)
+			} else if n > 0 {
+				s.log.Debug("swept expired messages", "purged", n)
+			}
+		}
+	}
+}
+
+func (s *Service) stop() {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	s.closed = true
+	for t := range s.timers {
+		t.Stop()
+	}
+	clear(s.timers)
+}

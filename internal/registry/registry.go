@@ -1,0 +1,263 @@
+// Package registry manages apps and devices: their credentials, aliases and
+// tags, and the resolution of a push's explicit audience to devices.
+package registry
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"slices"
+	"time"
+
+	"github.com/heraldpush/herald/internal/push"
+	"github.com/heraldpush/herald/internal/store"
+)
+
+// Errors of the registry.
+var (
+	// ErrUnauthorized means the credentials do not match. It never says
+	// whether the app or device exists.
+	ErrUnauthorized = errors.New("registry: wrong credentials")
+	// ErrNotFound means no such device in the caller's app (whether it
+	// exists in another app is never revealed).
+	ErrNotFound = errors.New("registry: not found")
+	// ErrAppExists means an app with that name already exists.
+	ErrAppExists = errors.New("registry: app exists")
+	// ErrInvalid wraps a field that cannot be accepted.
+	ErrInvalid = errors.New("registry: invalid")
+)
+
+// Registry manages apps and devices over a store.
+type Registry struct {
+	store   store.Store      // never nil
+	now     func() time.Time // never nil
+	maxTags int
+}
+
+// New returns a registry over s. now is the clock; maxTags bounds tags per
+// device.
+func New(s store.Store, now func() time.Time, maxTags int) *Registry {
+	return &Registry{store: s, now: now, maxTags: maxTags}
+}
+
+// CreateApp creates an app named name and returns it with its master
+// secret, which is shown once and stored only hashed.
+func (r *Registry) CreateApp(ctx context.Context, name string) (push.App, string, error) {
+	if err := push.ValidName(name); err != nil {
+		return push.App{}, "", fmt.Errorf("%w: app name: %v", ErrInvalid, err)
+	}
+	secret := push.NewSecret()
+	app := push.App{Key: push.NewAppKey(), Name: name, SecretHash: push.HashSecret(secret), CreatedAt: r.now().UTC()}
+	if err := r.store.CreateApp(ctx, app); err != nil {
+		if errors.Is(err, store.ErrExists) {
+			return push.App{}, "", fmt.Errorf("%w: %q", ErrAppExists, name)
+		}
+		return push.App{}, "", err
+	}
+	return app, secret, nil
+}
+
+// EnsureApp returns the app named name, creating it if it does not exist.
+// The secret is returned only when the app was created now.
+func (r *Registry) EnsureApp(ctx context.Context, name string) (app push.App, secret string, err error) {
+	app, err = r.store.AppByName(ctx, name)
+	if err == nil {
+		return app, "", nil
+	}
+	if !errors.Is(err, store.ErrNotFound) {
+		return push.App{}, "", err
+	}
+	return r.CreateApp(ctx, name)
+}
+
+// App returns the app with key, or ErrNotFound.
+func (r *Registry) App(ctx context.Context, key string) (push.App, error) {
+	app, err := r.store.App(ctx, key)
+	if errors.Is(err, store.ErrNotFound) {
+		return push.App{}, ErrNotFound
+	}
+	return app, err
+}
+
+// AuthApp returns the app whose key and master secret these are.
+func (r *Registry) AuthApp(ctx context.Context, key, secret string) (push.App, error) {
+	app, err := r.store.App(ctx, key)
+	if errors.Is(err, store.ErrNotFound) {
+		return push.App{}, ErrUnauthorized
+	}
+	if err != nil {
+		return push.App{}, err
+	}
+	if !push.SecretMatches(secret, app.SecretHash) {
+		return push.App{}, ErrUnauthorized
+	}
+	return app, nil
+}
+
+// Registration is what a device registers with.
+type Registration struct {
+	AppKey   string
+	Platform push.Platform
+	Alias    string
+	Tags     []string
+	Channel  push.Channel
+}
+
+// Register creates a device and returns it with its device secret, which is
+// shown once and stored only hashed.
+func (r *Registry) Register(ctx context.Context, reg Registration) (push.Device, string, error) {
+	if !reg.Platform.Valid() {
+		return push.Device{}, "", fmt.Errorf("%w: platform must be android, ios, web or other, not %q", ErrInvalid, reg.Platform)
+	}
+	if reg.Alias != "" {
+		if err := push.ValidName(reg.Alias); err != nil {
+			return push.Device{}, "", fmt.Errorf("%w: alias: %v", ErrInvalid, err)
+		}
+	}
+	tags, err := push.NormalizeTags(reg.Tags, r.maxTags)
+	if err != nil {
+		return push.Device{}, "", fmt.Errorf("%w: tags: %v", ErrInvalid, err)
+	}
+	if reg.Channel.Kind == "" {
+		reg.Channel.Kind = push.ChannelHerald
+	}
+	now := r.now().UTC()
+	secret := push.NewSecret()
+	d, err := r.store.CreateDevice(ctx, push.Device{
+		ID: push.NewRegistrationID(), App: reg.AppKey, Platform: reg.Platform,
+		Alias: reg.Alias, Tags: tags, SecretHash: push.HashSecret(secret),
+		Channel: reg.Channel, CreatedAt: now, UpdatedAt: now,
+	})
+	if errors.Is(err, store.ErrNotFound) {
+		return push.Device{}, "", ErrNotFound
+	}
+	if err != nil {
+		return push.Device{}, "", err
+	}
+	return d, secret, nil
+}
+
+// AuthDevice returns the device whose registration ID and secret these are.
+func (r *Registry) AuthDevice(ctx context.Context, id, secret string) (push.Device, error) {
+	d, err := r.store.Device(ctx, id)
+	if errors.Is(err, store.ErrNotFound) {
+		return push.Device{}, ErrUnauthorized
+	}
+	if err != nil {
+		return push.Device{}, err
+	}
+	if !push.SecretMatches(secret, d.SecretHash) {
+		return push.Device{}, ErrUnauthorized
+	}
+	return d, nil
+}
+
+// Device returns app's device with id, or ErrNotFound if it does not exist
+// in that app.
+func (r *Registry) Device(ctx context.Context, app, id string) (push.Device, error) {
+	d, err := r.store.Device(ctx, id)
+	if errors.Is(err, store.ErrNotFound) || (err == nil && d.App != app) {
+		return push.Device{}, ErrNotFound
+	}
+	return d, err
+}
+
+// Patch changes a device's alias and tags; nil fields are left alone.
+type Patch struct {
+	Alias      *string
+	Tags       *[]string
+	AddTags    []string
+	RemoveTags []string
+}
+
+// Update applies p to app's device id and returns the device as stored.
+func (r *Registry) Update(ctx context.Context, app, id string, p Patch) (push.Device, error) {
+	d, err := r.Device(ctx, app, id)
+	if err != nil {
+		return push.Device{}, err
+	}
+	if p.Alias != nil {
+		if *p.Alias != "" {
+			if err := push.ValidName(*p.Alias); err != nil {
+				return push.Device{}, fmt.Errorf("%w: alias: %v", ErrInvalid, err)
+			}
+		}
+		d.Alias = *p.Alias
+	}
+	tags := d.Tags
+	if p.Tags != nil {
+		tags = *p.Tags
+	}
+	tags = append(slices.Clone(tags), p.AddTags...)
+	tags = slices.DeleteFunc(tags, func(t string) bool { return slices.Contains(p.RemoveTags, t) })
+	if d.Tags, err = push.NormalizeTags(tags, r.maxTags); err != nil {
+		return push.Device{}, fmt.Errorf("%w: tags: %v", ErrInvalid, err)
+	}
+	d.UpdatedAt = r.now().UTC()
+	if err := r.store.UpdateDevice(ctx, d); err != nil {
+		if errors.Is(err, store.ErrNotFound) {
+			return push.Device{}, ErrNotFound
+		}
+		return push.Device{}, err
+	}
+	return d, nil
+}
+
+// Delete removes app's device id with its inbox.
+func (r *Registry) Delete(ctx context.Context, app, id string) error {
+	if _, err := r.Device(ctx, app, id); err != nil {
+		return err
+	}
+	err := r.store.DeleteDevice(ctx, id)
+	if errors.Is(err, store.ErrNotFound) {
+		return ErrNotFound
+	}
+	return err
+}
+
+// Alias returns app's devices with alias.
+func (r *Registry) Alias(ctx context.Context, app, alias string) ([]push.Device, error) {
+	return r.store.DevicesByAlias(ctx, app, alias)
+}
+
+// Resolve turns the explicit part of a's audience into app's device IDs,
+// deduplicated, keeping only devices that pass the platform filter. Unknown
+// names (or devices of other apps, which look the same) are returned in
+// unknown.
+func (r *Registry) Resolve(ctx context.Context, app string, a *push.Audience, platforms []push.Platform) (targets, unknown []string, err error) {
+	seen := make(map[string]bool, len(a.RegistrationIDs))
+	pass := func(p push.Platform) bool { return len(platforms) == 0 || slices.Contains(platforms, p) }
+	for _, id := range a.RegistrationIDs {
+		if seen[id] {
+			continue
+		}
+		seen[id] = true
+		d, err := r.store.Device(ctx, id)
+		if errors.Is(err, store.ErrNotFound) || (err == nil && d.App != app) {
+			unknown = append(unknown, id)
+			continue
+		}
+		if err != nil {
+			return nil, nil, err
+		}
+		if pass(d.Platform) {
+			targets = append(targets, id)
+		}
+	}
+	for _, alias := range a.Aliases {
+		ds, err := r.store.DevicesByAlias(ctx, app, alias)
+		if err != nil {
+			return nil, nil, err
+		}
+		if len(ds) == 0 {
+			unknown = append(unknown, alias)
+		}
+		for _, d := range ds {
+			if !seen[d.ID] && pass(d.Platform) {
+				seen[d.ID] = true
+				targets = append(targets, d.ID)
+			}
+		}
+	}
+	return targets, unknown, nil
+}

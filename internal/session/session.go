@@ -1,0 +1,132 @@
+// Package session is the core's view of live device connections on this
+// node: a Session is a value the core can offer messages to and close, and the
+// Hub finds the sessions a message is for. How a transport drives its socket
+// stays inside its gateway (ARCHITECTURE.md, decision 1).
+package session
+
+import (
+	"slices"
+	"sync"
+
+	"github.com/heraldpush/herald/internal/push"
+)
+
+// Session is one live device connection (or a waiting long-poll).
+type Session interface {
+	// Offer tells the session that m was accepted for its device. It must
+	// not block: a session that cannot take m now relies on reading the
+	// store's inbox, which holds every message until it is acknowledged.
+	Offer(m *push.Message)
+	// Close ends the session, telling the device why where the transport
+	// can (for example that another connection took over).
+	Close(reason error)
+}
+
+// Hub indexes the live sessions of this node by device and by app.
+// The zero value is not usable; call NewHub.
+type Hub struct {
+	mu sync.RWMutex
+	// byDevice and byApp index the same entries; guarded by mu.
+	byDevice map[string]map[Session]*push.Device
+	byApp    map[string]map[Session]*push.Device
+}
+
+// NewHub returns an empty hub.
+func NewHub() *Hub {
+	return &Hub{
+		byDevice: make(map[string]map[Session]*push.Device),
+		byApp:    make(map[string]map[Session]*push.Device),
+	}
+}
+
+// Add registers s as a live session of device d. The hub keeps d to match
+// fan-out messages; Refresh replaces it when the device changes.
+func (h *Hub) Add(d *push.Device, s Session) {
+	h.mu.Lock()
+	defer h.mu.Unlock()
+	put(h.byDevice, d.ID, s, d)
+	put(h.byApp, d.App, s, d)
+}
+
+// Remove unregisters s. It is a no-op if s was not added.
+func (h *Hub) Remove(d *push.Device, s Session) {
+	h.mu.Lock()
+	defer h.mu.Unlock()
+	drop(h.byDevice, d.ID, s)
+	drop(h.byApp, d.App, s)
+}
+
+// Refresh replaces the device snapshot of every session of d.ID, so that
+// fan-out matching sees new tags or a new platform at once.
+func (h *Hub) Refresh(d *push.Device) {
+	h.mu.Lock()
+	defer h.mu.Unlock()
+	for s := range h.byDevice[d.ID] {
+		h.byDevice[d.ID][s] = d
+		h.byApp[d.App][s] = d
+	}
+}
+
+// Sessions returns the live sessions of the device with id.
+func (h *Hub) Sessions(id string) []Session {
+	h.mu.RLock()
+	defer h.mu.RUnlock()
+	out := make([]Session, 0, len(h.byDevice[id]))
+	for s := range h.byDevice[id] {
+		out = append(out, s)
+	}
+	return out
+}
+
+// Deliver offers m to the live sessions it is for: those of the explicit
+// targets and, for a fan-out message, every session of the app whose device
+// m.For matches. It returns how many sessions it offered m to.
+func (h *Hub) Deliver(m *push.Message, targets []string) int {
+	h.mu.RLock()
+	defer h.mu.RUnlock()
+	n := 0
+	offered := func(s Session) { s.Offer(m); n++ }
+	for _, id := range targets {
+		for s := range h.byDevice[id] {
+			offered(s)
+		}
+	}
+	if !m.Fanout() {
+		return n
+	}
+	for s, d := range h.byApp[m.App] {
+		if m.For(d) && !slices.Contains(targets, d.ID) {
+			offered(s)
+		}
+	}
+	return n
+}
+
+// Len returns the number of live sessions.
+func (h *Hub) Len() int {
+	h.mu.RLock()
+	defer h.mu.RUnlock()
+	n := 0
+	for _, set := range h.byApp {
+		n += len(set)
+	}
+	return n
+}
+
+func put(m map[string]map[Session]*push.Device, key string, s Session, d *push.Device) {
+	set := m[key]
+	if set == nil {
+		set = make(map[Session]*push.Device)
+		m[key] = set
+	}
+	set[s] = d
+}
+
+func drop(m map[string]map[Session]*push.Device, key string, s Session) {
+	if set := m[key]; set != nil {
+		delete(set, s)
+		if len(set) == 0 {
+			delete(m, key)
+		}
+	}
+}
