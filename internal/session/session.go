@@ -130,3 +130,16 @@ func drop(m map[string]map[Session]*push.Device, key string, s Session) {
 		}
 	}
 }
+
+// All returns every live session, for shutdown.
+func (h *Hub) All() []Session {
+	h.mu.RLock()
+	defer h.mu.RUnlock()
+	var out []Session
+	for _, set := range h.byApp {
+		for s := range set {
+			out = append(out, s)
+		}
+	}
+	return out
+}
