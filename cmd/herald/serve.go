@@ -1,0 +1,109 @@
+package main
+
+import (
+	"context"
+	"flag"
+	"fmt"
+	"io"
+	"log/slog"
+	"os"
+
+	"github.com/heraldpush/herald/internal/config"
+	"github.com/heraldpush/herald/internal/server"
+)
+
+func serve(ctx context.Context, args []string, stdout, stderr io.Writer) error {
+	cfg := config.Default()
+	fs := flag.NewFlagSet("herald serve", flag.ContinueOnError)
+	fs.SetOutput(stderr)
+	configFile := fs.String("config", "", "JSON file of settings keyed by flag name (flags and HERALD_* variables override it)")
+	fs.StringVar(&cfg.DataDir, "data", cfg.DataDir, "directory of the embedded store and local state")
+	fs.StringVar(&cfg.HTTPAddr, "http", cfg.HTTPAddr, "HTTP listen address (API, device HTTP transports, health)")
+	fs.StringVar(&cfg.MQTTAddr, "mqtt", cfg.MQTTAddr, "MQTT listen address; empty to disable")
+	fs.StringVar(&cfg.MQTTSAddr, "mqtts", cfg.MQTTSAddr, "MQTT over TLS listen address; empty to disable")
+	fs.StringVar(&cfg.TLSCert, "tls-cert", cfg.TLSCert, "TLS certificate file (PEM)")
+	fs.StringVar(&cfg.TLSKey, "tls-key", cfg.TLSKey, "TLS private key file (PEM)")
+	fs.StringVar(&cfg.PublicURL, "public-url", cfg.PublicURL, "base URL devices and providers use to reach the HTTP listener")
+	fs.StringVar(&cfg.AdminToken, "admin-token", cfg.AdminToken, "admin bearer token; generated and kept in the data directory when empty")
+	fs.StringVar(&cfg.PostgresURL, "postgres", cfg.PostgresURL, "PostgreSQL URL: store everything there (cluster mode)")
+	fs.StringVar(&cfg.NATSURL, "nats", cfg.NATSURL, "NATS URL: route between nodes (cluster mode)")
+	fs.IntVar(&cfg.MaxPayload, "max-payload", cfg.MaxPayload, "largest notification plus message, in bytes")
+	fs.IntVar(&cfg.MaxIDs, "max-ids", cfg.MaxIDs, "most registration IDs and aliases in one push")
+	fs.IntVar(&cfg.MaxTags, "max-tags", cfg.MaxTags, "most tags on one device")
+	fs.IntVar(&cfg.MaxBatch, "max-batch", cfg.MaxBatch, "most pushes in one batch call and messages in one poll")
+	fs.Int64Var(&cfg.MaxBody, "max-body", cfg.MaxBody, "largest request body, in bytes")
+	fs.DurationVar(&cfg.DefaultTTL, "default-ttl", cfg.DefaultTTL, "TTL of a push that gives none")
+	fs.DurationVar(&cfg.MaxTTL, "max-ttl", cfg.MaxTTL, "longest TTL; longer ones are clamped")
+	fs.DurationVar(&cfg.LongPollMax, "long-poll-max", cfg.LongPollMax, "longest long-poll wait")
+	fs.Float64Var(&cfg.RegisterRate, "register-rate", cfg.RegisterRate, "registrations per second per source address (calls with the master secret are exempt)")
+	fs.IntVar(&cfg.RegisterBurst, "register-burst", cfg.RegisterBurst, "registrations a source address may make at once")
+	fs.DurationVar(&cfg.SweepInterval, "sweep-interval", cfg.SweepInterval, "how often expired messages are purged")
+	fs.DurationVar(&cfg.ReportRetain, "report-retain", cfg.ReportRetain, "how long a delivery report outlives its message")
+	fs.DurationVar(&cfg.ShutdownGrace, "shutdown-grace", cfg.ShutdownGrace, "how long shutdown waits for requests in flight")
+	fs.StringVar(&cfg.LogFormat, "log-format", cfg.LogFormat, "text or json")
+	fs.StringVar(&cfg.LogLevel, "log-level", cfg.LogLevel, "debug, info, warn or error")
+	fs.StringVar(&cfg.DefaultAppName, "default-app", cfg.DefaultAppName, "name of the app created on first start")
+	if err := fs.Parse(args); err != nil {
+		return err
+	}
+	if fs.NArg() > 0 {
+		return fmt.Errorf("serve takes no arguments, got %q", fs.Args())
+	}
+	if *configFile == "" {
+		*configFile = os.Getenv("HERALD_CONFIG")
+	}
+	if err := applySources(fs, *configFile); err != nil {
+		return err
+	}
+
+	log := newLogger(stderr, cfg.LogFormat, cfg.LogLevel)
+	srv, err := server.New(ctx, cfg, log)
+	if err != nil {
+		return err
+	}
+	printBanner(stdout, srv.Info())
+	return srv.Run(ctx)
+}
+
+func newLogger(w io.Writer, format, level string) *slog.Logger {
+	var lvl slog.Level
+	lvl.UnmarshalText([]byte(level))
+	opts := &slog.HandlerOptions{Level: lvl}
+	if format == "json" {
+		return slog.New(slog.NewJSONHandler(w, opts))
+	}
+	return slog.New(slog.NewTextHandler(w, opts))
+}
+
+func printBanner(w io.Writer, in server.Info) {
+	fmt.Fprintf(w, "Herald is running (store: %s)\n\n", in.Store)
+	fmt.Fprintf(w, "  HTTP API        %s\n", in.HTTPURL)
+	fmt.Fprintf(w, "  register        POST %s/v1/devices\n", in.HTTPURL)
+	fmt.Fprintf(w, "  push            POST %s/v1/push\n", in.HTTPURL)
+	fmt.Fprintf(w, "  poll            GET  %s/v1/inbox?wait=30\n", in.HTTPURL)
+	if in.MQTTURL != "" {
+		fmt.Fprintf(w, "  MQTT            %s\n", in.MQTTURL)
+	}
+	fmt.Fprintf(w, "  health          %s/healthz  %s/readyz\n\n", in.HTTPURL, in.HTTPURL)
+	fmt.Fprintf(w, "  app             %s\n", in.AppName)
+	fmt.Fprintf(w, "  app_key         %s\n", in.AppKey)
+	if in.AppSecret != "" {
+		fmt.Fprintf(w, "  master_secret   %s   (shown once: keep it)\n", in.AppSecret)
+	} else {
+		fmt.Fprintf(w, "  master_secret   (shown on first start; create another app with `herald app create NAME`)\n")
+	}
+	switch {
+	case in.AdminTokenNew:
+		fmt.Fprintf(w, "  admin token     %s   (kept in %s)\n", in.AdminToken, in.AdminTokenFile)
+	case in.AdminTokenFile != "":
+		fmt.Fprintf(w, "  admin token     in %s\n", in.AdminTokenFile)
+	default:
+		fmt.Fprintf(w, "  admin token     as configured\n")
+	}
+	fmt.Fprintf(w, "\nFor the client commands:\n  export HERALD_SERVER=%s HERALD_APP_KEY=%s", in.HTTPURL, in.AppKey)
+	if in.AppSecret != "" {
+		fmt.Fprintf(w, " HERALD_MASTER_SECRET=%s", in.AppSecret)
+	}
+	fmt.Fprintln(w)
+	fmt.Fprintln(w)
+}

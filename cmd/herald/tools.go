@@ -1,0 +1,313 @@
+package main
+
+import (
+	"bytes"
+	"context"
+	"encoding/json"
+	"errors"
+	"flag"
+	"fmt"
+	"io"
+	"net/http"
+	"os"
+	"path/filepath"
+	"strings"
+	"time"
+
+	"github.com/heraldpush/herald/client"
+)
+
+// clientFlags are the flags every client command shares.
+type clientFlags struct {
+	server, appKey, masterSecret, adminToken, dataDir string
+}
+
+func (c *clientFlags) register(fs *flag.FlagSet) {
+	fs.StringVar(&c.server, "server", "http://127.0.0.1:8080", "Herald's base URL")
+	fs.StringVar(&c.appKey, "app-key", "", "the app's key")
+	fs.StringVar(&c.masterSecret, "master-secret", "", "the app's master secret")
+	fs.StringVar(&c.adminToken, "admin-token", "", "admin token (default: read from the data directory)")
+	fs.StringVar(&c.dataDir, "data", "./herald-data", "a local server's data directory, to find its admin token")
+}
+
+// parse parses args and fills flags not given from HERALD_* variables.
+func (c *clientFlags) parse(fs *flag.FlagSet, args []string) error {
+	if err := fs.Parse(args); err != nil {
+		return err
+	}
+	if err := applySources(fs, ""); err != nil {
+		return err
+	}
+	c.server = strings.TrimRight(c.server, "/")
+	return nil
+}
+
+func newFlags(name string, stderr io.Writer) *flag.FlagSet {
+	fs := flag.NewFlagSet("herald "+name, flag.ContinueOnError)
+	fs.SetOutput(stderr)
+	return fs
+}
+
+// do sends one API call and decodes the answer; errors come back as
+// *client.Error with the server's code.
+func do(ctx context.Context, method, url string, auth func(*http.Request), in, out any) error {
+	var body io.Reader
+	if in != nil {
+		b, err := json.Marshal(in)
+		if err != nil {
+			return err
+		}
+		body = bytes.NewReader(b)
+	}
+	req, err := http.NewRequestWithContext(ctx, method, url, body)
+	if err != nil {
+		return err
+	}
+	req.Header.Set("Content-Type", "application/json")
+	if auth != nil {
+		auth(req)
+	}
+	resp, err := http.DefaultClient.Do(req)
+	if err != nil {
+		return err
+	}
+	defer resp.Body.Close()
+	raw, _ := io.ReadAll(io.LimitReader(resp.Body, 8<<20))
+	if resp.StatusCode >= 300 {
+		var env struct {
+			Error *client.Error `json:"error"`
+		}
+		if json.Unmarshal(raw, &env) == nil && env.Error != nil {
+			env.Error.Status = resp.StatusCode
+			return env.Error
+		}
+		return fmt.Errorf("%s %s: %s", method, url, resp.Status)
+	}
+	if out != nil && len(raw) > 0 {
+		return json.Unmarshal(raw, out)
+	}
+	return nil
+}
+
+func (c *clientFlags) providerAuth() (func(*http.Request), error) {
+	if c.appKey == "" || c.masterSecret == "" {
+		return nil, errors.New("give --app-key and --master-secret (or HERALD_APP_KEY and HERALD_MASTER_SECRET)")
+	}
+	return func(r *http.Request) { r.SetBasicAuth(c.appKey, c.masterSecret) }, nil
+}
+
+func appCmd(ctx context.Context, args []string, stdout, stderr io.Writer) error {
+	if len(args) == 0 || args[0] != "create" {
+		return errors.New("usage: herald app create NAME")
+	}
+	var c clientFlags
+	fs := newFlags("app create", stderr)
+	c.register(fs)
+	if err := c.parse(fs, args[1:]); err != nil {
+		return err
+	}
+	if fs.NArg() != 1 {
+		return errors.New("usage: herald app create [flags] NAME")
+	}
+	token := c.adminToken
+	if token == "" {
+		b, err := os.ReadFile(filepath.Join(c.dataDir, "admin-token"))
+		if err != nil {
+			return errors.New("give --admin-token (or HERALD_ADMIN_TOKEN); none found in the data directory")
+		}
+		token = strings.TrimSpace(string(b))
+	}
+	var out struct {
+		AppKey       string `json:"app_key"`
+		Name         string `json:"name"`
+		MasterSecret string `json:"master_secret"`
+	}
+	err := do(ctx, "POST", c.server+"/v1/apps", func(r *http.Request) { r.Header.Set("Authorization", "Bearer "+token) },
+		map[string]string{"name": fs.Arg(0)}, &out)
+	if err != nil {
+		return err
+	}
+	fmt.Fprintf(stdout, "app            %s\napp_key        %s\nmaster_secret  %s\n", out.Name, out.AppKey, out.MasterSecret)
+	return nil
+}
+
+// listFlag collects a repeatable, comma-separated flag.
+type listFlag []string
+
+func (l *listFlag) String() string { return strings.Join(*l, ",") }
+func (l *listFlag) Set(v string) error {
+	for _, s := range strings.Split(v, ",") {
+		if s = strings.TrimSpace(s); s != "" {
+			*l = append(*l, s)
+		}
+	}
+	return nil
+}
+
+func send(ctx context.Context, args []string, stdout, stderr io.Writer) error {
+	var c clientFlags
+	var to, aliases, tags, tagAnd, tagNot, platforms listFlag
+	fs := newFlags("send", stderr)
+	c.register(fs)
+	fs.Var(&to, "to", "registration ID (repeatable, or comma-separated)")
+	fs.Var(&aliases, "alias", "alias (repeatable)")
+	fs.Var(&tags, "tag", "devices with any of these tags (repeatable)")
+	fs.Var(&tagAnd, "tag-and", "devices with all of these tags (repeatable)")
+	fs.Var(&tagNot, "tag-not", "devices with none of these tags (repeatable)")
+	fs.Var(&platforms, "platform", "only these platforms: android, ios, web, other (repeatable)")
+	all := fs.Bool("all", false, "every device of the app")
+	title := fs.String("title", "", "notification title")
+	body := fs.String("body", "", "notification body")
+	data := fs.String("data", "", "pass-through message: a JSON value")
+	ttl := fs.Int64("ttl", -1, "seconds to keep the message for offline devices (default: the server's)")
+	collapse := fs.String("collapse-id", "", "a newer message with this id replaces a waiting one")
+	priority := fs.String("priority", "", "normal or high")
+	sendAt := fs.String("send-at", "", "deliver at this RFC 3339 time")
+	idem := fs.String("idempotency-key", "", "a retried push with the same key is not sent twice")
+	if err := c.parse(fs, args); err != nil {
+		return err
+	}
+	auth, err := c.providerAuth()
+	if err != nil {
+		return err
+	}
+	req := map[string]any{}
+	if *all {
+		req["audience"] = "all"
+	} else {
+		aud := map[string][]string{}
+		for key, l := range map[string]listFlag{"registration_id": to, "alias": aliases, "tag": tags, "tag_and": tagAnd, "tag_not": tagNot} {
+			if len(l) > 0 {
+				aud[key] = l
+			}
+		}
+		if len(aud) == 0 {
+			return errors.New("give an audience: --to, --alias, --tag, --tag-and, --tag-not or --all")
+		}
+		req["audience"] = aud
+	}
+	if len(platforms) > 0 {
+		req["platform"] = platforms
+	}
+	if *title != "" || *body != "" {
+		req["notification"] = map[string]string{"title": *title, "body": *body}
+	}
+	if *data != "" {
+		if !json.Valid([]byte(*data)) {
+			return errors.New("--data must be a JSON value")
+		}
+		req["message"] = json.RawMessage(*data)
+	}
+	opts := map[string]any{}
+	if *ttl >= 0 {
+		opts["ttl"] = *ttl
+	}
+	for key, v := range map[string]string{"collapse_id": *collapse, "priority": *priority, "idempotency_key": *idem} {
+		if v != "" {
+			opts[key] = v
+		}
+	}
+	if *sendAt != "" {
+		t, err := time.Parse(time.RFC3339, *sendAt)
+		if err != nil {
+			return fmt.Errorf("--send-at: %w", err)
+		}
+		opts["send_at"] = t
+	}
+	if len(opts) > 0 {
+		req["options"] = opts
+	}
+	var out map[string]any
+	if err := do(ctx, "POST", c.server+"/v1/push", auth, req, &out); err != nil {
+		return err
+	}
+	return printJSON(stdout, out)
+}
+
+func report(ctx context.Context, args []string, stdout, stderr io.Writer) error {
+	var c clientFlags
+	fs := newFlags("report", stderr)
+	c.register(fs)
+	if err := c.parse(fs, args); err != nil {
+		return err
+	}
+	if fs.NArg() != 1 {
+		return errors.New("usage: herald report [flags] MSG_ID")
+	}
+	auth, err := c.providerAuth()
+	if err != nil {
+		return err
+	}
+	var out map[string]any
+	if err := do(ctx, "GET", c.server+"/v1/messages/"+fs.Arg(0), auth, nil, &out); err != nil {
+		return err
+	}
+	return printJSON(stdout, out)
+}
+
+func printJSON(w io.Writer, v any) error {
+	enc := json.NewEncoder(w)
+	enc.SetIndent("", "  ")
+	return enc.Encode(v)
+}
+
+func listen(ctx context.Context, args []string, stdout, stderr io.Writer) error {
+	var c clientFlags
+	var tags listFlag
+	fs := newFlags("listen", stderr)
+	c.register(fs)
+	platform := fs.String("platform", "other", "platform to register as")
+	alias := fs.String("alias", "", "alias to register with")
+	fs.Var(&tags, "tag", "tag to register with (repeatable)")
+	state := fs.String("state", "herald-device.json", "file that keeps the registration between runs")
+	count := fs.Int("count", 0, "exit after this many messages (0: run until interrupted)")
+	if err := c.parse(fs, args); err != nil {
+		return err
+	}
+	reg, err := loadOrRegister(ctx, &c, *state, client.RegisterRequest{
+		AppKey: c.appKey, Platform: *platform, Alias: *alias, Tags: tags,
+	})
+	if err != nil {
+		return err
+	}
+	fmt.Fprintf(stderr, "listening as %s on %s\n", reg.RegistrationID, reg.Server)
+	dev := client.NewDevice(*reg, nil)
+	received := 0
+	err = dev.Listen(ctx, func(m client.Message) error {
+		if err := json.NewEncoder(stdout).Encode(m); err != nil {
+			return err
+		}
+		if received++; *count > 0 && received >= *count {
+			return client.ErrStop
+		}
+		return nil
+	})
+	if errors.Is(err, context.Canceled) {
+		return nil
+	}
+	return err
+}
+
+// loadOrRegister reuses the registration saved in path for the same server
+// and app, or registers anew and saves it (readable by the owner only: it
+// holds the device secret).
+func loadOrRegister(ctx context.Context, c *clientFlags, path string, req client.RegisterRequest) (*client.Registration, error) {
+	if raw, err := os.ReadFile(path); err == nil {
+		var reg client.Registration
+		if json.Unmarshal(raw, &reg) == nil && reg.Server == c.server && (c.appKey == "" || reg.AppKey == c.appKey) {
+			return &reg, nil
+		}
+	}
+	if c.appKey == "" {
+		return nil, errors.New("give --app-key (or HERALD_APP_KEY) to register")
+	}
+	reg, err := client.Register(ctx, nil, c.server, req)
+	if err != nil {
+		return nil, err
+	}
+	raw, _ := json.MarshalIndent(reg, "", "  ")
+	if err := os.WriteFile(path, raw, 0o600); err != nil {
+		return nil, fmt.Errorf("saving the registration: %w", err)
+	}
+	return reg, nil
+}

@@ -1,0 +1,232 @@
+// Package server is the composition root: it builds every part of Herald
+// from a config.Config, owns the listeners and drains them on shutdown. It is
+// the only package that knows the concrete backends.
+package server
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"log/slog"
+	"net"
+	"net/http"
+	"os"
+	"path/filepath"
+	"strings"
+	"sync"
+	"sync/atomic"
+	"time"
+
+	"github.com/heraldpush/herald/internal/api"
+	"github.com/heraldpush/herald/internal/config"
+	"github.com/heraldpush/herald/internal/delivery"
+	"github.com/heraldpush/herald/internal/gateway/poll"
+	"github.com/heraldpush/herald/internal/push"
+	"github.com/heraldpush/herald/internal/registry"
+	"github.com/heraldpush/herald/internal/router"
+	"github.com/heraldpush/herald/internal/session"
+	"github.com/heraldpush/herald/internal/store"
+)
+
+// Server is one Herald node.
+type Server struct {
+	cfg   config.Config
+	log   *slog.Logger
+	store store.Store
+	hub   *session.Hub
+	reg   *registry.Registry
+	deliv *delivery.Service
+	api   *api.API
+	http  *http.Server
+
+	httpLn net.Listener
+	info   Info
+	ready  atomic.Bool
+}
+
+// Info is what an operator needs after start: credentials created on this
+// start and every URL.
+type Info struct {
+	HTTPURL    string
+	MQTTURL    string // empty until the MQTT gateway listens
+	Store      string // "embedded (DIR)" or "postgres"
+	AppName    string
+	AppKey     string
+	AppSecret  string // set only when the default app was created on this start
+	AdminToken string
+	// AdminTokenNew is set when the admin token was generated on this start.
+	AdminTokenNew bool
+	// AdminTokenFile is where a generated admin token is kept.
+	AdminTokenFile string
+}
+
+// New builds a node from cfg: it opens the store, creates the default app on
+// first start and binds the listeners (so that ":0" ports are known from
+// Info before Run).
+func New(ctx context.Context, cfg config.Config, log *slog.Logger) (*Server, error) {
+	if err := cfg.Validate(); err != nil {
+		return nil, fmt.Errorf("config: %w", err)
+	}
+	if err := os.MkdirAll(cfg.DataDir, 0o700); err != nil {
+		return nil, fmt.Errorf("data directory: %w", err)
+	}
+	st, desc, err := openStore(ctx, cfg, log)
+	if err != nil {
+		return nil, err
+	}
+	s := &Server{cfg: cfg, log: log, store: st, hub: session.NewHub()}
+	s.info.Store = desc
+	if err := s.build(ctx); err != nil {
+		st.Close()
+		return nil, err
+	}
+	return s, nil
+}
+
+func (s *Server) build(ctx context.Context) error {
+	cfg := s.cfg
+	s.reg = registry.New(s.store, time.Now, cfg.MaxTags)
+	app, secret, err := s.reg.EnsureApp(ctx, cfg.DefaultAppName)
+	if err != nil {
+		return fmt.Errorf("default app: %w", err)
+	}
+	s.info.AppName, s.info.AppKey, s.info.AppSecret = app.Name, app.Key, secret
+	if err := s.adminToken(); err != nil {
+		return err
+	}
+
+	s.httpLn, err = net.Listen("tcp", cfg.HTTPAddr)
+	if err != nil {
+		return fmt.Errorf("http listener: %w", err)
+	}
+	s.info.HTTPURL = cfg.PublicURL
+	if s.info.HTTPURL == "" {
+		s.info.HTTPURL = "http://" + reachable(s.httpLn.Addr())
+	}
+
+	limits := push.DefaultLimits()
+	limits.MaxPayload, limits.MaxIDs = cfg.MaxPayload, cfg.MaxIDs
+	limits.DefaultTTL, limits.MaxTTL = cfg.DefaultTTL, cfg.MaxTTL
+	s.deliv = delivery.New(s.store, s.reg, router.Local{Hub: s.hub}, s.hub, delivery.Options{
+		Limits: limits, SweepInterval: cfg.SweepInterval, ReportRetain: cfg.ReportRetain, Log: s.log,
+	})
+	s.api = api.New(s.reg, s.deliv, s.hub, api.Options{
+		AdminToken: s.info.AdminToken, MaxBody: cfg.MaxBody, MaxBatch: cfg.MaxBatch,
+		RegisterRate: cfg.RegisterRate, RegisterBurst: cfg.RegisterBurst,
+		Links: api.Links{HTTP: s.info.HTTPURL, MQTT: s.info.MQTTURL}, Log: s.log,
+	})
+	pollGW := poll.New(s.reg, s.deliv, poll.Options{
+		MaxWait: cfg.LongPollMax, MaxBody: cfg.MaxBody, MaxBatch: cfg.MaxBatch, Log: s.log,
+	})
+
+	mux := http.NewServeMux()
+	s.api.Register(mux)
+	pollGW.Register(mux)
+	mux.HandleFunc("GET /healthz", func(w http.ResponseWriter, r *http.Request) {
+		w.Header().Set("Content-Type", "application/json")
+		w.Write([]byte(`{"status":"ok"}` + "\n"))
+	})
+	mux.HandleFunc("GET /readyz", s.readyz)
+	s.http = &http.Server{
+		Handler:           mux,
+		ReadHeaderTimeout: 10 * time.Second,
+		IdleTimeout:       2 * time.Minute,
+		ErrorLog:          slog.NewLogLogger(s.log.Handler(), slog.LevelDebug),
+	}
+	return nil
+}
+
+// adminToken takes the configured token, or the one generated on an earlier
+// start, or generates and keeps one.
+func (s *Server) adminToken() error {
+	if s.cfg.AdminToken != "" {
+		s.info.AdminToken = s.cfg.AdminToken
+		return nil
+	}
+	path := filepath.Join(s.cfg.DataDir, "admin-token")
+	s.info.AdminTokenFile = path
+	b, err := os.ReadFile(path)
+	if err == nil && len(strings.TrimSpace(string(b))) > 0 {
+		s.info.AdminToken = strings.TrimSpace(string(b))
+		return nil
+	}
+	if err != nil && !errors.Is(err, os.ErrNotExist) {
+		return fmt.Errorf("admin token: %w", err)
+	}
+	s.info.AdminToken, s.info.AdminTokenNew = push.NewSecret(), true
+	if err := os.WriteFile(path, []byte(s.info.AdminToken+"\n"), 0o600); err != nil {
+		return fmt.Errorf("admin token: %w", err)
+	}
+	return nil
+}
+
+func (s *Server) readyz(w http.ResponseWriter, r *http.Request) {
+	ctx, cancel := context.WithTimeout(r.Context(), 2*time.Second)
+	defer cancel()
+	w.Header().Set("Content-Type", "application/json")
+	if _, err := s.store.App(ctx, s.info.AppKey); err != nil || !s.ready.Load() {
+		w.WriteHeader(http.StatusServiceUnavailable)
+		w.Write([]byte(`{"status":"unavailable"}` + "\n"))
+		return
+	}
+	w.Write([]byte(`{"status":"ready"}` + "\n"))
+}
+
+// Info returns the node's credentials and URLs.
+func (s *Server) Info() Info { return s.info }
+
+// Run serves until ctx ends, then drains: it stops accepting, lets requests
+// in flight finish for the shutdown grace period, and closes the store.
+func (s *Server) Run(ctx context.Context) error {
+	bg, stopBG := context.WithCancel(context.Background())
+	var wg sync.WaitGroup
+	wg.Go(func() { s.deliv.Run(bg) })
+	wg.Go(func() { s.api.Run(bg) })
+
+	errc := make(chan error, 1)
+	go func() { errc <- s.http.Serve(s.httpLn) }()
+	s.ready.Store(true)
+	s.log.Info("herald serving", "http", s.info.HTTPURL, "store", s.info.Store)
+
+	var err error
+	select {
+	case <-ctx.Done():
+	case err = <-errc:
+	}
+	s.ready.Store(false)
+	s.log.Info("herald draining", "grace", s.cfg.ShutdownGrace)
+	drain, cancel := context.WithTimeout(context.Background(), s.cfg.ShutdownGrace)
+	defer cancel()
+	// Long-polls end at once with what they have; other requests finish.
+	for _, sess := range s.hub.All() {
+		sess.Close(errShuttingDown)
+	}
+	if shutErr := s.http.Shutdown(drain); shutErr != nil {
+		s.http.Close()
+	}
+	stopBG()
+	wg.Wait()
+	if cerr := s.store.Close(); cerr != nil && err == nil {
+		err = cerr
+	}
+	if errors.Is(err, http.ErrServerClosed) {
+		err = nil
+	}
+	s.log.Info("herald stopped")
+	return err
+}
+
+var errShuttingDown = errors.New("server shutting down")
+
+// reachable turns a listener address into one a client on this machine can
+// dial: an unspecified host becomes 127.0.0.1.
+func reachable(a net.Addr) string {
+	host, port, err := net.SplitHostPort(a.String())
+	if err != nil {
+		return a.String()
+	}
+	if ip := net.ParseIP(host); ip == nil || ip.IsUnspecified() {
+		host = "127.0.0.1"
+	}
+	return net.JoinHostPort(host, port)
+}

@@ -1,0 +1,312 @@
+// Package e2e runs the real herald binary as users do and checks what they
+// see: the CLI, the HTTP API, and that an accepted message survives kill -9.
+package e2e
+
+import (
+	"bufio"
+	"bytes"
+	"context"
+	"encoding/json"
+	"fmt"
+	"io"
+	"net/http"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"regexp"
+	"slices"
+	"strings"
+	"sync"
+	"syscall"
+	"testing"
+	"time"
+
+	"github.com/heraldpush/herald/client"
+)
+
+var heraldBin string
+
+func TestMain(m *testing.M) {
+	dir, err := os.MkdirTemp("", "herald-e2e")
+	if err != nil {
+		panic(err)
+	}
+	heraldBin = filepath.Join(dir, "herald")
+	build := exec.Command("go", "build", "-o", heraldBin, "../../cmd/herald")
+	build.Stderr = os.Stderr
+	if err := build.Run(); err != nil {
+		fmt.Fprintln(os.Stderr, "building herald:", err)
+		os.Exit(1)
+	}
+	code := m.Run()
+	os.RemoveAll(dir)
+	os.Exit(code)
+}
+
+// server is a `herald serve` process.
+type server struct {
+	cmd    *exec.Cmd
+	url    string
+	appKey string
+	secret string
+	done   chan struct{}
+	log    *bytes.Buffer
+}
+
+var bannerLine = regexp.MustCompile(`^\s+(HTTP API|app_key|master_secret)\s+(\S+)`)
+
+// startServer runs `herald serve` on dataDir with a free port and waits for
+// its banner.
+func startServer(t *testing.T, dataDir string, extra ...string) *server {
+	t.Helper()
+	args := append([]string{"serve", "--data", dataDir, "--http", "127.0.0.1:0", "--mqtt", ""}, extra...)
+	cmd := exec.Command(heraldBin, args...)
+	stdout, _ := cmd.StdoutPipe()
+	s := &server{cmd: cmd, done: make(chan struct{}), log: &bytes.Buffer{}}
+	cmd.Stderr = s.log
+	if err := cmd.Start(); err != nil {
+		t.Fatalf("starting herald: %v", err)
+	}
+	ready := make(chan struct{})
+	go func() {
+		sc := bufio.NewScanner(stdout)
+		signalled := false
+		for sc.Scan() {
+			if m := bannerLine.FindStringSubmatch(sc.Text()); m != nil {
+				switch m[1] {
+				case "HTTP API":
+					s.url = m[2]
+				case "app_key":
+					s.appKey = m[2]
+				case "master_secret":
+					if !strings.HasPrefix(m[2], "(") {
+						s.secret = m[2]
+					}
+				}
+			}
+			if strings.HasPrefix(sc.Text(), "For the client commands") && !signalled {
+				signalled = true
+				close(ready)
+			}
+		}
+	}()
+	go func() { cmd.Wait(); close(s.done) }()
+	select {
+	case <-ready:
+	case <-s.done:
+		t.Fatalf("herald exited before serving: %s", s.log)
+	case <-time.After(30 * time.Second):
+		cmd.Process.Kill()
+		t.Fatalf("herald printed no banner in 30 s: %s", s.log)
+	}
+	t.Cleanup(func() { s.kill() })
+	return s
+}
+
+func (s *server) kill() {
+	s.cmd.Process.Signal(syscall.SIGKILL)
+	<-s.done
+}
+
+func (s *server) push(t *testing.T, body string) (string, int) {
+	t.Helper()
+	req, _ := http.NewRequest("POST", s.url+"/v1/push", strings.NewReader(body))
+	req.SetBasicAuth(s.appKey, s.secret)
+	req.Header.Set("Content-Type", "application/json")
+	resp, err := http.DefaultClient.Do(req)
+	if err != nil {
+		return "", 0
+	}
+	defer resp.Body.Close()
+	var out struct {
+		MsgID string `json:"msg_id"`
+	}
+	json.NewDecoder(resp.Body).Decode(&out)
+	return out.MsgID, resp.StatusCode
+}
+
+// TestAcceptedMessageSurvivesKill9 pushes to an offline device from several
+// goroutines, kills the server with SIGKILL the moment the first 202 comes
+// back, restarts it on the same data, and checks the device still receives
+// every message that was answered with a msg_id.
+func TestAcceptedMessageSurvivesKill9(t *testing.T) {
+	data := t.TempDir()
+	srv := startServer(t, data)
+	appKey, secret := srv.appKey, srv.secret
+	reg, err := client.Register(context.Background(), nil, srv.url, client.RegisterRequest{AppKey: appKey, Platform: "android"})
+	if err != nil {
+		t.Fatal(err)
+	}
+
+	var accepted []string
+	for round := range 3 {
+		var mu sync.Mutex
+		first := make(chan struct{})
+		var once sync.Once
+		var wg sync.WaitGroup
+		for w := range 8 {
+			wg.Go(func() {
+				for i := 0; ; i++ {
+					body := fmt.Sprintf(`{"audience":{"registration_id":[%q]},"message":{"round":%d,"w":%d,"i":%d},"options":{"ttl":3600}}`, reg.RegistrationID, round, w, i)
+					if w%2 == 1 {
+						body = fmt.Sprintf(`{"audience":"all","message":{"round":%d,"w":%d,"i":%d},"options":{"ttl":3600}}`, round, w, i)
+					}
+					id, status := srv.push(t, body)
+					if status != http.StatusAccepted {
+						return // the server is gone
+					}
+					mu.Lock()
+					accepted = append(accepted, id)
+					mu.Unlock()
+					once.Do(func() { close(first) })
+				}
+			})
+		}
+		<-first
+		srv.cmd.Process.Signal(syscall.SIGKILL)
+		<-srv.done
+		wg.Wait()
+
+		srv = startServer(t, data)
+		srv.appKey, srv.secret = appKey, secret
+	}
+	if len(accepted) == 0 {
+		t.Fatal("no push was accepted")
+	}
+
+	reg.Server = srv.url
+	dev := client.NewDevice(*reg, nil)
+	got := map[string]bool{}
+	ctx := context.Background()
+	for {
+		msgs, err := dev.Poll(ctx, 0)
+		if err != nil {
+			t.Fatalf("poll after restart: %v", err)
+		}
+		if len(msgs) == 0 {
+			break
+		}
+		var ids []string
+		for _, m := range msgs {
+			got[m.ID] = true
+			ids = append(ids, m.ID)
+		}
+		if err := dev.Ack(ctx, ids...); err != nil {
+			t.Fatal(err)
+		}
+	}
+	lost := 0
+	for _, id := range accepted {
+		if !got[id] {
+			lost++
+		}
+	}
+	if lost > 0 {
+		t.Fatalf("%d of %d accepted messages were lost across kill -9", lost, len(accepted))
+	}
+	t.Logf("%d accepted messages over 3 kill -9 rounds, all delivered after restart", len(accepted))
+}
+
+// herald runs a client command of the binary.
+func herald(t *testing.T, ctx context.Context, env []string, args ...string) (string, error) {
+	t.Helper()
+	cmd := exec.CommandContext(ctx, heraldBin, args...)
+	cmd.Env = append(os.Environ(), env...)
+	cmd.Dir = t.TempDir()
+	var out, errOut bytes.Buffer
+	cmd.Stdout, cmd.Stderr = &out, &errOut
+	err := cmd.Run()
+	if err != nil {
+		return out.String(), fmt.Errorf("herald %s: %v: %s", strings.Join(args, " "), err, errOut.String())
+	}
+	return out.String(), nil
+}
+
+// TestCLI drives the CLI as the README does: create an app, listen as a
+// device, send to it by every audience kind.
+func TestCLI(t *testing.T) {
+	data := t.TempDir()
+	srv := startServer(t, data)
+	ctx, cancel := context.WithTimeout(context.Background(), 60*time.Second)
+	defer cancel()
+
+	out, err := herald(t, ctx, nil, "app", "create", "shop", "--server", srv.url, "--data", data)
+	if err != nil {
+		t.Fatal(err)
+	}
+	var appKey, secret string
+	for _, line := range strings.Split(out, "\n") {
+		if f := strings.Fields(line); len(f) == 2 && f[0] == "app_key" {
+			appKey = f[1]
+		} else if len(f) == 2 && f[0] == "master_secret" {
+			secret = f[1]
+		}
+	}
+	if appKey == "" || secret == "" {
+		t.Fatalf("app create printed no credentials: %q", out)
+	}
+	env := []string{"HERALD_SERVER=" + srv.url, "HERALD_APP_KEY=" + appKey, "HERALD_MASTER_SECRET=" + secret}
+
+	state := filepath.Join(t.TempDir(), "device.json")
+	listen := exec.CommandContext(ctx, heraldBin, "listen", "--alias", "ann", "--tag", "vip", "--state", state, "--count", "4")
+	listen.Env = append(os.Environ(), env...)
+	var listenOut bytes.Buffer
+	listenErr, _ := listen.StderrPipe()
+	listen.Stdout = &listenOut
+	if err := listen.Start(); err != nil {
+		t.Fatal(err)
+	}
+	// The device announces its registration ID once registered.
+	line, _ := bufio.NewReader(listenErr).ReadString('\n')
+	f := strings.Fields(line)
+	if len(f) < 3 || f[0] != "listening" {
+		t.Fatalf("listen said %q", line)
+	}
+	regID := f[2]
+	go io.Copy(io.Discard, listenErr)
+
+	var sent []string
+	for _, args := range [][]string{
+		{"--to", regID, "--title", "by id"},
+		{"--alias", "ann", "--title", "by alias"},
+		{"--tag", "vip", "--title", "by tag"},
+		{"--all", "--body", "to all", "--ttl", "60"},
+	} {
+		out, err := herald(t, ctx, env, append([]string{"send"}, args...)...)
+		if err != nil {
+			t.Fatal(err)
+		}
+		var res struct {
+			MsgID string `json:"msg_id"`
+		}
+		if err := json.Unmarshal([]byte(out), &res); err != nil || res.MsgID == "" {
+			t.Fatalf("send printed %q", out)
+		}
+		sent = append(sent, res.MsgID)
+	}
+	if err := listen.Wait(); err != nil {
+		t.Fatalf("listen: %v", err)
+	}
+	var got []string
+	dec := json.NewDecoder(&listenOut)
+	for dec.More() {
+		var m client.Message
+		if err := dec.Decode(&m); err != nil {
+			t.Fatalf("listen printed something that is not a message: %v", err)
+		}
+		got = append(got, m.ID)
+	}
+	if !slices.Equal(got, sent) {
+		t.Errorf("listen printed %v, want %v in order", got, sent)
+	}
+	// Everything printed was acknowledged.
+	out, err = herald(t, ctx, env, "report", sent[0])
+	if err != nil || !strings.Contains(out, `"delivered": 1`) {
+		t.Errorf("report after listen: %q %v", out, err)
+	}
+	// A second run reuses the saved registration.
+	raw, err := os.ReadFile(state)
+	if err != nil || !strings.Contains(string(raw), regID) {
+		t.Errorf("registration not saved in %s: %q %v", state, raw, err)
+	}
+}
