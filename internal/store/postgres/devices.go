@@ -1,0 +1,204 @@
+package postgres
+
+import (
+	"context"
+	"fmt"
+
+	"github.com/jackc/pgx/v5"
+
+	"github.com/heraldpush/herald/internal/push"
+	"github.com/heraldpush/herald/internal/store"
+)
+
+// CreateApp implements store.Store.
+func (s *Store) CreateApp(ctx context.Context, app push.App) error {
+	if err := s.check(); err != nil {
+		return err
+	}
+	_, err := s.pool.Exec(ctx, `INSERT INTO apps (key, name, secret_hash, created_at) VALUES ($1, $2, $3, $4)`,
+		app.Key, app.Name, app.SecretHash, app.CreatedAt)
+	return s.wrap("create app", err)
+}
+
+// App implements store.Store.
+func (s *Store) App(ctx context.Context, key string) (push.App, error) {
+	return s.app(ctx, `SELECT key, name, secret_hash, created_at FROM apps WHERE key = $1`, key)
+}
+
+// AppByName implements store.Store.
+func (s *Store) AppByName(ctx context.Context, name string) (push.App, error) {
+	return s.app(ctx, `SELECT key, name, secret_hash, created_at FROM apps WHERE name = $1`, name)
+}
+
+func (s *Store) app(ctx context.Context, query, arg string) (push.App, error) {
+	if err := s.check(); err != nil {
+		return push.App{}, err
+	}
+	var a push.App
+	err := s.pool.QueryRow(ctx, query, arg).Scan(&a.Key, &a.Name, &a.SecretHash, &a.CreatedAt)
+	if err != nil {
+		return push.App{}, s.wrap("app", err)
+	}
+	a.CreatedAt = a.CreatedAt.UTC()
+	return a, nil
+}
+
+const deviceCols = `id, app, platform, alias, tags, secret_hash, channel, created_at, updated_at, first_seq`
+
+func scanDevice(row pgx.Row) (push.Device, error) {
+	var d push.Device
+	var platform string
+	var firstSeq int64
+	err := row.Scan(&d.ID, &d.App, &platform, &d.Alias, &d.Tags, &d.SecretHash, &d.Channel, &d.CreatedAt, &d.UpdatedAt, &firstSeq)
+	d.Platform = push.Platform(platform)
+	d.CreatedAt, d.UpdatedAt = d.CreatedAt.UTC(), d.UpdatedAt.UTC()
+	d.FirstSeq = uint64(firstSeq)
+	return d, err
+}
+
+// CreateDevice implements store.Store. FirstSeq is the highest Seq among
+// committed messages. A message with a lower Seq that commits afterwards was
+// appended concurrently with the registration, so leaving it out is as right
+// as including it; what matters is that the device never misses a message
+// appended after CreateDevice returned, and those all get a higher Seq.
+func (s *Store) CreateDevice(ctx context.Context, d push.Device) (push.Device, error) {
+	if err := s.check(); err != nil {
+		return push.Device{}, err
+	}
+	// INSERT ... SELECT FROM apps: no row inserted means no such app.
+	var firstSeq int64
+	err := s.pool.QueryRow(ctx, `
+		INSERT INTO devices (id, app, platform, alias, tags, secret_hash, channel, created_at, updated_at, first_seq)
+		SELECT $1, key, $3, $4, $5, $6, $7, $8, $9, (SELECT coalesce(max(seq), 0) FROM messages)
+		FROM apps WHERE key = $2
+		RETURNING first_seq`,
+		d.ID, d.App, string(d.Platform), d.Alias, d.Tags, d.SecretHash, d.Channel, d.CreatedAt, d.UpdatedAt,
+	).Scan(&firstSeq)
+	if err == pgx.ErrNoRows {
+		return push.Device{}, fmt.Errorf("postgres: create device: app %q: %w", d.App, store.ErrNotFound)
+	}
+	if err != nil {
+		return push.Device{}, s.wrap("create device", err)
+	}
+	d.FirstSeq = uint64(firstSeq)
+	return d, nil
+}
+
+// Device implements store.Store.
+func (s *Store) Device(ctx context.Context, id string) (push.Device, error) {
+	if err := s.check(); err != nil {
+		return push.Device{}, err
+	}
+	d, err := scanDevice(s.pool.QueryRow(ctx, `SELECT `+deviceCols+` FROM devices WHERE id = $1`, id))
+	if err != nil {
+		return push.Device{}, s.wrap("device", err)
+	}
+	return d, nil
+}
+
+// UpdateDevice implements store.Store.
+func (s *Store) UpdateDevice(ctx context.Context, d push.Device) error {
+	if err := s.check(); err != nil {
+		return err
+	}
+	tag, err := s.pool.Exec(ctx, `
+		UPDATE devices SET platform = $2, alias = $3, tags = $4, channel = $5, secret_hash = $6, updated_at = $7
+		WHERE id = $1`,
+		d.ID, string(d.Platform), d.Alias, d.Tags, d.Channel, d.SecretHash, d.UpdatedAt)
+	if err != nil {
+		return s.wrap("update device", err)
+	}
+	if tag.RowsAffected() == 0 {
+		return fmt.Errorf("postgres: update device %q: %w", d.ID, store.ErrNotFound)
+	}
+	return nil
+}
+
+// DeleteDevice implements store.Store. Its inbox entries go with it (ON
+// DELETE CASCADE); its acknowledgements are first folded into the delivered
+// counters of their messages, so that the reports keep counting them. The
+// device row is locked first: an Ack of the device (which key-share locks
+// it) either commits before and is folded, or waits and finds no device.
+// An Append targeting the device at the same moment likewise either commits
+// first, and its entries are cascaded away, or waits and skips the device.
+func (s *Store) DeleteDevice(ctx context.Context, id string) error {
+	if err := s.check(); err != nil {
+		return err
+	}
+	err := s.inTx(ctx, func(tx pgx.Tx) error {
+		b := &pgx.Batch{}
+		// The shared sweep lock first, as Ack takes it: Sweep never folds
+		// the same acks at once, and the locks are taken in one order.
+		b.Queue(`SELECT pg_advisory_xact_lock_shared($1, $2)`, sweepLockClass, s.sweepKey)
+		b.Queue(`SELECT 1 FROM devices WHERE id = $1 FOR UPDATE`, id)
+		b.Queue(`
+			WITH acked AS (DELETE FROM acks WHERE device_id = $1 RETURNING seq)
+			UPDATE messages m SET delivered = m.delivered + 1 FROM acked WHERE m.seq = acked.seq`, id)
+		b.Queue(`DELETE FROM devices WHERE id = $1`, id)
+		br := tx.SendBatch(ctx, b)
+		defer br.Close()
+		if _, err := br.Exec(); err != nil {
+			return err
+		}
+		var one int
+		if err := br.QueryRow().Scan(&one); err != nil {
+			return err // pgx.ErrNoRows: no such device
+		}
+		for range 2 {
+			if _, err := br.Exec(); err != nil {
+				return err
+			}
+		}
+		return br.Close()
+	})
+	return s.wrap("delete device", err)
+}
+
+// DevicesByAlias implements store.Store.
+func (s *Store) DevicesByAlias(ctx context.Context, app, alias string) ([]push.Device, error) {
+	if err := s.check(); err != nil {
+		return nil, err
+	}
+	rows, err := s.pool.Query(ctx, `SELECT `+deviceCols+` FROM devices WHERE app = $1 AND alias = $2 ORDER BY id`, app, alias)
+	if err != nil {
+		return nil, s.wrap("devices by alias", err)
+	}
+	ds, err := pgx.CollectRows(rows, func(r pgx.CollectableRow) (push.Device, error) { return scanDevice(r) })
+	return ds, s.wrap("devices by alias", err)
+}
+
+// eachDeviceChunk is how many devices EachDevice reads per query.
+const eachDeviceChunk = 1000
+
+// EachDevice implements store.Store. It reads the app's devices in chunks in
+// ID order (keyset pagination) and calls fn between queries, never while a
+// result set is open: fn may call back into the store without needing a
+// second pooled connection, and a long walk holds no snapshot that would
+// keep vacuum from cleaning up. A device created or deleted during the walk
+// may or may not be seen.
+func (s *Store) EachDevice(ctx context.Context, app string, fn func(*push.Device) bool) error {
+	after := ""
+	for {
+		if err := s.check(); err != nil {
+			return err
+		}
+		rows, err := s.pool.Query(ctx, `SELECT `+deviceCols+` FROM devices WHERE app = $1 AND id > $2 ORDER BY id LIMIT $3`,
+			app, after, eachDeviceChunk)
+		if err != nil {
+			return s.wrap("each device", err)
+		}
+		ds, err := pgx.CollectRows(rows, func(r pgx.CollectableRow) (push.Device, error) { return scanDevice(r) })
+		if err != nil {
+			return s.wrap("each device", err)
+		}
+		for i := range ds {
+			if !fn(&ds[i]) {
+				return nil
+			}
+		}
+		if len(ds) < eachDeviceChunk {
+			return nil
+		}
+		after = ds[len(ds)-1].ID
+	}
+}

@@ -1,0 +1,496 @@
+package postgres
+
+import (
+	"context"
+	"fmt"
+	"os"
+	"strings"
+	"sync"
+	"testing"
+	"time"
+
+	"github.com/jackc/pgx/v5"
+
+	"github.com/heraldpush/herald/internal/push"
+	"github.com/heraldpush/herald/internal/store"
+	"github.com/heraldpush/herald/internal/store/storetest"
+)
+
+// testURL is the database the tests use; HERALD_TEST_POSTGRES overrides it.
+func testURL() string {
+	if u := os.Getenv("HERALD_TEST_POSTGRES"); u != "" {
+		return u
+	}
+	return "postgres://postgres@127.0.0.1:5432/test?sslmode=disable"
+}
+
+// reach probes the test database once per test binary, so that an
+// unreachable host costs one connect timeout rather than one per test.
+var reach = sync.OnceValue(func() error {
+	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
+	defer cancel()
+	conn, err := pgx.Connect(ctx, testURL())
+	if err != nil {
+		return err
+	}
+	defer conn.Close(ctx)
+	return conn.Ping(ctx)
+})
+
+// testDB connects to the test database, or skips the test when it cannot be
+// reached; under CI (CI=true) that is a failure instead, so a broken CI
+// database cannot pass unnoticed.
+func testDB(tb testing.TB) *pgx.Conn {
+	tb.Helper()
+	err := reach()
+	var conn *pgx.Conn
+	if err == nil {
+		conn, err = pgx.Connect(context.Background(), testURL())
+	}
+	if err != nil {
+		msg := fmt.Sprintf("PostgreSQL not reachable at %s (set HERALD_TEST_POSTGRES): %v", redact(testURL()), err)
+		if os.Getenv("CI") == "true" {
+			tb.Fatal(msg)
+		}
+		tb.Skip(msg)
+	}
+	tb.Cleanup(func() { conn.Close(context.Background()) })
+	return conn
+}
+
+// freshSchema returns the name of a schema no other test uses, dropped when
+// the test ends.
+func freshSchema(tb testing.TB) string {
+	tb.Helper()
+	conn := testDB(tb)
+	name := strings.ToLower("herald_test_" + push.NewID("", 9))
+	name = strings.NewReplacer("-", "_").Replace(name)
+	tb.Cleanup(func() {
+		if _, err := conn.Exec(context.Background(), `DROP SCHEMA IF EXISTS `+pgx.Identifier{name}.Sanitize()+` CASCADE`); err != nil {
+			tb.Errorf("drop schema %s: %v", name, err)
+		}
+	})
+	return name
+}
+
+// openTest opens a store in a fresh schema, closed when the test ends.
+func openTest(tb testing.TB) (*Store, string) {
+	tb.Helper()
+	schema := freshSchema(tb)
+	s, err := Open(context.Background(), testURL(), WithSchema(schema))
+	if err != nil {
+		tb.Fatalf("Open: %v", err)
+	}
+	tb.Cleanup(func() { s.Close() })
+	return s, schema
+}
+
+func TestStore(t *testing.T) {
+	storetest.Run(t, func(t *testing.T) (store.Store, func() store.Store) {
+		s, schema := openTest(t)
+		var cur store.Store = s
+		reopen := func() store.Store {
+			cur.Close()
+			s, err := Open(context.Background(), testURL(), WithSchema(schema))
+			if err != nil {
+				t.Fatalf("reopen: %v", err)
+			}
+			t.Cleanup(func() { s.Close() })
+			cur = s
+			return s
+		}
+		return s, reopen
+	})
+}
+
+var ctx = context.Background()
+
+var epoch = time.Date(2026, 3, 1, 12, 0, 0, 0, time.UTC)
+
+func newApp(t testing.TB, s *Store, key string) {
+	t.Helper()
+	if err := s.CreateApp(ctx, push.App{Key: key, Name: "name-" + key, CreatedAt: epoch}); err != nil {
+		t.Fatal(err)
+	}
+}
+
+func newDevice(t testing.TB, s *Store, app, id string, p push.Platform, tags ...string) push.Device {
+	t.Helper()
+	d, err := s.CreateDevice(ctx, push.Device{ID: id, App: app, Platform: p, Tags: tags,
+		Channel: push.Channel{Kind: push.ChannelHerald}, CreatedAt: epoch, UpdatedAt: epoch})
+	if err != nil {
+		t.Fatal(err)
+	}
+	return d
+}
+
+func newMsg(app, id string, aud push.Audience) *push.Message {
+	return &push.Message{ID: id, App: app, Audience: aud, Data: []byte(`{}`), TTL: time.Hour,
+		Priority: push.PriorityNormal, AcceptedAt: epoch, SendAt: epoch, ExpiresAt: epoch.Add(time.Hour)}
+}
+
+func pendingIDs(t *testing.T, s *Store, d push.Device) []string {
+	t.Helper()
+	msgs, err := s.Pending(ctx, &d, epoch.Add(time.Second), 10000)
+	if err != nil {
+		t.Fatal(err)
+	}
+	ids := []string{}
+	for _, m := range msgs {
+		ids = append(ids, m.ID)
+	}
+	return ids
+}
+
+// TestMigrateConcurrently opens one schema from several stores at once, as
+// several nodes starting together would: one migrates, the others wait.
+func TestMigrateConcurrently(t *testing.T) {
+	schema := freshSchema(t)
+	var wg sync.WaitGroup
+	errs := make(chan error, 6)
+	for range 6 {
+		wg.Go(func() {
+			s, err := Open(ctx, testURL(), WithSchema(schema))
+			if err == nil {
+				s.Close()
+			}
+			errs <- err
+		})
+	}
+	wg.Wait()
+	close(errs)
+	for err := range errs {
+		if err != nil {
+			t.Errorf("Open: %v", err)
+		}
+	}
+	conn := testDB(t)
+	var n int
+	if err := conn.QueryRow(ctx, `SELECT count(*) FROM `+pgx.Identifier{schema, "schema_migrations"}.Sanitize()).Scan(&n); err != nil {
+		t.Fatal(err)
+	}
+	if want, _ := loadMigrations(); n != len(want) {
+		t.Errorf("schema_migrations has %d rows, want %d", n, len(want))
+	}
+}
+
+// TestIdempotencyAcrossNodes appends the same idempotency key from two
+// stores (two pools, as two nodes would have) and many goroutines at once:
+// exactly one message is stored and every caller learns its ID.
+func TestIdempotencyAcrossNodes(t *testing.T) {
+	a, schema := openTest(t)
+	b, err := Open(ctx, testURL(), WithSchema(schema))
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer b.Close()
+	newApp(t, a, "app")
+	d := newDevice(t, a, "app", "d1", push.Android)
+
+	const callers = 16
+	results := make([]store.Accepted, callers)
+	errs := make([]error, callers)
+	var wg sync.WaitGroup
+	start := make(chan struct{})
+	for i := range callers {
+		s := a
+		if i%2 == 1 {
+			s = b
+		}
+		wg.Go(func() {
+			m := newMsg("app", fmt.Sprintf("m%d", i), push.Audience{RegistrationIDs: []string{"d1"}})
+			m.IdempotencyKey = "same"
+			<-start
+			res, err := s.Append(ctx, []store.Accept{{Msg: m, Targets: []string{"d1"}}})
+			if err == nil {
+				results[i] = res[0]
+			}
+			errs[i] = err
+		})
+	}
+	close(start)
+	wg.Wait()
+	winners := 0
+	for i, r := range results {
+		if errs[i] != nil {
+			t.Fatalf("Append %d: %v", i, errs[i])
+		}
+		if !r.Duplicate {
+			winners++
+		}
+		if r.ID != results[0].ID || r.Seq != results[0].Seq {
+			t.Errorf("caller %d got %+v, caller 0 got %+v: not the same message", i, r, results[0])
+		}
+	}
+	if winners != 1 {
+		t.Errorf("%d callers stored a message, want 1", winners)
+	}
+	if got := pendingIDs(t, a, d); len(got) != 1 || got[0] != results[0].ID {
+		t.Errorf("Pending = %v, want just %s", got, results[0].ID)
+	}
+}
+
+// TestLateCommitNotSkipped makes the ordering hazard happen on purpose: a
+// transaction draws a Seq and commits only after a message with a higher Seq
+// has been read and acknowledged. The device must still get it.
+func TestLateCommitNotSkipped(t *testing.T) {
+	s, schema := openTest(t)
+	newApp(t, s, "app")
+	d := newDevice(t, s, "app", "d1", push.Android)
+
+	// A second node's Append, held open between drawing its Seq and committing.
+	slow, err := Open(ctx, testURL(), WithSchema(schema))
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer slow.Close()
+	tx, err := slow.pool.Begin(ctx)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer tx.Rollback(ctx)
+	late := newMsg("app", "late", push.Audience{All: true})
+	var lateSeq int64
+	if err := tx.QueryRow(ctx, insertMessage, messageArgs(late, []string{})...).Scan(&lateSeq); err != nil {
+		t.Fatal(err)
+	}
+
+	res, err := s.Append(ctx, []store.Accept{{Msg: newMsg("app", "early", push.Audience{All: true})}})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if res[0].Seq <= uint64(lateSeq) {
+		t.Fatalf("seq %d not above the held one %d: the test proves nothing", res[0].Seq, lateSeq)
+	}
+	if got := pendingIDs(t, s, d); len(got) != 1 || got[0] != "early" {
+		t.Fatalf("Pending before the late commit = %v, want [early]", got)
+	}
+	if n, err := s.Ack(ctx, &d, []string{"early"}); err != nil || n != 1 {
+		t.Fatalf("Ack = %d, %v", n, err)
+	}
+	if err := tx.Commit(ctx); err != nil {
+		t.Fatal(err)
+	}
+	if got := pendingIDs(t, s, d); len(got) != 1 || got[0] != "late" {
+		t.Errorf("Pending after the late commit = %v, want [late]", got)
+	}
+}
+
+// TestAudienceMatchesGo checks the SQL selector and platform match against
+// push.Message.For over every combination of a small tag universe.
+func TestAudienceMatchesGo(t *testing.T) {
+	s, _ := openTest(t)
+	newApp(t, s, "app")
+	universe := []string{"a", "b", "c"}
+	subsets := [][]string{nil, {}}
+	for mask := 1; mask < 1<<len(universe); mask++ {
+		var sub []string
+		for i, tag := range universe {
+			if mask&(1<<i) != 0 {
+				sub = append(sub, tag)
+			}
+		}
+		subsets = append(subsets, sub)
+	}
+	platforms := [][]push.Platform{nil, {push.IOS}, {push.Android, push.Web}}
+
+	var batch []store.Accept
+	var msgs []*push.Message
+	n := 0
+	for _, tags := range subsets {
+		for _, and := range subsets {
+			for _, not := range subsets {
+				if len(tags)+len(and)+len(not) == 0 {
+					continue // not a selector: no fan-out
+				}
+				for _, ps := range platforms {
+					m := newMsg("app", fmt.Sprintf("m%d", n), push.Audience{Tags: tags, TagAnd: and, TagNot: not})
+					m.Platforms = ps
+					n++
+					batch = append(batch, store.Accept{Msg: m})
+					msgs = append(msgs, m)
+				}
+			}
+		}
+	}
+	all := newMsg("app", "all", push.Audience{All: true, TagNot: []string{"a"}}) // All wins over the rest
+	batch = append(batch, store.Accept{Msg: all})
+	msgs = append(msgs, all)
+
+	var devices []push.Device
+	for i, tags := range subsets {
+		for _, p := range []push.Platform{push.IOS, push.Android, push.Other} {
+			devices = append(devices, newDevice(t, s, "app", fmt.Sprintf("d%d-%s", i, p), p, tags...))
+		}
+	}
+	res, err := s.Append(ctx, batch)
+	if err != nil {
+		t.Fatal(err)
+	}
+	for i, m := range msgs {
+		m.Seq = res[i].Seq
+	}
+	for _, d := range devices {
+		var want []string
+		for _, m := range msgs {
+			if m.For(&d) {
+				want = append(want, m.ID)
+			}
+		}
+		got := pendingIDs(t, s, d)
+		if strings.Join(got, ",") != strings.Join(want, ",") {
+			t.Errorf("device %s (tags %v): Pending = %v\nwant %v", d.ID, d.Tags, got, want)
+		}
+	}
+}
+
+// TestCollapseWithinBatch checks that a collapse sees the earlier messages
+// of its own batch.
+func TestCollapseWithinBatch(t *testing.T) {
+	s, _ := openTest(t)
+	newApp(t, s, "app")
+	d := newDevice(t, s, "app", "d1", push.Android)
+	var batch []store.Accept
+	for i := range 3 {
+		m := newMsg("app", fmt.Sprintf("direct%d", i), push.Audience{RegistrationIDs: []string{"d1"}})
+		m.CollapseID = "c"
+		batch = append(batch, store.Accept{Msg: m, Targets: []string{"d1"}})
+		f := newMsg("app", fmt.Sprintf("fanout%d", i), push.Audience{All: true})
+		f.CollapseID = "c"
+		batch = append(batch, store.Accept{Msg: f})
+	}
+	if _, err := s.Append(ctx, batch); err != nil {
+		t.Fatal(err)
+	}
+	if got := pendingIDs(t, s, d); strings.Join(got, ",") != "direct2,fanout2" {
+		t.Errorf("Pending = %v, want [direct2 fanout2]", got)
+	}
+	for i := range 2 {
+		_, c, err := s.Message(ctx, "app", fmt.Sprintf("direct%d", i))
+		if err != nil || c.Replaced != 1 {
+			t.Errorf("direct%d counters = %+v, %v; want replaced 1", i, c, err)
+		}
+	}
+}
+
+// TestReportSurvivesDeviceDeletion: deleting a device drops its acks but
+// not the deliveries the reports counted.
+func TestReportSurvivesDeviceDeletion(t *testing.T) {
+	s, _ := openTest(t)
+	newApp(t, s, "app")
+	d := newDevice(t, s, "app", "d1", push.Android)
+	if _, err := s.Append(ctx, []store.Accept{
+		{Msg: newMsg("app", "b", push.Audience{All: true})},
+		{Msg: newMsg("app", "e", push.Audience{RegistrationIDs: []string{"d1"}}), Targets: []string{"d1"}},
+	}); err != nil {
+		t.Fatal(err)
+	}
+	if n, err := s.Ack(ctx, &d, []string{"b", "e"}); err != nil || n != 2 {
+		t.Fatalf("Ack = %d, %v", n, err)
+	}
+	if err := s.DeleteDevice(ctx, "d1"); err != nil {
+		t.Fatal(err)
+	}
+	for _, id := range []string{"b", "e"} {
+		if _, c, err := s.Message(ctx, "app", id); err != nil || c.Delivered != 1 {
+			t.Errorf("Message(%s) after DeleteDevice = %+v, %v; want delivered 1", id, c, err)
+		}
+	}
+	if n, err := s.Ack(ctx, &d, []string{"b"}); err != nil || n != 0 {
+		t.Errorf("Ack by a deleted device = %d, %v; want 0, nil", n, err)
+	}
+}
+
+// TestSweepConcurrentWithAcks acknowledges a broadcast from many devices
+// while sweeps run (with a clock past its expiry, so the first one to get
+// the lock folds it): every acknowledgement is counted exactly once.
+func TestSweepConcurrentWithAcks(t *testing.T) {
+	s, _ := openTest(t)
+	newApp(t, s, "app")
+	const devices = 40
+	var ds []push.Device
+	for i := range devices {
+		ds = append(ds, newDevice(t, s, "app", fmt.Sprintf("d%02d", i), push.Android))
+	}
+	if _, err := s.Append(ctx, []store.Accept{{Msg: newMsg("app", "b", push.Audience{All: true})}}); err != nil {
+		t.Fatal(err)
+	}
+	var wg sync.WaitGroup
+	acked := make([]int, devices)
+	errs := make(chan error, 2*devices)
+	for i := range ds {
+		wg.Go(func() {
+			n, err := s.Ack(ctx, &ds[i], []string{"b"})
+			acked[i] = n
+			if err != nil {
+				errs <- err
+			}
+		})
+		if i%10 == 0 {
+			wg.Go(func() {
+				if _, err := s.Sweep(ctx, epoch.Add(2*time.Hour), 24*time.Hour); err != nil {
+					errs <- err
+				}
+			})
+		}
+	}
+	wg.Wait()
+	close(errs)
+	for err := range errs {
+		t.Fatal(err)
+	}
+	total := 0
+	for _, n := range acked {
+		total += n
+	}
+	if _, err := s.Sweep(ctx, epoch.Add(2*time.Hour), 24*time.Hour); err != nil {
+		t.Fatal(err)
+	}
+	_, c, err := s.Message(ctx, "app", "b")
+	if err != nil {
+		t.Fatal(err)
+	}
+	if c.Delivered != total {
+		t.Errorf("delivered = %d, but Ack reported %d new acknowledgements", c.Delivered, total)
+	}
+	// After the sweep, repeats are ignored rather than counted again.
+	if n, err := s.Ack(ctx, &ds[0], []string{"b"}); err != nil || n != 0 {
+		t.Errorf("Ack after sweep = %d, %v; want 0", n, err)
+	}
+}
+
+func TestEachDeviceChunks(t *testing.T) {
+	s, _ := openTest(t)
+	newApp(t, s, "app")
+	newApp(t, s, "other")
+	const n = eachDeviceChunk*2 + 7
+	rows := make([][]any, n)
+	for i := range rows {
+		rows[i] = []any{fmt.Sprintf("d%05d", i), "app", "android", []byte("{\"kind\":\"herald\"}"), epoch, epoch, int64(0)}
+	}
+	if _, err := s.pool.CopyFrom(ctx, pgx.Identifier{"devices"},
+		[]string{"id", "app", "platform", "channel", "created_at", "updated_at", "first_seq"}, pgx.CopyFromRows(rows)); err != nil {
+		t.Fatal(err)
+	}
+	newDevice(t, s, "other", "x", push.Web)
+	seen := map[string]bool{}
+	err := s.EachDevice(ctx, "app", func(d *push.Device) bool {
+		if seen[d.ID] {
+			t.Errorf("device %s seen twice", d.ID)
+		}
+		seen[d.ID] = true
+		// Calling back into the store from fn must work, even with one connection busy elsewhere.
+		if len(seen) == eachDeviceChunk {
+			if _, err := s.Device(ctx, d.ID); err != nil {
+				t.Errorf("Device from inside EachDevice: %v", err)
+			}
+		}
+		return true
+	})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if len(seen) != n {
+		t.Errorf("EachDevice saw %d devices, want %d", len(seen), n)
+	}
+}
