@@ -20,6 +20,7 @@ import (
 // clientFlags are the flags every client command shares.
 type clientFlags struct {
 	server, appKey, masterSecret, adminToken, dataDir string
+	args                                              []string // positional arguments
 }
 
 func (c *clientFlags) register(fs *flag.FlagSet) {
@@ -30,10 +31,18 @@ func (c *clientFlags) register(fs *flag.FlagSet) {
 	fs.StringVar(&c.dataDir, "data", "./herald-data", "a local server's data directory, to find its admin token")
 }
 
-// parse parses args and fills flags not given from HERALD_* variables.
+// parse parses args, with flags before or after the positional arguments,
+// and fills flags not given from HERALD_* variables.
 func (c *clientFlags) parse(fs *flag.FlagSet, args []string) error {
-	if err := fs.Parse(args); err != nil {
-		return err
+	for {
+		if err := fs.Parse(args); err != nil {
+			return err
+		}
+		if fs.NArg() == 0 {
+			break
+		}
+		c.args = append(c.args, fs.Arg(0))
+		args = fs.Args()[1:]
 	}
 	if err := applySources(fs, ""); err != nil {
 		return err
@@ -106,7 +115,7 @@ func appCmd(ctx context.Context, args []string, stdout, stderr io.Writer) error 
 	if err := c.parse(fs, args[1:]); err != nil {
 		return err
 	}
-	if fs.NArg() != 1 {
+	if len(c.args) != 1 {
 		return errors.New("usage: herald app create [flags] NAME")
 	}
 	token := c.adminToken
@@ -123,7 +132,7 @@ func appCmd(ctx context.Context, args []string, stdout, stderr io.Writer) error 
 		MasterSecret string `json:"master_secret"`
 	}
 	err := do(ctx, "POST", c.server+"/v1/apps", func(r *http.Request) { r.Header.Set("Authorization", "Bearer "+token) },
-		map[string]string{"name": fs.Arg(0)}, &out)
+		map[string]string{"name": c.args[0]}, &out)
 	if err != nil {
 		return err
 	}
@@ -158,7 +167,7 @@ func send(ctx context.Context, args []string, stdout, stderr io.Writer) error {
 	all := fs.Bool("all", false, "every device of the app")
 	title := fs.String("title", "", "notification title")
 	body := fs.String("body", "", "notification body")
-	data := fs.String("data", "", "pass-through message: a JSON value")
+	data := fs.String("message", "", "pass-through message: a JSON value")
 	ttl := fs.Int64("ttl", -1, "seconds to keep the message for offline devices (default: the server's)")
 	collapse := fs.String("collapse-id", "", "a newer message with this id replaces a waiting one")
 	priority := fs.String("priority", "", "normal or high")
@@ -194,7 +203,7 @@ func send(ctx context.Context, args []string, stdout, stderr io.Writer) error {
 	}
 	if *data != "" {
 		if !json.Valid([]byte(*data)) {
-			return errors.New("--data must be a JSON value")
+			return errors.New("--message must be a JSON value")
 		}
 		req["message"] = json.RawMessage(*data)
 	}
@@ -231,7 +240,7 @@ func report(ctx context.Context, args []string, stdout, stderr io.Writer) error 
 	if err := c.parse(fs, args); err != nil {
 		return err
 	}
-	if fs.NArg() != 1 {
+	if len(c.args) != 1 {
 		return errors.New("usage: herald report [flags] MSG_ID")
 	}
 	auth, err := c.providerAuth()
@@ -239,7 +248,7 @@ func report(ctx context.Context, args []string, stdout, stderr io.Writer) error 
 		return err
 	}
 	var out map[string]any
-	if err := do(ctx, "GET", c.server+"/v1/messages/"+fs.Arg(0), auth, nil, &out); err != nil {
+	if err := do(ctx, "GET", c.server+"/v1/messages/"+c.args[0], auth, nil, &out); err != nil {
 		return err
 	}
 	return printJSON(stdout, out)

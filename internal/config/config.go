@@ -21,7 +21,10 @@ type Config struct {
 	PublicURL   string // how devices and providers reach HTTPAddr; derived when empty
 	AdminToken  string // bearer token for admin calls; generated on first start when empty
 	PostgresURL string // cluster mode: the system of record
-	NATSURL     string // cluster mode: routing between nodes
+	// PostgresSchema keeps Herald's tables in that schema (created if
+	// needed) rather than the connection's default search_path.
+	PostgresSchema string
+	NATSURL        string // cluster mode: routing between nodes
 
 	MaxPayload     int           // bytes of notification plus message
 	MaxIDs         int           // registration IDs and aliases per push

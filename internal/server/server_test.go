@@ -19,14 +19,14 @@ import (
 
 // node is a running server under test, reached only through HTTP.
 type node struct {
-	t    *testing.T
+	t    testing.TB
 	srv  *Server
 	url  string
 	info Info
 	stop func()
 }
 
-func testConfig(t *testing.T) config.Config {
+func testConfig(t testing.TB) config.Config {
 	cfg := config.Default()
 	cfg.DataDir = t.TempDir()
 	cfg.HTTPAddr = "127.0.0.1:0"
@@ -35,7 +35,7 @@ func testConfig(t *testing.T) config.Config {
 	return cfg
 }
 
-func startNode(t *testing.T, cfg config.Config) *node {
+func startNode(t testing.TB, cfg config.Config) *node {
 	t.Helper()
 	log := slog.New(slog.NewTextHandler(io.Discard, nil))
 	srv, err := New(context.Background(), cfg, log)

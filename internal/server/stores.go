@@ -15,7 +15,11 @@ import (
 // in the data directory. It returns a description for the start-up banner.
 func openStore(ctx context.Context, cfg config.Config, log *slog.Logger) (store.Store, string, error) {
 	if cfg.PostgresURL != "" {
-		st, err := postgres.Open(ctx, cfg.PostgresURL)
+		var opts []postgres.Option
+		if cfg.PostgresSchema != "" {
+			opts = append(opts, postgres.WithSchema(cfg.PostgresSchema))
+		}
+		st, err := postgres.Open(ctx, cfg.PostgresURL, opts...)
 		if err != nil {
 			return nil, "", fmt.Errorf("postgres store: %w", err)
 		}
