@@ -43,6 +43,8 @@ type Service struct {
 	sweepEvery time.Duration
 	retain     time.Duration
 
+	sent sentLedger // unacknowledged sends of ended streams, for redelivery flags
+
 	mu     sync.Mutex
 	timers map[*time.Timer]struct{} // scheduled routes; guarded by mu
 	closed bool                     // guarded by mu

@@ -1,0 +1,229 @@
+package delivery
+
+import (
+	"context"
+	"sync"
+
+	"github.com/heraldpush/herald/internal/push"
+)
+
+// Sender is what a persistent transport (MQTT, WebSocket, SSE, mozpush)
+// gives a Stream: a way to put one message on the wire and a way to end the
+// connection.
+type Sender interface {
+	// Send writes m to the device. redelivery is set when m was sent on
+	// an earlier connection and not acknowledged (MQTT's DUP flag). Send is
+	// called with the stream's lock held, in delivery order, so it must
+	// not block on the network for long: transports buffer and write.
+	Send(m *push.Message, redelivery bool) error
+	// Close ends the connection, telling the device why where the
+	// protocol can.
+	Close(reason error)
+}
+
+// Stream delivers a device's inbox over one persistent connection: what
+// waits in the store when it opens, then every message routed to the device
+// while it is open, at most window unacknowledged at a time. Acks go through
+// the stream. Create it with Service.Attach; it is a session.Session.
+type Stream struct {
+	svc    *Service     // never nil
+	dev    *push.Device // immutable snapshot; the hub keeps its own
+	send   Sender       // never nil
+	window int          // most messages in flight
+
+	mu sync.Mutex
+	// inflight holds the IDs sent and not yet acknowledged; guarded by mu.
+	// Nil while nothing is in flight, so an idle stream costs no map.
+	inflight map[string]struct{}
+	backlog  bool // a message could not be sent for the window; guarded by mu
+	closed   bool // guarded by mu
+}
+
+// Attach opens a stream for device d: it registers it with the hub (so no
+// push is missed) and then sends what already waits, up to window.
+func (s *Service) Attach(ctx context.Context, d *push.Device, send Sender, window int) (*Stream, error) {
+	st := &Stream{svc: s, dev: d, send: send, window: max(window, 1)}
+	s.hub.Add(d, st)
+	if err := st.refill(ctx); err != nil {
+		st.Detach()
+		return nil, err
+	}
+	return st, nil
+}
+
+// Device returns the stream's device.
+func (st *Stream) Device() *push.Device { return st.dev }
+
+// Offer implements session.Session: send m now if the window allows, else
+// remember to read the inbox when acks open the window.
+func (st *Stream) Offer(m *push.Message) {
+	st.mu.Lock()
+	defer st.mu.Unlock()
+	if st.closed {
+		return
+	}
+	if _, sent := st.inflight[m.ID]; sent {
+		return
+	}
+	if len(st.inflight) >= st.window || st.backlog {
+		st.backlog = true
+		return
+	}
+	st.sendLocked(m, st.svc.wasSent(st.dev.ID, m.ID))
+}
+
+// Close implements session.Session: the hub or the server ends the stream.
+func (st *Stream) Close(reason error) {
+	st.Detach()
+	st.send.Close(reason)
+}
+
+func (st *Stream) sendLocked(m *push.Message, redelivery bool) {
+	if err := st.send.Send(m, redelivery); err != nil {
+		return // the transport is closing; the message stays in the inbox
+	}
+	if st.inflight == nil {
+		st.inflight = make(map[string]struct{}, st.window)
+	}
+	st.inflight[m.ID] = struct{}{}
+}
+
+// Ack acknowledges messages the device received and refills the window
+// from the inbox if pushes were held back.
+func (st *Stream) Ack(ctx context.Context, ids ...string) (int, error) {
+	n, err := st.svc.Ack(ctx, st.dev, ids)
+	if err != nil {
+		return n, err
+	}
+	st.mu.Lock()
+	for _, id := range ids {
+		delete(st.inflight, id)
+	}
+	if len(st.inflight) == 0 {
+		st.inflight = nil
+	}
+	st.svc.forgetSent(st.dev.ID, ids)
+	refill := st.backlog && len(st.inflight) < st.window && !st.closed
+	st.mu.Unlock()
+	if refill {
+		err = st.refill(ctx)
+	}
+	return n, err
+}
+
+// refill reads the inbox and sends what is not in flight, up to the window.
+// The read happens outside the lock; pushes offered meanwhile set backlog
+// again, so nothing is lost between the read and the sends.
+func (st *Stream) refill(ctx context.Context) error {
+	st.mu.Lock()
+	st.backlog = false
+	room := st.window - len(st.inflight)
+	want := room + len(st.inflight)
+	st.mu.Unlock()
+	if room <= 0 {
+		return nil
+	}
+	msgs, err := st.svc.Pending(ctx, st.dev, want)
+	if err != nil {
+		return err
+	}
+	st.mu.Lock()
+	defer st.mu.Unlock()
+	if st.closed {
+		return nil
+	}
+	full := false
+	for i := range msgs {
+		m := &msgs[i]
+		if _, sent := st.inflight[m.ID]; sent {
+			continue
+		}
+		if len(st.inflight) >= st.window {
+			full = true
+			break
+		}
+		st.sendLocked(m, st.svc.wasSent(st.dev.ID, m.ID))
+	}
+	if full || len(msgs) == want {
+		// There may be more than we asked for: read again on the next ack.
+		st.backlog = true
+	}
+	return nil
+}
+
+// Detach unregisters the stream and remembers what was in flight, so that
+// the next connection marks those messages as redeliveries.
+func (st *Stream) Detach() {
+	st.mu.Lock()
+	if st.closed {
+		st.mu.Unlock()
+		return
+	}
+	st.closed = true
+	inflight := st.inflight
+	st.inflight = nil
+	st.mu.Unlock()
+	st.svc.hub.Remove(st.dev, st)
+	st.svc.rememberSent(st.dev.ID, inflight)
+}
+
+// sentLedger remembers, per device, messages sent on a connection that
+// ended before they were acknowledged. It is bounded: past its size the
+// oldest device is forgotten, which only costs a redelivery flag.
+type sentLedger struct {
+	mu     sync.Mutex
+	byDev  map[string]map[string]struct{} // guarded by mu
+	order  []string                       // devices, oldest first; guarded by mu
+	maxDev int
+}
+
+func (s *Service) rememberSent(dev string, ids map[string]struct{}) {
+	if len(ids) == 0 {
+		return
+	}
+	l := &s.sent
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	if l.byDev == nil {
+		l.byDev = make(map[string]map[string]struct{})
+		l.maxDev = 100_000
+	}
+	set := l.byDev[dev]
+	if set == nil {
+		set = make(map[string]struct{}, len(ids))
+		l.byDev[dev] = set
+		l.order = append(l.order, dev)
+	}
+	for id := range ids {
+		set[id] = struct{}{}
+	}
+	for len(l.order) > l.maxDev {
+		delete(l.byDev, l.order[0])
+		l.order = l.order[1:]
+	}
+}
+
+func (s *Service) wasSent(dev, id string) bool {
+	l := &s.sent
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	_, ok := l.byDev[dev][id]
+	return ok
+}
+
+func (s *Service) forgetSent(dev string, ids []string) {
+	l := &s.sent
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	set := l.byDev[dev]
+	if set == nil {
+		return
+	}
+	for _, id := range ids {
+		delete(set, id)
+	}
+	if len(set) == 0 {
+		delete(l.byDev, dev)
+		// order keeps the stale entry; it falls off the front in time.
+	}
+}

@@ -1,0 +1,40 @@
+// Package netpoll drives many network connections without a goroutine or a
+// read buffer per idle connection (ARCHITECTURE.md, decision 1). A protocol
+// is written once against Handler and Conn; the Linux epoll engine serves
+// plain TCP listeners, and ServeConn drives any net.Conn (TLS, WebSocket)
+// with a goroutine, for transports whose library needs one.
+package netpoll
+
+import "net"
+
+// Handler is a protocol's side of the engine. The engine calls a Handler's
+// methods for one connection one at a time, never concurrently.
+type Handler interface {
+	// OnOpen is called once for each new connection, before any data.
+	OnOpen(c Conn)
+	// OnData is called with bytes read from c. data is borrowed from the
+	// engine: it is valid only during the call, so a handler that needs
+	// bytes later (a partial packet) copies them.
+	OnData(c Conn, data []byte)
+	// OnClose is called once when c is closed, by either side; err says
+	// why (nil for a close the handler asked for).
+	OnClose(c Conn, err error)
+}
+
+// Conn is one connection as a Handler sees it. Its methods are safe to
+// call from any goroutine.
+type Conn interface {
+	// Write writes b, or queues what the socket does not take now (a copy)
+	// and writes it when the socket is writable, preserving order. It
+	// never blocks on the network. It fails once the connection is closed
+	// or when the queue would exceed the engine's limit (a slow reader),
+	// in which case the connection is closed.
+	Write(b []byte) error
+	// Close closes the connection; OnClose follows.
+	Close() error
+	// RemoteAddr is the peer's address.
+	RemoteAddr() net.Addr
+	// SetContext and Context keep the protocol's per-connection state.
+	SetContext(v any)
+	Context() any
+}
