@@ -5,7 +5,10 @@
 // with a goroutine, for transports whose library needs one.
 package netpoll
 
-import "net"
+import (
+	"net"
+	"time"
+)
 
 // Handler is a protocol's side of the engine. The engine calls a Handler's
 // methods for one connection one at a time, never concurrently.
@@ -34,6 +37,10 @@ type Conn interface {
 	Close() error
 	// RemoteAddr is the peer's address.
 	RemoteAddr() net.Addr
+	// SetIdleTimeout closes the connection when no data arrives for d (the
+	// CONNECT timeout, 1.5 × keepalive); each OnData restarts the clock.
+	// Zero turns it off. Timing is coarse (about a second).
+	SetIdleTimeout(d time.Duration)
 	// SetContext and Context keep the protocol's per-connection state.
 	SetContext(v any)
 	Context() any

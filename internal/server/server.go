@@ -122,6 +122,10 @@ func (s *Server) build(ctx context.Context) error {
 	mux := http.NewServeMux()
 	s.api.Register(mux)
 	pollGW.Register(mux)
+	if err := s.buildMQTT(mux); err != nil {
+		return err
+	}
+	s.mountWeb(mux)
 	mux.HandleFunc("GET /healthz", func(w http.ResponseWriter, r *http.Request) {
 		w.Header().Set("Content-Type", "application/json")
 		w.Write([]byte(`{"status":"ok"}` + "\n"))
@@ -183,8 +187,9 @@ func (s *Server) Run(ctx context.Context) error {
 	wg.Go(func() { s.deliv.Run(bg) })
 	wg.Go(func() { s.api.Run(bg) })
 
-	errc := make(chan error, 1)
+	errc := make(chan error, 2)
 	go func() { errc <- s.http.Serve(s.httpLn) }()
+	s.serveMQTT(errc)
 	s.ready.Store(true)
 	s.log.Info("herald serving", "http", s.info.HTTPURL, "store", s.info.Store)
 
@@ -197,9 +202,11 @@ func (s *Server) Run(ctx context.Context) error {
 	s.log.Info("herald draining", "grace", s.cfg.ShutdownGrace)
 	drain, cancel := context.WithTimeout(context.Background(), s.cfg.ShutdownGrace)
 	defer cancel()
-	// Long-polls end at once with what they have; other requests finish.
+	// Persistent connections are told the server is going away; long-polls
+	// end at once with what they have; other requests finish.
+	s.stopMQTT()
 	for _, sess := range s.hub.All() {
-		sess.Close(errShuttingDown)
+		sess.Close(ErrShuttingDown)
 	}
 	if shutErr := s.http.Shutdown(drain); shutErr != nil {
 		s.http.Close()
@@ -216,7 +223,9 @@ func (s *Server) Run(ctx context.Context) error {
 	return err
 }
 
-var errShuttingDown = errors.New("server shutting down")
+// ErrShuttingDown is the reason sessions are closed with on shutdown;
+// transports map it to their own code (MQTT 5: 0x8B).
+var ErrShuttingDown = errors.New("server shutting down")
 
 // reachable turns a listener address into one a client on this machine can
 // dial: an unspecified host becomes 127.0.0.1.
