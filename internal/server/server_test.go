@@ -258,12 +258,12 @@ func TestLongPollWakesOnPush(t *testing.T) {
 	}
 
 	// A broadcast with TTL 0 reaches a device waiting now, and nobody later.
+	n.ack(dev, id)
 	go func() {
 		d := client.NewDevice(*dev, nil)
 		msgs, _ := d.Poll(context.Background(), 30*time.Second)
 		got <- msgs
 	}()
-	n.ack(dev, id)
 	waitFor(t, 5*time.Second, func() bool { return n.sessions() == 1 })
 	now := n.push(map[string]any{"audience": "all", "message": 1, "options": map[string]any{"ttl": 0}})
 	select {
