@@ -118,7 +118,7 @@ func (a *API) register(w http.ResponseWriter, r *http.Request) error {
 	if errors.Is(err, registry.ErrNotFound) {
 		return apierr.AppNotFound.With("no app with key %q", req.AppKey)
 	}
-	if errors.Is(err, registry.ErrInvalid) && req.Platform != "" && !req.Platform.Valid() {
+	if errors.Is(err, registry.ErrInvalid) && !req.Platform.Valid() {
 		return apierr.BadPlatform.With("platform must be android, ios, web or other, not %q", req.Platform)
 	}
 	if err != nil {
