@@ -114,26 +114,25 @@ func (s *Store) UpdateDevice(ctx context.Context, d push.Device) error {
 	return nil
 }
 
-// DeleteDevice implements store.Store. Its inbox entries go with it (ON
-// DELETE CASCADE); its acknowledgements are first folded into the delivered
-// counters of their messages, so that the reports keep counting them. The
-// device row is locked first: an Ack of the device (which key-share locks
-// it) either commits before and is folded, or waits and finds no device.
-// An Append targeting the device at the same moment likewise either commits
-// first, and its entries are cascaded away, or waits and skips the device.
+// DeleteDevice implements store.Store. Its acknowledgements are first folded
+// into the delivered counters of their messages, so that reports keep
+// counting them. The device row is locked for update first: an Append or an
+// Ack of the device (both key-share lock it) either committed before, and
+// its rows are deleted here, or waits and then finds no device.
 func (s *Store) DeleteDevice(ctx context.Context, id string) error {
 	if err := s.check(); err != nil {
 		return err
 	}
 	err := s.inTx(ctx, func(tx pgx.Tx) error {
 		b := &pgx.Batch{}
-		// The shared sweep lock first, as Ack takes it: Sweep never folds
-		// the same acks at once, and the locks are taken in one order.
+		// The shared sweep lock first, as Ack takes it: locks are taken in
+		// one order, and Sweep never folds the same acks at the same time.
 		b.Queue(`SELECT pg_advisory_xact_lock_shared($1, $2)`, sweepLockClass, s.sweepKey)
 		b.Queue(`SELECT 1 FROM devices WHERE id = $1 FOR UPDATE`, id)
 		b.Queue(`
 			WITH acked AS (DELETE FROM acks WHERE device_id = $1 RETURNING seq)
 			UPDATE messages m SET delivered = m.delivered + 1 FROM acked WHERE m.seq = acked.seq`, id)
+		b.Queue(`DELETE FROM inbox WHERE device_id = $1`, id)
 		b.Queue(`DELETE FROM devices WHERE id = $1`, id)
 		br := tx.SendBatch(ctx, b)
 		defer br.Close()
@@ -144,7 +143,7 @@ func (s *Store) DeleteDevice(ctx context.Context, id string) error {
 		if err := br.QueryRow().Scan(&one); err != nil {
 			return err // pgx.ErrNoRows: no such device
 		}
-		for range 2 {
+		for range 3 {
 			if _, err := br.Exec(); err != nil {
 				return err
 			}

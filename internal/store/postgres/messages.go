@@ -1,10 +1,13 @@
 package postgres
 
 import (
+	"cmp"
 	"context"
 	"encoding/json"
 	"errors"
 	"fmt"
+	"slices"
+	"strings"
 	"time"
 
 	"github.com/jackc/pgx/v5"
@@ -91,31 +94,63 @@ func scanMessage(row pgx.Row, extra ...any) (push.Message, error) {
 	return m, nil
 }
 
-// insertMessage stores one message and its inbox entries, and returns its
-// Seq, or no row when its idempotency key is taken. The targets are locked
-// (FOR KEY SHARE) before the entries are written: a target deleted
-// concurrently is skipped rather than failing the batch on the foreign key.
-const insertMessage = `
-WITH t AS (
-	SELECT id FROM devices WHERE id = ANY($25) AND app = $1 FOR KEY SHARE
+// insertBatch stores a batch of messages and their inbox entries in one
+// statement and returns the (ord, Seq) of each message it stored; a message
+// whose idempotency key is taken returns no row. Columns arrive as arrays,
+// one element per message in batch order (ord counts from 1); list columns
+// as array literals, since PostgreSQL arrays cannot be jagged; targets as
+// (ord, device) pairs.
+//
+// Seqs are drawn first and handed out in batch order whatever order nextval
+// ran in. Targets are key-share locked before their entries are written: a
+// device deleted concurrently is skipped, not left with an orphan entry.
+const insertBatch = `
+WITH input AS (
+	SELECT * FROM unnest(
+		$1::text[], $2::text[], $3::bool[], $4::bool[], $5::text[], $6::text[], $7::text[], $8::text[], $9::text[],
+		$10::text[], $11::bool[], $12::text[], $13::text[], $14::int[], $15::text[], $16::bytea[], $17::bytea[],
+		$18::interval[], $19::text[], $20::text[], $21::text[], $22::timestamptz[], $23::timestamptz[], $24::timestamptz[]
+	) WITH ORDINALITY AS u(app, id, fanout, aud_all, aud_ids, aud_aliases, aud_tags, aud_tag_and, aud_tag_not,
+		platforms, has_notification, n_title, n_body, n_badge, n_sound, n_extras, data,
+		ttl, priority, collapse_id, idempotency_key, accepted_at, send_at, expires_at, ord)
+), seqs AS (
+	SELECT seq, row_number() OVER (ORDER BY seq) AS ord
+	FROM (SELECT nextval('message_seq') AS seq FROM input) s
+), targets AS (
+	SELECT t.ord, d.id
+	FROM unnest($25::bigint[], $26::text[]) AS t(ord, device)
+	JOIN input ON input.ord = t.ord
+	JOIN devices d ON d.id = t.device AND d.app = input.app
+	FOR KEY SHARE OF d
 ), m AS (
-	INSERT INTO messages (app, id, fanout, aud_all, aud_ids, aud_aliases, aud_tags, aud_tag_and, aud_tag_not,
+	INSERT INTO messages (seq, app, id, fanout, aud_all, aud_ids, aud_aliases, aud_tags, aud_tag_and, aud_tag_not,
 		platforms, has_notification, n_title, n_body, n_badge, n_sound, n_extras, data, ttl, priority,
 		collapse_id, idempotency_key, accepted_at, send_at, expires_at, targeted)
-	VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14, $15, $16, $17, $18, $19, $20, $21, $22, $23, $24,
-		(SELECT count(*) FROM t))
+	SELECT seqs.seq, i.app, i.id, i.fanout, i.aud_all, i.aud_ids::text[], i.aud_aliases::text[], i.aud_tags::text[],
+		i.aud_tag_and::text[], i.aud_tag_not::text[], i.platforms::text[], i.has_notification, i.n_title, i.n_body,
+		i.n_badge, i.n_sound, i.n_extras, i.data, i.ttl, i.priority, i.collapse_id, i.idempotency_key,
+		i.accepted_at, i.send_at, i.expires_at, (SELECT count(*) FROM targets WHERE targets.ord = i.ord)
+	FROM input i JOIN seqs ON seqs.ord = i.ord
+	-- Keys in one global order, so that two batches waiting on each other's
+	-- keys cannot deadlock; within a key, batch order: the first is stored.
+	ORDER BY i.app, i.idempotency_key, i.ord
 	ON CONFLICT (app, idempotency_key) WHERE idempotency_key IS NOT NULL DO NOTHING
 	RETURNING seq
-), i AS (
-	INSERT INTO inbox (device_id, seq) SELECT t.id, m.seq FROM t, m
+), entries AS (
+	INSERT INTO inbox (device_id, seq)
+	SELECT targets.id, m.seq FROM targets JOIN seqs ON seqs.ord = targets.ord JOIN m ON m.seq = seqs.seq
 )
-SELECT seq FROM m`
+SELECT seqs.ord, seqs.seq FROM seqs JOIN m ON m.seq = seqs.seq`
 
-// findIdempotent finds the message that holds an idempotency key. It is a
-// statement of its own, after the insert, because in READ COMMITTED only a
-// new statement's snapshot is sure to see the conflicting row that made the
-// insert do nothing (it may have committed while the insert waited on it).
-const findIdempotent = `SELECT id, seq FROM messages WHERE app = $1 AND idempotency_key = $2`
+// findIdempotent finds the messages that hold the idempotency keys $3 of
+// apps $2, for the batch positions $1. It is a statement of its own, after
+// the insert, because in READ COMMITTED only a new statement's snapshot is
+// sure to see a conflicting row that made the insert do nothing (it may have
+// committed while the insert waited for it).
+const findIdempotent = `
+SELECT u.ord, m.id, m.seq
+FROM unnest($1::bigint[], $2::text[], $3::text[]) AS u(ord, app, key)
+JOIN messages m ON m.app = u.app AND m.idempotency_key = u.key`
 
 // collapseInbox drops the targets' inbox entries of older live messages with
 // the same collapse ID and counts them as replaced. The new message is found
@@ -141,11 +176,12 @@ FROM (SELECT seq FROM messages WHERE app = $1 AND id = $2) k
 WHERE o.app = $1 AND o.collapse_id = $3 AND o.fanout AND o.seq < k.seq
 	AND NOT o.recalled AND NOT o.replaced AND o.expires_at > $4`
 
-// Append implements store.Store. The whole batch is one transaction and one
-// round trip of pipelined statements, in batch order, so Seqs increase in
-// batch order and a collapse sees the entries of earlier messages of the
-// same batch. Commit is synchronous (Open insists on synchronous_commit), so
-// the batch is durable when Append returns nil.
+// Append implements store.Store. The batch is one transaction and one round
+// trip: a single statement stores every message and inbox entry, then come
+// the idempotency look-up and the collapses, in batch order, so a collapse
+// sees the entries of earlier messages of the same batch. Commit is
+// synchronous (Open insists on synchronous_commit), so the batch is durable
+// when Append returns nil.
 //
 // A new message replaces older ones that are live at its AcceptedAt: not
 // recalled, not replaced and not expired. Older messages that are still
@@ -157,71 +193,100 @@ func (s *Store) Append(ctx context.Context, batch []store.Accept) ([]store.Accep
 	if len(batch) == 0 {
 		return nil, nil
 	}
-	b := &pgx.Batch{}
 	for _, a := range batch {
-		m := a.Msg
-		if m == nil {
+		if a.Msg == nil {
 			return nil, errors.New("postgres: append: nil message")
 		}
-		targets := a.Targets
-		if targets == nil {
-			targets = []string{} // = ANY(NULL) would be NULL, not false; keep it plain
+	}
+	args := batchArgs(batch)
+	var keyOrd []int64
+	var keyApp, keys []string
+	for i, a := range batch {
+		if a.Msg.IdempotencyKey != "" {
+			keyOrd = append(keyOrd, int64(i+1))
+			keyApp = append(keyApp, a.Msg.App)
+			keys = append(keys, a.Msg.IdempotencyKey)
 		}
-		b.Queue(insertMessage, messageArgs(m, targets)...)
-		if m.IdempotencyKey != "" {
-			b.Queue(findIdempotent, m.App, m.IdempotencyKey)
+	}
+	// Collapses run grouped by collapse ID, in batch order within a group.
+	// Collapses with different IDs touch different rows, so their order does
+	// not matter to the outcome; what the grouping buys is that concurrent
+	// Appends lock rows in one global order and do not deadlock.
+	var collapseOrder []int
+	for i, a := range batch {
+		if a.Msg.CollapseID != "" {
+			collapseOrder = append(collapseOrder, i)
 		}
-		if m.CollapseID != "" {
+	}
+	slices.SortStableFunc(collapseOrder, func(i, j int) int {
+		return cmp.Or(strings.Compare(batch[i].Msg.App, batch[j].Msg.App),
+			strings.Compare(batch[i].Msg.CollapseID, batch[j].Msg.CollapseID))
+	})
+	// A new pgx.Batch per attempt: a sent batch remembers statement
+	// descriptions of the connection it went out on.
+	collapses := 0
+	newBatch := func() *pgx.Batch {
+		b := &pgx.Batch{}
+		b.Queue(insertBatch, args...)
+		if keys != nil {
+			b.Queue(findIdempotent, keyOrd, keyApp, keys)
+		}
+		collapses = 0
+		for _, i := range collapseOrder {
+			a := batch[i]
+			m := a.Msg
 			if len(a.Targets) > 0 {
-				b.Queue(collapseInbox, m.App, m.ID, targets, m.CollapseID, m.AcceptedAt)
+				b.Queue(collapseInbox, m.App, m.ID, a.Targets, m.CollapseID, m.AcceptedAt)
+				collapses++
 			}
 			if m.Fanout() {
 				b.Queue(collapseFanout, m.App, m.ID, m.CollapseID, m.AcceptedAt)
+				collapses++
 			}
 		}
+		return b
 	}
 
 	out := make([]store.Accepted, len(batch))
 	err := s.inTx(ctx, func(tx pgx.Tx) error {
-		br := tx.SendBatch(ctx, b)
+		clear(out)
+		br := tx.SendBatch(ctx, newBatch())
 		defer br.Close()
-		for i, a := range batch {
-			m := a.Msg
-			var seq int64
-			err := br.QueryRow().Scan(&seq)
-			inserted := err == nil
-			if err != nil && !errors.Is(err, pgx.ErrNoRows) {
+		stored := make([]bool, len(batch))
+		var ord, seq int64
+		rows, _ := br.Query()
+		_, err := pgx.ForEachRow(rows, []any{&ord, &seq}, func() error {
+			out[ord-1] = store.Accepted{ID: batch[ord-1].Msg.ID, Seq: uint64(seq)}
+			stored[ord-1] = true
+			return nil
+		})
+		if err != nil {
+			return err
+		}
+		if keys != nil {
+			var id string
+			rows, _ := br.Query()
+			_, err := pgx.ForEachRow(rows, []any{&ord, &id, &seq}, func() error {
+				if !stored[ord-1] {
+					out[ord-1] = store.Accepted{ID: id, Seq: uint64(seq), Duplicate: true}
+				}
+				return nil
+			})
+			if err != nil {
 				return err
 			}
-			out[i] = store.Accepted{ID: m.ID, Seq: uint64(seq)}
-			if m.IdempotencyKey != "" {
-				var id string
-				err := br.QueryRow().Scan(&id, &seq)
-				if errors.Is(err, pgx.ErrNoRows) {
-					// The insert found the key taken, and now the holder is
-					// gone: Sweep purged it in between. Retrying is safe.
-					return fmt.Errorf("idempotency key %q of app %q vanished during the append; retry", m.IdempotencyKey, m.App)
-				}
-				if err != nil {
-					return err
-				}
-				if !inserted {
-					out[i] = store.Accepted{ID: id, Seq: uint64(seq), Duplicate: true}
-				}
-			} else if !inserted {
-				return fmt.Errorf("message %q was not stored", m.ID) // unreachable: only the key can conflict quietly
+		}
+		for i, a := range out {
+			if a.ID == "" {
+				// The insert found the key taken, yet the look-up finds no
+				// holder: Sweep purged it in between. Retrying is safe.
+				m := batch[i].Msg
+				return fmt.Errorf("idempotency key %q of app %q vanished during the append; retry", m.IdempotencyKey, m.App)
 			}
-			if m.CollapseID != "" {
-				if len(a.Targets) > 0 {
-					if _, err := br.Exec(); err != nil {
-						return err
-					}
-				}
-				if m.Fanout() {
-					if _, err := br.Exec(); err != nil {
-						return err
-					}
-				}
+		}
+		for range collapses {
+			if _, err := br.Exec(); err != nil {
+				return err
 			}
 		}
 		return br.Close()
@@ -232,40 +297,78 @@ func (s *Store) Append(ctx context.Context, batch []store.Accept) ([]store.Accep
 	return out, nil
 }
 
-// messageArgs are insertMessage's arguments $1 to $25.
-func messageArgs(m *push.Message, targets []string) []any {
-	var platforms []string
-	if m.Platforms != nil {
-		platforms = make([]string, len(m.Platforms))
-		for i, p := range m.Platforms {
-			platforms[i] = string(p)
-		}
-	}
+// batchArgs are insertBatch's arguments $1 to $26.
+func batchArgs(batch []store.Accept) []any {
+	n := len(batch)
 	var (
-		hasNote            bool
-		title, body, sound pgtype.Text
-		badge              pgtype.Int4
-		extras             []byte
+		app, id                                 = make([]string, n), make([]string, n)
+		fanout, all, hasNote                    = make([]bool, n), make([]bool, n), make([]bool, n)
+		ids, aliases, tags, tagAnd, tagNot, pls = make([]pgtype.Text, n), make([]pgtype.Text, n), make([]pgtype.Text, n), make([]pgtype.Text, n), make([]pgtype.Text, n), make([]pgtype.Text, n)
+		title, body, sound                      = make([]pgtype.Text, n), make([]pgtype.Text, n), make([]pgtype.Text, n)
+		badge                                   = make([]pgtype.Int4, n)
+		extras, data                            = make([][]byte, n), make([][]byte, n)
+		ttl                                     = make([]pgtype.Interval, n)
+		priority                                = make([]string, n)
+		collapseID, idemKey                     = make([]pgtype.Text, n), make([]pgtype.Text, n)
+		accepted, send, expires                 = make([]time.Time, n), make([]time.Time, n), make([]time.Time, n)
+		targetOrd                               []int64
+		targets                                 []string
 	)
-	if n := m.Notification; n != nil {
-		hasNote = true
-		title = pgtype.Text{String: n.Title, Valid: true}
-		body = pgtype.Text{String: n.Body, Valid: true}
-		sound = pgtype.Text{String: n.Sound, Valid: true}
-		if n.Badge != nil {
-			badge = pgtype.Int4{Int32: int32(*n.Badge), Valid: true}
+	for i, a := range batch {
+		m := a.Msg
+		app[i], id[i], fanout[i], all[i] = m.App, m.ID, m.Fanout(), m.Audience.All
+		ids[i], aliases[i] = arrayLiteral(m.Audience.RegistrationIDs), arrayLiteral(m.Audience.Aliases)
+		tags[i], tagAnd[i], tagNot[i] = arrayLiteral(m.Audience.Tags), arrayLiteral(m.Audience.TagAnd), arrayLiteral(m.Audience.TagNot)
+		pls[i] = arrayLiteral(m.Platforms)
+		if nt := m.Notification; nt != nil {
+			hasNote[i] = true
+			title[i] = pgtype.Text{String: nt.Title, Valid: true}
+			body[i] = pgtype.Text{String: nt.Body, Valid: true}
+			sound[i] = pgtype.Text{String: nt.Sound, Valid: true}
+			if nt.Badge != nil {
+				badge[i] = pgtype.Int4{Int32: int32(*nt.Badge), Valid: true}
+			}
+			extras[i] = nt.Extras
 		}
-		extras = []byte(n.Extras)
+		data[i] = m.Data
+		ttl[i] = pgtype.Interval{Microseconds: m.TTL.Microseconds(), Valid: true}
+		priority[i] = string(m.Priority)
+		collapseID[i], idemKey[i] = nullText(m.CollapseID), nullText(m.IdempotencyKey)
+		accepted[i], send[i], expires[i] = m.AcceptedAt, m.SendAt, m.ExpiresAt
+		seen := make(map[string]bool, len(a.Targets))
+		for _, t := range a.Targets {
+			if !seen[t] { // a repeated target gets one entry
+				seen[t] = true
+				targetOrd = append(targetOrd, int64(i+1))
+				targets = append(targets, t)
+			}
+		}
 	}
-	a := &m.Audience
-	return []any{
-		m.App, m.ID, m.Fanout(), a.All, a.RegistrationIDs, a.Aliases, a.Tags, a.TagAnd, a.TagNot,
-		platforms, hasNote, title, body, badge, sound, extras, []byte(m.Data),
-		pgtype.Interval{Microseconds: m.TTL.Microseconds(), Valid: true}, string(m.Priority),
-		nullText(m.CollapseID), nullText(m.IdempotencyKey), m.AcceptedAt, m.SendAt, m.ExpiresAt,
-		targets,
-	}
+	return []any{app, id, fanout, all, ids, aliases, tags, tagAnd, tagNot, pls, hasNote, title, body, badge, sound,
+		extras, data, ttl, priority, collapseID, idemKey, accepted, send, expires, targetOrd, targets}
 }
+
+// arrayLiteral writes list as a PostgreSQL text[] literal, every element
+// quoted; nil stays NULL, so that nil and empty lists round-trip.
+func arrayLiteral[S ~string](list []S) pgtype.Text {
+	if list == nil {
+		return pgtype.Text{}
+	}
+	var b strings.Builder
+	b.WriteByte('{')
+	for i, e := range list {
+		if i > 0 {
+			b.WriteByte(',')
+		}
+		b.WriteByte('"')
+		arrayEscaper.WriteString(&b, string(e))
+		b.WriteByte('"')
+	}
+	b.WriteByte('}')
+	return pgtype.Text{String: b.String(), Valid: true}
+}
+
+var arrayEscaper = strings.NewReplacer(`\`, `\\`, `"`, `\"`)
 
 // nullText stores "" as NULL, so that partial indexes and unique constraints
 // leave messages without a collapse ID or idempotency key alone.
@@ -305,20 +408,25 @@ func (s *Store) Recall(ctx context.Context, app, id string) error {
 
 // pendingQuery is the device's inbox entries united with the fan-out
 // messages meant for it that it has not acknowledged (see the note at the
-// top of this file), live at $6, in Seq order. UNION makes a message that
-// reaches the device both ways appear once.
+// top of this file), live at $6, in Seq order. Each arm is cut to the limit
+// in Seq order before the union, since the first $7 of the union are among
+// the first $7 of each arm: a device with a long backlog reads one page of
+// it, not all of it. UNION makes a message that reaches the device both ways
+// appear once.
 var pendingQuery = `
 WITH cand AS (
-	SELECT seq FROM inbox WHERE device_id = $1
+	(SELECT i.seq FROM inbox i JOIN messages f ON f.seq = i.seq
+	WHERE i.device_id = $1 AND NOT f.recalled AND NOT f.replaced AND f.send_at <= $6 AND f.expires_at > $6
+	ORDER BY i.seq LIMIT $7)
 	UNION
-	SELECT f.seq FROM messages f
+	(SELECT f.seq FROM messages f
 	WHERE f.app = $2 AND f.fanout AND NOT f.recalled AND NOT f.replaced AND NOT f.swept AND f.seq > $3
 		AND f.send_at <= $6 AND f.expires_at > $6
 		AND ` + matchSQL("$4", "$5") + `
 		AND NOT EXISTS (SELECT 1 FROM acks a WHERE a.device_id = $1 AND a.seq = f.seq)
+	ORDER BY f.seq LIMIT $7)
 )
 SELECT ` + messageCols + ` FROM cand JOIN messages m ON m.seq = cand.seq
-WHERE NOT m.recalled AND NOT m.replaced AND m.send_at <= $6 AND m.expires_at > $6
 ORDER BY m.seq
 LIMIT $7`
 
@@ -385,11 +493,11 @@ func (s *Store) Ack(ctx context.Context, d *push.Device, ids []string) (int, err
 	if len(ids) == 0 {
 		return 0, nil
 	}
-	b := &pgx.Batch{}
-	b.Queue(`SELECT pg_advisory_xact_lock_shared($1, $2)`, sweepLockClass, s.sweepKey)
-	b.Queue(ackQuery, d.ID, d.App, int64(d.FirstSeq), string(d.Platform), tagsArg(d.Tags), ids)
 	var n int
 	err := retry(func() error {
+		b := &pgx.Batch{}
+		b.Queue(`SELECT pg_advisory_xact_lock_shared($1, $2)`, sweepLockClass, s.sweepKey)
+		b.Queue(ackQuery, d.ID, d.App, int64(d.FirstSeq), string(d.Platform), tagsArg(d.Tags), ids)
 		br := s.pool.SendBatch(ctx, b)
 		_, err := br.Exec()
 		if err == nil {

@@ -10,6 +10,7 @@ import (
 	"time"
 
 	"github.com/jackc/pgx/v5"
+	"github.com/jackc/pgx/v5/pgconn"
 
 	"github.com/heraldpush/herald/internal/push"
 	"github.com/heraldpush/herald/internal/store"
@@ -250,8 +251,8 @@ func TestLateCommitNotSkipped(t *testing.T) {
 	}
 	defer tx.Rollback(ctx)
 	late := newMsg("app", "late", push.Audience{All: true})
-	var lateSeq int64
-	if err := tx.QueryRow(ctx, insertMessage, messageArgs(late, []string{})...).Scan(&lateSeq); err != nil {
+	var ord, lateSeq int64
+	if err := tx.QueryRow(ctx, insertBatch, batchArgs([]store.Accept{{Msg: late}})...).Scan(&ord, &lateSeq); err != nil {
 		t.Fatal(err)
 	}
 
@@ -492,5 +493,74 @@ func TestEachDeviceChunks(t *testing.T) {
 	}
 	if len(seen) != n {
 		t.Errorf("EachDevice saw %d devices, want %d", len(seen), n)
+	}
+}
+
+// TestCrossedBatches runs concurrent appends whose collapse IDs and
+// idempotency keys come in opposite orders, the recipe for deadlocks: Append
+// must not fail, since it locks in one global order and retries any
+// deadlock that remains.
+func TestCrossedBatches(t *testing.T) {
+	s, _ := openTest(t)
+	newApp(t, s, "app")
+	var devs []string
+	for i := range 20 {
+		devs = append(devs, newDevice(t, s, "app", fmt.Sprintf("d%02d", i), push.Android).ID)
+	}
+	var wg sync.WaitGroup
+	errs := make(chan error, 8*30)
+	for w := range 8 {
+		wg.Go(func() {
+			for i := range 30 {
+				var batch []store.Accept
+				for k := range 4 {
+					c := fmt.Sprintf("c%d", k)
+					if w%2 == 1 {
+						c = fmt.Sprintf("c%d", 3-k) // the other writers' order, reversed
+					}
+					m := newMsg("app", fmt.Sprintf("w%d-%d-%d", w, i, k), push.Audience{RegistrationIDs: devs})
+					m.CollapseID = c
+					m.IdempotencyKey = fmt.Sprintf("%d-%s", i, c) // shared by all writers
+					batch = append(batch, store.Accept{Msg: m, Targets: devs})
+				}
+				if _, err := s.Append(ctx, batch); err != nil {
+					errs <- err
+				}
+			}
+		})
+	}
+	wg.Wait()
+	close(errs)
+	for err := range errs {
+		t.Error(err)
+	}
+	// Whatever interleaving happened, each device holds at most the newest
+	// few messages per collapse ID, never the whole history.
+	d, _ := s.Device(ctx, devs[0])
+	if got := pendingIDs(t, s, d); len(got) > 4*8 {
+		t.Errorf("device holds %d messages after collapsing 4 IDs", len(got))
+	}
+}
+
+func TestRetry(t *testing.T) {
+	deadlock := &pgconn.PgError{Code: deadlockDetected}
+	calls := 0
+	err := retry(func() error {
+		calls++
+		if calls < 3 {
+			return fmt.Errorf("wrapped: %w", deadlock)
+		}
+		return nil
+	})
+	if err != nil || calls != 3 {
+		t.Errorf("retry after two deadlocks = %v after %d calls, want nil after 3", err, calls)
+	}
+	calls = 0
+	if err := retry(func() error { calls++; return deadlock }); err == nil || calls != maxAttempts {
+		t.Errorf("retry of a lasting deadlock = %v after %d calls, want the error after %d", err, calls, maxAttempts)
+	}
+	calls = 0
+	if err := retry(func() error { calls++; return &pgconn.PgError{Code: uniqueViolation} }); err == nil || calls != 1 {
+		t.Errorf("retry of a unique violation = %v after %d calls, want the error after 1", err, calls)
 	}
 }

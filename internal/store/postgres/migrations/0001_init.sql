@@ -89,21 +89,26 @@ CREATE INDEX messages_unswept ON messages (expires_at) WHERE NOT swept;
 CREATE INDEX messages_withdrawn ON messages (seq) WHERE NOT swept AND (recalled OR replaced);
 CREATE INDEX messages_expiry ON messages (expires_at);
 
--- inbox: one entry per explicit target. No foreign key to messages: a key
--- lock on the message row per entry buys nothing, as Sweep deletes both.
+-- inbox: one entry per explicit target. acks: one row per (device, message)
+-- acknowledged, explicit or fan-out; its primary key is what makes a
+-- delivery count once. Acknowledging never updates the message row:
+-- thousands of devices acknowledging one broadcast would otherwise queue on
+-- that row's lock, one commit after another.
+--
+-- Neither table has foreign keys. Their triggers cost as much as the insert
+-- itself, and they would guard nothing: Append and Ack key-share lock the
+-- device row before writing, and DeleteDevice locks it for update before
+-- deleting the device's rows, so no entry or ack outlives its device; Sweep
+-- deletes a message's rows before or with the message.
 CREATE TABLE inbox (
-    device_id text COLLATE "C" NOT NULL REFERENCES devices (id) ON DELETE CASCADE,
+    device_id text COLLATE "C" NOT NULL,
     seq       bigint NOT NULL,
     PRIMARY KEY (device_id, seq)
 );
 CREATE INDEX inbox_seq ON inbox (seq);
 
--- acks: one row per (device, message) acknowledged, explicit or fan-out. Its
--- primary key is what makes a delivery count once. Acknowledging never
--- updates the message row: thousands of devices acknowledging one broadcast
--- would otherwise queue on that row's lock, one commit after another.
 CREATE TABLE acks (
-    device_id text COLLATE "C" NOT NULL REFERENCES devices (id) ON DELETE CASCADE,
+    device_id text COLLATE "C" NOT NULL,
     seq       bigint NOT NULL,
     PRIMARY KEY (device_id, seq)
 );
