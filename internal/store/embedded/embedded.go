@@ -1,0 +1,358 @@
+// Package embedded is Herald's default store: a single-node, durable store
+// in a local directory, on the Pebble key-value engine (chosen by
+// measurement: docs/decisions/0001-embedded-store.md).
+//
+// Every change goes through one writer goroutine. It takes all the changes
+// that are waiting, applies them in arrival order to one batch, commits the
+// batch with one fsync, and only then answers their callers (group commit).
+// This gives three properties the contract needs at once:
+//
+//   - Durability: a call returns only after its change is on disk.
+//   - Order: Seqs are assigned by the writer in commit order, and a batch
+//     becomes visible atomically, so a reader never sees Seq n+1 without n.
+//   - Read-modify-write without locks: idempotency keys, collapse,
+//     counters and ack bookkeeping read and write state that only the
+//     writer changes.
+//
+// Reads run concurrently on a consistent snapshot of the engine.
+package embedded
+
+import (
+	"context"
+	"encoding/binary"
+	"errors"
+	"fmt"
+	"log/slog"
+	"sync"
+
+	"github.com/cockroachdb/pebble/v2"
+
+	"github.com/heraldpush/herald/internal/store"
+)
+
+// Interface guards.
+var _ store.Store = (*Store)(nil)
+
+// Options tune a Store. The zero value is the measured default.
+type Options struct {
+	// Logger receives the engine's events (flushes, compactions at debug
+	// level; background errors at error level). Nil discards them.
+	Logger *slog.Logger
+	// CacheSize is the engine's block cache in bytes; 0 means 64 MiB.
+	CacheSize int64
+	// MemTableSize is the size of one in-memory table in bytes before it is
+	// flushed to disk; 0 means 64 MiB. The engine grows a memtable from
+	// 256 KiB as it fills, so a quiet store does not hold this much.
+	MemTableSize uint64
+	// MaxGroup bounds how many waiting calls one commit takes; 0 means
+	// 1024. Larger groups mean fewer fsyncs but a longer wait for the
+	// first caller of a group.
+	MaxGroup int
+}
+
+// Store is the embedded store. It is safe for concurrent use.
+type Store struct {
+	db       *pebble.DB // immutable; closed by Close
+	maxGroup int        // immutable
+
+	// mu guards closed and the sending side of reqs; reads hold it shared
+	// for their whole duration so that Close waits for them before it
+	// closes the engine.
+	mu     sync.RWMutex
+	closed bool
+	reqs   chan *request // closed by Close; drained by the writer
+	done   chan struct{} // closed when the writer has returned
+
+	// seq is the highest Seq assigned. Guarded by being touched only by
+	// the writer goroutine (and by Open before it starts).
+	seq uint64
+}
+
+// request is one change waiting for the writer.
+type request struct {
+	// fn makes the change in w. It must return store.ErrNotFound and
+	// store.ErrExists before it writes anything, since the rest of its
+	// group commits; any other error (an engine failure) aborts the whole
+	// group, so it may come at any point.
+	fn   func(w *writeTx) error
+	err  error
+	done chan struct{}
+}
+
+// Open opens the store in dir, creating it if needed.
+func Open(dir string, opts ...Options) (*Store, error) {
+	var o Options
+	if len(opts) > 0 {
+		o = opts[0]
+	}
+	if o.CacheSize <= 0 {
+		o.CacheSize = 64 << 20
+	}
+	if o.MemTableSize == 0 {
+		o.MemTableSize = 64 << 20
+	}
+	if o.MaxGroup <= 0 {
+		o.MaxGroup = 1024
+	}
+	cache := pebble.NewCache(o.CacheSize)
+	defer cache.Unref() // the DB holds its own reference
+	db, err := pebble.Open(dir, &pebble.Options{
+		Cache:              cache,
+		MemTableSize:       o.MemTableSize,
+		FormatMajorVersion: pebble.FormatValueSeparation, // pinned: a library upgrade must not silently ratchet the on-disk format
+		Logger:             logger{o.Logger},
+	})
+	if err != nil {
+		return nil, fmt.Errorf("embedded: open %s: %w", dir, err)
+	}
+	s := &Store{
+		db:       db,
+		maxGroup: o.MaxGroup,
+		reqs:     make(chan *request, o.MaxGroup),
+		done:     make(chan struct{}),
+	}
+	if err := s.load(); err != nil {
+		db.Close()
+		return nil, err
+	}
+	go s.writer()
+	return s, nil
+}
+
+// load checks the format version (writing it into a new store) and reads
+// the Seq high-water mark.
+func (s *Store) load() error {
+	v, err := getValue(s.db, key(tVersion))
+	switch {
+	case errors.Is(err, store.ErrNotFound):
+		if err := s.db.Set(key(tVersion), []byte{formatVersion}, pebble.Sync); err != nil {
+			return fmt.Errorf("embedded: %w", err)
+		}
+	case err != nil:
+		return err
+	case len(v) != 1 || v[0] != formatVersion:
+		return fmt.Errorf("embedded: unknown format version %v", v)
+	}
+	v, err = getValue(s.db, key(tSeq))
+	switch {
+	case errors.Is(err, store.ErrNotFound):
+	case err != nil:
+		return err
+	case len(v) != 8:
+		return fmt.Errorf("%w: sequence", errCorrupt)
+	default:
+		s.seq = binary.BigEndian.Uint64(v)
+	}
+	return nil
+}
+
+// Close waits for the changes already submitted to commit, then closes the
+// engine. Calls after Close return store.ErrClosed; a second Close returns
+// nil.
+func (s *Store) Close() error {
+	s.mu.Lock()
+	if s.closed {
+		s.mu.Unlock()
+		return nil
+	}
+	s.closed = true
+	close(s.reqs)
+	s.mu.Unlock()
+	<-s.done
+	// No reader holds mu any more (Lock waited for them) and none can
+	// start, so the engine has no users left.
+	if err := s.db.Close(); err != nil {
+		return fmt.Errorf("embedded: close: %w", err)
+	}
+	return nil
+}
+
+// write runs fn in the writer goroutine and returns once its group is
+// durable. The context is only checked before fn is queued: once queued, a
+// change commits whatever happens to the caller, so the caller must learn
+// the outcome rather than guess it.
+func (s *Store) write(ctx context.Context, fn func(w *writeTx) error) error {
+	if err := ctx.Err(); err != nil {
+		return err
+	}
+	r := &request{fn: fn, done: make(chan struct{})}
+	s.mu.RLock()
+	if s.closed {
+		s.mu.RUnlock()
+		return store.ErrClosed
+	}
+	// Sending under the shared lock keeps Close from closing reqs under us;
+	// the writer keeps draining reqs, so this cannot block Close forever.
+	s.reqs <- r
+	s.mu.RUnlock()
+	<-r.done
+	return r.err
+}
+
+// read runs fn on a consistent snapshot of the store.
+func (s *Store) read(ctx context.Context, fn func(r pebble.Reader) error) error {
+	if err := ctx.Err(); err != nil {
+		return err
+	}
+	s.mu.RLock()
+	defer s.mu.RUnlock()
+	if s.closed {
+		return store.ErrClosed
+	}
+	snap := s.db.NewSnapshot()
+	defer snap.Close()
+	return fn(snap)
+}
+
+// writer is the single goroutine that changes the store; see the package
+// comment. It returns when reqs is closed and drained.
+func (s *Store) writer() {
+	defer close(s.done)
+	group := make([]*request, 0, s.maxGroup)
+	for r := range s.reqs {
+		group = append(group[:0], r)
+	collect:
+		for len(group) < s.maxGroup {
+			select {
+			case r, ok := <-s.reqs:
+				if !ok {
+					break collect
+				}
+				group = append(group, r)
+			default:
+				break collect
+			}
+		}
+		s.commit(group)
+	}
+}
+
+// commit applies group to one batch and makes it durable.
+func (s *Store) commit(group []*request) {
+	w := &writeTx{s: s, b: s.db.NewIndexedBatch()}
+	seq := s.seq
+	var err error
+	for _, r := range group {
+		r.err = r.fn(w)
+		if r.err != nil && !errors.Is(r.err, store.ErrNotFound) && !errors.Is(r.err, store.ErrExists) {
+			err = r.err
+			break
+		}
+	}
+	if err == nil && !w.b.Empty() {
+		if s.seq != seq {
+			w.set(key(tSeq), binary.BigEndian.AppendUint64(nil, s.seq))
+		}
+		err = w.b.Commit(pebble.Sync)
+	}
+	w.b.Close()
+	if err != nil {
+		// Nothing of the group is stored. Seqs handed out in it are not
+		// reused: a gap is harmless, a reuse would not be.
+		err = fmt.Errorf("embedded: group not committed: %w", err)
+	}
+	for _, r := range group {
+		if err != nil {
+			r.err = err
+		}
+		close(r.done)
+	}
+}
+
+// writeTx is the writer's view while it applies a group: reads see the
+// committed store plus everything the group wrote so far.
+type writeTx struct {
+	s *Store
+	b *pebble.Batch // indexed
+}
+
+func (w *writeTx) set(k, v []byte) { w.b.Set(k, v, nil) }
+func (w *writeTx) del(k []byte)    { w.b.Delete(k, nil) }
+func (w *writeTx) get(k []byte) ([]byte, error) {
+	return getValue(w.b, k)
+}
+func (w *writeTx) has(k []byte) (bool, error) { return hasKey(w.b, k) }
+
+// nextSeq assigns the next Seq. Writer goroutine only.
+func (w *writeTx) nextSeq() uint64 {
+	w.s.seq++
+	return w.s.seq
+}
+
+// getValue returns a copy of the value at k, or store.ErrNotFound.
+func getValue(r pebble.Reader, k []byte) ([]byte, error) {
+	v, c, err := r.Get(k)
+	if errors.Is(err, pebble.ErrNotFound) {
+		return nil, store.ErrNotFound
+	}
+	if err != nil {
+		return nil, fmt.Errorf("embedded: %w", err)
+	}
+	out := append([]byte(nil), v...)
+	return out, c.Close()
+}
+
+func hasKey(r pebble.Reader, k []byte) (bool, error) {
+	_, err := getValue(r, k)
+	if errors.Is(err, store.ErrNotFound) {
+		return false, nil
+	}
+	return err == nil, err
+}
+
+// scan calls fn for every key with prefix, in key order, until fn returns
+// false. The slices are valid only during the call.
+func scan(r pebble.Reader, prefix []byte, fn func(k, v []byte) (bool, error)) error {
+	return scanRange(r, prefix, prefixEnd(prefix), fn)
+}
+
+// scanRange calls fn for every key in [lo, hi), in key order, until fn
+// returns false.
+func scanRange(r pebble.Reader, lo, hi []byte, fn func(k, v []byte) (bool, error)) (err error) {
+	it, err := r.NewIter(&pebble.IterOptions{LowerBound: lo, UpperBound: hi})
+	if err != nil {
+		return fmt.Errorf("embedded: %w", err)
+	}
+	defer func() {
+		if cerr := it.Close(); err == nil && cerr != nil {
+			err = fmt.Errorf("embedded: %w", cerr)
+		}
+	}()
+	for it.First(); it.Valid(); it.Next() {
+		v, err := it.ValueAndErr()
+		if err != nil {
+			return fmt.Errorf("embedded: %w", err)
+		}
+		more, err := fn(it.Key(), v)
+		if err != nil || !more {
+			return err
+		}
+	}
+	return nil
+}
+
+// logger adapts slog to the engine's logger.
+type logger struct{ l *slog.Logger }
+
+func (l logger) Infof(format string, args ...any) {
+	if l.l != nil {
+		l.l.Debug(fmt.Sprintf(format, args...), "component", "pebble")
+	}
+}
+
+func (l logger) Errorf(format string, args ...any) {
+	if l.l != nil {
+		l.l.Error(fmt.Sprintf(format, args...), "component", "pebble")
+	}
+}
+
+// Fatalf is called on an unrecoverable engine error (a corrupt or failed
+// disk). Continuing could acknowledge writes that are not stored, so it
+// panics, as the engine's own default (log.Fatalf) would exit.
+func (l logger) Fatalf(format string, args ...any) {
+	msg := fmt.Sprintf(format, args...)
+	if l.l != nil {
+		l.l.Error(msg, "component", "pebble")
+	}
+	panic("embedded: " + msg)
+}
