@@ -12,7 +12,7 @@ import (
 
 // benchStore is a store in a fresh schema with one app and devices d0..dN-1.
 func benchStore(b *testing.B, devices int) *Store {
-	s, _ := openTest(b)
+	s, _ := openTest(b, WithMaxConns(8))
 	newApp(b, s, "app")
 	for i := range devices {
 		newDevice(b, s, "app", fmt.Sprintf("d%d", i), push.Android, "news")
@@ -54,6 +54,7 @@ func BenchmarkAppend(b *testing.B) {
 				b.ResetTimer()
 				start := time.Now()
 				if par {
+					b.SetParallelism(4) // 8 writers on 2 cores: enough to share WAL flushes
 					b.RunParallel(func(pb *testing.PB) {
 						for pb.Next() {
 							appendBatch()

@@ -95,16 +95,23 @@ func scanMessage(row pgx.Row, extra ...any) (push.Message, error) {
 }
 
 // insertBatch stores a batch of messages and their inbox entries in one
-// statement and returns the (ord, Seq) of each message it stored; a message
-// whose idempotency key is taken returns no row. Columns arrive as arrays,
-// one element per message in batch order (ord counts from 1); list columns
-// as array literals, since PostgreSQL arrays cannot be jagged; targets as
-// (ord, device) pairs.
+// statement and returns, for each message (ord counts from 1, in batch
+// order), the Seq and ID of the message that holds it and whether that is
+// the new one. Columns arrive as arrays, one element per message; list
+// columns as array literals, since PostgreSQL arrays cannot be jagged;
+// targets as (ord, device, app) triples. Within the batch, idempotency keys are
+// unique (Append sees to it).
 //
 // Seqs are drawn first and handed out in batch order whatever order nextval
-// ran in. Targets are key-share locked before their entries are written: a
-// device deleted concurrently is skipped, not left with an orphan entry.
-const insertBatch = `
+// ran in. A taken idempotency key is resolved by ON CONFLICT DO UPDATE, a
+// no-op update that locks the holder and returns it, even one that committed
+// after this statement began: DO NOTHING would return nothing, and a later
+// look-up could find the holder purged in between. xmax = 0 tells a row
+// this statement inserted from one it only locked. Keys are inserted in key
+// order, so two batches waiting on each other's keys cannot deadlock.
+// Targets are key-share locked before their entries are written: a device
+// deleted concurrently is skipped, not left with an orphan entry.
+const insertBatchHead = `
 WITH input AS (
 	SELECT * FROM unnest(
 		$1::text[], $2::text[], $3::bool[], $4::bool[], $5::text[], $6::text[], $7::text[], $8::text[], $9::text[],
@@ -118,10 +125,11 @@ WITH input AS (
 	FROM (SELECT nextval('message_seq') AS seq FROM input) s
 ), targets AS (
 	SELECT t.ord, d.id
-	FROM unnest($25::bigint[], $26::text[]) AS t(ord, device)
-	JOIN input ON input.ord = t.ord
-	JOIN devices d ON d.id = t.device AND d.app = input.app
+	FROM unnest($25::bigint[], $26::text[], $27::text[]) AS t(ord, device, app)
+	JOIN devices d ON d.id = t.device AND d.app = t.app
 	FOR KEY SHARE OF d
+), counts AS (
+	SELECT ord, count(*) AS n FROM targets GROUP BY ord
 ), m AS (
 	INSERT INTO messages (seq, app, id, fanout, aud_all, aud_ids, aud_aliases, aud_tags, aud_tag_and, aud_tag_not,
 		platforms, has_notification, n_title, n_body, n_badge, n_sound, n_extras, data, ttl, priority,
@@ -129,28 +137,36 @@ WITH input AS (
 	SELECT seqs.seq, i.app, i.id, i.fanout, i.aud_all, i.aud_ids::text[], i.aud_aliases::text[], i.aud_tags::text[],
 		i.aud_tag_and::text[], i.aud_tag_not::text[], i.platforms::text[], i.has_notification, i.n_title, i.n_body,
 		i.n_badge, i.n_sound, i.n_extras, i.data, i.ttl, i.priority, i.collapse_id, i.idempotency_key,
-		i.accepted_at, i.send_at, i.expires_at, (SELECT count(*) FROM targets WHERE targets.ord = i.ord)
-	FROM input i JOIN seqs ON seqs.ord = i.ord
-	-- Keys in one global order, so that two batches waiting on each other's
-	-- keys cannot deadlock; within a key, batch order: the first is stored.
-	ORDER BY i.app, i.idempotency_key, i.ord
-	ON CONFLICT (app, idempotency_key) WHERE idempotency_key IS NOT NULL DO NOTHING
-	RETURNING seq
+		i.accepted_at, i.send_at, i.expires_at, coalesce(counts.n, 0)
+	FROM input i JOIN seqs ON seqs.ord = i.ord LEFT JOIN counts ON counts.ord = i.ord
+	ORDER BY i.app, i.idempotency_key
+`
+
+const onConflictKey = `
+	ON CONFLICT (app, idempotency_key) WHERE idempotency_key IS NOT NULL
+	DO UPDATE SET idempotency_key = messages.idempotency_key
+`
+
+const insertBatchTail = `	RETURNING seq, app, id, idempotency_key, xmax = 0 AS inserted
+), found AS (
+	-- Every join an equality, so that big batches hash rather than loop.
+	SELECT seqs.ord, m.seq, m.id, true AS inserted FROM m JOIN seqs ON seqs.seq = m.seq WHERE m.inserted
+	UNION ALL
+	SELECT i.ord, m.seq, m.id, false FROM m JOIN input i ON i.app = m.app AND i.idempotency_key = m.idempotency_key
+	WHERE NOT m.inserted
 ), entries AS (
 	INSERT INTO inbox (device_id, seq)
-	SELECT targets.id, m.seq FROM targets JOIN seqs ON seqs.ord = targets.ord JOIN m ON m.seq = seqs.seq
+	SELECT targets.id, found.seq FROM targets JOIN found ON found.ord = targets.ord AND found.inserted
 )
-SELECT seqs.ord, seqs.seq FROM seqs JOIN m ON m.seq = seqs.seq`
+SELECT ord, seq, id, inserted FROM found`
 
-// findIdempotent finds the messages that hold the idempotency keys $3 of
-// apps $2, for the batch positions $1. It is a statement of its own, after
-// the insert, because in READ COMMITTED only a new statement's snapshot is
-// sure to see a conflicting row that made the insert do nothing (it may have
-// committed while the insert waited for it).
-const findIdempotent = `
-SELECT u.ord, m.id, m.seq
-FROM unnest($1::bigint[], $2::text[], $3::text[]) AS u(ord, app, key)
-JOIN messages m ON m.app = u.app AND m.idempotency_key = u.key`
+// insertBatch is the statement; insertBatchNoKeys is the same for a batch
+// without idempotency keys, where the conflict clause (speculative insertion,
+// about a quarter of the statement's cost) can never fire.
+const (
+	insertBatch       = insertBatchHead + onConflictKey + insertBatchTail
+	insertBatchNoKeys = insertBatchHead + insertBatchTail
+)
 
 // collapseInbox drops the targets' inbox entries of older live messages with
 // the same collapse ID and counts them as replaced. The new message is found
@@ -176,16 +192,18 @@ FROM (SELECT seq FROM messages WHERE app = $1 AND id = $2) k
 WHERE o.app = $1 AND o.collapse_id = $3 AND o.fanout AND o.seq < k.seq
 	AND NOT o.recalled AND NOT o.replaced AND o.expires_at > $4`
 
-// Append implements store.Store. The batch is one transaction and one round
-// trip: a single statement stores every message and inbox entry, then come
-// the idempotency look-up and the collapses, in batch order, so a collapse
-// sees the entries of earlier messages of the same batch. Commit is
-// synchronous (Open insists on synchronous_commit), so the batch is durable
-// when Append returns nil.
+// Append implements store.Store. The batch is one implicit transaction in
+// one round trip: a single statement stores every message and inbox entry,
+// then come the collapses. Commit is synchronous (Open insists on
+// synchronous_commit), so the batch is durable when Append returns nil.
 //
-// A new message replaces older ones that are live at its AcceptedAt: not
-// recalled, not replaced and not expired. Older messages that are still
-// scheduled (not yet due) are replaced too.
+// Collapses run after all the inserts, grouped by collapse ID and in batch
+// order within a group, so a collapse sees the entries of earlier messages
+// of its batch. Collapses with different IDs touch different rows, so their
+// order does not matter to the outcome; the grouping makes concurrent
+// Appends lock rows in one order, so they do not deadlock. A new message
+// replaces older ones that are live at its AcceptedAt: not recalled, not
+// replaced and not expired; older ones still scheduled are replaced too.
 func (s *Store) Append(ctx context.Context, batch []store.Accept) ([]store.Accepted, error) {
 	if err := s.check(); err != nil {
 		return nil, err
@@ -193,28 +211,30 @@ func (s *Store) Append(ctx context.Context, batch []store.Accept) ([]store.Accep
 	if len(batch) == 0 {
 		return nil, nil
 	}
-	for _, a := range batch {
+	// The first message of the batch with a key is sent; later ones with
+	// the same key are its duplicates and are not.
+	type appKey struct{ app, key string }
+	first := map[appKey]int{}
+	dupOf := make([]int, len(batch))
+	var send []int // indexes into batch
+	for i, a := range batch {
 		if a.Msg == nil {
 			return nil, errors.New("postgres: append: nil message")
 		}
-	}
-	args := batchArgs(batch)
-	var keyOrd []int64
-	var keyApp, keys []string
-	for i, a := range batch {
-		if a.Msg.IdempotencyKey != "" {
-			keyOrd = append(keyOrd, int64(i+1))
-			keyApp = append(keyApp, a.Msg.App)
-			keys = append(keys, a.Msg.IdempotencyKey)
+		dupOf[i] = -1
+		if k := a.Msg.IdempotencyKey; k != "" {
+			if j, ok := first[appKey{a.Msg.App, k}]; ok {
+				dupOf[i] = j
+				continue
+			}
+			first[appKey{a.Msg.App, k}] = i
 		}
+		send = append(send, i)
 	}
-	// Collapses run grouped by collapse ID, in batch order within a group.
-	// Collapses with different IDs touch different rows, so their order does
-	// not matter to the outcome; what the grouping buys is that concurrent
-	// Appends lock rows in one global order and do not deadlock.
+	args := batchArgs(batch, send)
 	var collapseOrder []int
-	for i, a := range batch {
-		if a.Msg.CollapseID != "" {
+	for _, i := range send {
+		if batch[i].Msg.CollapseID != "" {
 			collapseOrder = append(collapseOrder, i)
 		}
 	}
@@ -222,16 +242,18 @@ func (s *Store) Append(ctx context.Context, batch []store.Accept) ([]store.Accep
 		return cmp.Or(strings.Compare(batch[i].Msg.App, batch[j].Msg.App),
 			strings.Compare(batch[i].Msg.CollapseID, batch[j].Msg.CollapseID))
 	})
-	// A new pgx.Batch per attempt: a sent batch remembers statement
-	// descriptions of the connection it went out on.
-	collapses := 0
-	newBatch := func() *pgx.Batch {
+
+	out := make([]store.Accepted, len(batch))
+	err := retry(func() error {
+		// A new pgx.Batch per attempt: a sent batch remembers statement
+		// descriptions of the connection it went out on.
 		b := &pgx.Batch{}
-		b.Queue(insertBatch, args...)
-		if keys != nil {
-			b.Queue(findIdempotent, keyOrd, keyApp, keys)
+		if len(first) > 0 {
+			b.Queue(insertBatch, args...)
+		} else {
+			b.Queue(insertBatchNoKeys, args...)
 		}
-		collapses = 0
+		collapses := 0
 		for _, i := range collapseOrder {
 			a := batch[i]
 			m := a.Msg
@@ -244,62 +266,43 @@ func (s *Store) Append(ctx context.Context, batch []store.Accept) ([]store.Accep
 				collapses++
 			}
 		}
-		return b
-	}
-
-	out := make([]store.Accepted, len(batch))
-	err := s.inTx(ctx, func(tx pgx.Tx) error {
-		clear(out)
-		br := tx.SendBatch(ctx, newBatch())
+		br := s.pool.SendBatch(ctx, b)
 		defer br.Close()
-		stored := make([]bool, len(batch))
-		var ord, seq int64
+		var (
+			ord, seq int64
+			id       string
+			inserted bool
+		)
 		rows, _ := br.Query()
-		_, err := pgx.ForEachRow(rows, []any{&ord, &seq}, func() error {
-			out[ord-1] = store.Accepted{ID: batch[ord-1].Msg.ID, Seq: uint64(seq)}
-			stored[ord-1] = true
+		_, err := pgx.ForEachRow(rows, []any{&ord, &seq, &id, &inserted}, func() error {
+			out[send[ord-1]] = store.Accepted{ID: id, Seq: uint64(seq), Duplicate: !inserted}
 			return nil
 		})
 		if err != nil {
 			return err
-		}
-		if keys != nil {
-			var id string
-			rows, _ := br.Query()
-			_, err := pgx.ForEachRow(rows, []any{&ord, &id, &seq}, func() error {
-				if !stored[ord-1] {
-					out[ord-1] = store.Accepted{ID: id, Seq: uint64(seq), Duplicate: true}
-				}
-				return nil
-			})
-			if err != nil {
-				return err
-			}
-		}
-		for i, a := range out {
-			if a.ID == "" {
-				// The insert found the key taken, yet the look-up finds no
-				// holder: Sweep purged it in between. Retrying is safe.
-				m := batch[i].Msg
-				return fmt.Errorf("idempotency key %q of app %q vanished during the append; retry", m.IdempotencyKey, m.App)
-			}
 		}
 		for range collapses {
 			if _, err := br.Exec(); err != nil {
 				return err
 			}
 		}
-		return br.Close()
+		return br.Close() // commits: the implicit transaction ends here
 	})
 	if err != nil {
 		return nil, s.wrap("append", err)
 	}
+	for i, j := range dupOf {
+		if j >= 0 {
+			out[i] = store.Accepted{ID: out[j].ID, Seq: out[j].Seq, Duplicate: true}
+		}
+	}
 	return out, nil
 }
 
-// batchArgs are insertBatch's arguments $1 to $26.
-func batchArgs(batch []store.Accept) []any {
-	n := len(batch)
+// batchArgs are insertBatch's arguments $1 to $27 for the messages
+// batch[send[0]], batch[send[1]]...
+func batchArgs(batch []store.Accept, send []int) []any {
+	n := len(send)
 	var (
 		app, id                                 = make([]string, n), make([]string, n)
 		fanout, all, hasNote                    = make([]bool, n), make([]bool, n), make([]bool, n)
@@ -310,11 +313,12 @@ func batchArgs(batch []store.Accept) []any {
 		ttl                                     = make([]pgtype.Interval, n)
 		priority                                = make([]string, n)
 		collapseID, idemKey                     = make([]pgtype.Text, n), make([]pgtype.Text, n)
-		accepted, send, expires                 = make([]time.Time, n), make([]time.Time, n), make([]time.Time, n)
+		accepted, sendAt, expires               = make([]time.Time, n), make([]time.Time, n), make([]time.Time, n)
 		targetOrd                               []int64
-		targets                                 []string
+		targets, targetApp                      []string
 	)
-	for i, a := range batch {
+	for i, bi := range send {
+		a := batch[bi]
 		m := a.Msg
 		app[i], id[i], fanout[i], all[i] = m.App, m.ID, m.Fanout(), m.Audience.All
 		ids[i], aliases[i] = arrayLiteral(m.Audience.RegistrationIDs), arrayLiteral(m.Audience.Aliases)
@@ -334,18 +338,19 @@ func batchArgs(batch []store.Accept) []any {
 		ttl[i] = pgtype.Interval{Microseconds: m.TTL.Microseconds(), Valid: true}
 		priority[i] = string(m.Priority)
 		collapseID[i], idemKey[i] = nullText(m.CollapseID), nullText(m.IdempotencyKey)
-		accepted[i], send[i], expires[i] = m.AcceptedAt, m.SendAt, m.ExpiresAt
+		accepted[i], sendAt[i], expires[i] = m.AcceptedAt, m.SendAt, m.ExpiresAt
 		seen := make(map[string]bool, len(a.Targets))
 		for _, t := range a.Targets {
 			if !seen[t] { // a repeated target gets one entry
 				seen[t] = true
 				targetOrd = append(targetOrd, int64(i+1))
 				targets = append(targets, t)
+				targetApp = append(targetApp, m.App)
 			}
 		}
 	}
 	return []any{app, id, fanout, all, ids, aliases, tags, tagAnd, tagNot, pls, hasNote, title, body, badge, sound,
-		extras, data, ttl, priority, collapseID, idemKey, accepted, send, expires, targetOrd, targets}
+		extras, data, ttl, priority, collapseID, idemKey, accepted, sendAt, expires, targetOrd, targets, targetApp}
 }
 
 // arrayLiteral writes list as a PostgreSQL text[] literal, every element
@@ -412,7 +417,10 @@ func (s *Store) Recall(ctx context.Context, app, id string) error {
 // in Seq order before the union, since the first $7 of the union are among
 // the first $7 of each arm: a device with a long backlog reads one page of
 // it, not all of it. UNION makes a message that reaches the device both ways
-// appear once.
+// appear once. The device's acks are excluded with NOT IN rather than NOT
+// EXISTS: PostgreSQL reads them once into a hash (a hashed SubPlan), where
+// with NOT EXISTS and its poor estimate of the candidates it picks a nested
+// loop that scans them once per candidate.
 var pendingQuery = `
 WITH cand AS (
 	(SELECT i.seq FROM inbox i JOIN messages f ON f.seq = i.seq
@@ -423,7 +431,7 @@ WITH cand AS (
 	WHERE f.app = $2 AND f.fanout AND NOT f.recalled AND NOT f.replaced AND NOT f.swept AND f.seq > $3
 		AND f.send_at <= $6 AND f.expires_at > $6
 		AND ` + matchSQL("$4", "$5") + `
-		AND NOT EXISTS (SELECT 1 FROM acks a WHERE a.device_id = $1 AND a.seq = f.seq)
+		AND f.seq NOT IN (SELECT a.seq FROM acks a WHERE a.device_id = $1 AND a.seq > $3)
 	ORDER BY f.seq LIMIT $7)
 )
 SELECT ` + messageCols + ` FROM cand JOIN messages m ON m.seq = cand.seq

@@ -75,10 +75,10 @@ func freshSchema(tb testing.TB) string {
 }
 
 // openTest opens a store in a fresh schema, closed when the test ends.
-func openTest(tb testing.TB) (*Store, string) {
+func openTest(tb testing.TB, opts ...Option) (*Store, string) {
 	tb.Helper()
 	schema := freshSchema(tb)
-	s, err := Open(context.Background(), testURL(), WithSchema(schema))
+	s, err := Open(context.Background(), testURL(), append(opts, WithSchema(schema))...)
 	if err != nil {
 		tb.Fatalf("Open: %v", err)
 	}
@@ -251,8 +251,12 @@ func TestLateCommitNotSkipped(t *testing.T) {
 	}
 	defer tx.Rollback(ctx)
 	late := newMsg("app", "late", push.Audience{All: true})
-	var ord, lateSeq int64
-	if err := tx.QueryRow(ctx, insertBatch, batchArgs([]store.Accept{{Msg: late}})...).Scan(&ord, &lateSeq); err != nil {
+	var (
+		ord, lateSeq int64
+		id           string
+		inserted     bool
+	)
+	if err := tx.QueryRow(ctx, insertBatch, batchArgs([]store.Accept{{Msg: late}}, []int{0})...).Scan(&ord, &lateSeq, &id, &inserted); err != nil {
 		t.Fatal(err)
 	}
 
