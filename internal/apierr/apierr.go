@@ -122,11 +122,12 @@ func ReadJSON(r *http.Request, limit int64, v any) error {
 }
 
 // ReadBody reads at most limit bytes of r's body, which must be JSON if its
-// type is given.
+// type is given. curl's default type for -d (form-urlencoded) is let
+// through: the body is still parsed as JSON, and a quick curl should work.
 func ReadBody(r *http.Request, limit int64) ([]byte, error) {
 	if ct := r.Header.Get("Content-Type"); ct != "" {
 		mt, _, err := mime.ParseMediaType(ct)
-		if err != nil || (mt != "application/json" && !strings.HasSuffix(mt, "+json")) {
+		if err != nil || (mt != "application/json" && !strings.HasSuffix(mt, "+json") && mt != "application/x-www-form-urlencoded") {
 			return nil, UnsupportedMedia
 		}
 	}

@@ -259,7 +259,7 @@ func (s *Service) Recall(ctx context.Context, app, id string) error {
 // Report is a message's delivery report.
 type Report struct {
 	MsgID      string    `json:"msg_id"`
-	State      string    `json:"state"` // scheduled, pending, expired, recalled or replaced
+	State      string    `json:"state"` // scheduled, pending, delivered (every target acknowledged), expired, recalled or replaced
 	AcceptedAt time.Time `json:"accepted_at"`
 	SendAt     time.Time `json:"send_at"`
 	ExpiresAt  time.Time `json:"expires_at"`
@@ -308,6 +308,8 @@ func (s *Service) Report(ctx context.Context, app, id string) (Report, error) {
 		r.State, r.Expired = "expired", rest
 	case !m.Due(now):
 		r.State, r.Pending = "scheduled", rest
+	case rest == 0 && targeted > 0:
+		r.State = "delivered"
 	default:
 		r.State, r.Pending = "pending", rest
 	}

@@ -201,7 +201,7 @@ func TestRegisterPushPollAck(t *testing.T) {
 		t.Errorf("after ack, poll = %v, want nothing", ids(left))
 	}
 	n.call("GET", "/v1/messages/"+id, n.provider(), nil, &rep)
-	if rep.Delivered != 1 || rep.Pending != 0 {
+	if rep.State != "delivered" || rep.Delivered != 1 || rep.Pending != 0 {
 		t.Errorf("report after ack = %+v", rep)
 	}
 }
@@ -384,7 +384,7 @@ func TestBadInput(t *testing.T) {
 		{"body over the limit", "POST", "/v1/push", n.provider(), `{"audience":"all","message":"` + strings.Repeat("x", 5<<20) + `"}`, 413, "body_too_large"},
 		{"bad TTL", "POST", "/v1/push", n.provider(), `{"audience":"all","message":1,"options":{"ttl":-1}}`, 400, "bad_ttl"},
 		{"no content", "POST", "/v1/push", n.provider(), `{"audience":"all"}`, 400, "empty_message"},
-		{"wrong media type", "POST", "/v1/push", func(r *http.Request) { n.provider()(r); r.Header.Set("Content-Type", "text/plain") }, `{}`, 415, "unsupported_media_type"},
+		{"wrong media type", "POST", "/v1/push", func(r *http.Request) { n.provider()(r); r.Header.Set("Content-Type", "multipart/form-data") }, `{}`, 415, "unsupported_media_type"},
 		{"missing credentials", "POST", "/v1/push", nil, map[string]any{"audience": "all", "message": 1}, 401, "unauthorized"},
 		{"wrong secret", "POST", "/v1/push", func(r *http.Request) { r.SetBasicAuth(n.info.AppKey, "nope") }, map[string]any{"audience": "all", "message": 1}, 401, "unauthorized"},
 		{"unknown app", "POST", "/v1/push", func(r *http.Request) { r.SetBasicAuth("ak_nope", "nope") }, map[string]any{"audience": "all", "message": 1}, 401, "unauthorized"},
