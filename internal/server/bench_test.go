@@ -18,7 +18,9 @@ import (
 
 func benchNode(b *testing.B) *node {
 	cfg := testConfig(b)
-	cfg.PostgresURL = os.Getenv("HERALD_BENCH_POSTGRES")
+	if os.Getenv("HERALD_BENCH_POSTGRES") != "" {
+		cfg.PostgresURL, cfg.PostgresSchema = postgresConfig(b)
+	}
 	cfg.RegisterRate = 1e9
 	return startNode(b, cfg)
 }

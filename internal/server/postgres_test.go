@@ -16,6 +16,9 @@ import (
 // cannot be reached (failing instead under CI=true, where it must run).
 func postgresURL(t testing.TB) string {
 	url := os.Getenv("HERALD_TEST_POSTGRES")
+	if b := os.Getenv("HERALD_BENCH_POSTGRES"); b != "" && b != "1" {
+		url = b
+	}
 	if url == "" {
 		url = "postgres://postgres@127.0.0.1:5432/test?sslmode=disable"
 	}
@@ -34,8 +37,8 @@ func postgresURL(t testing.TB) string {
 
 // postgresConfig is a node config on PostgreSQL in a fresh schema, dropped
 // when the test ends.
-func postgresConfig(t *testing.T) (cfgURL, schema string) {
-	url := postgresURL(t)
+func postgresConfig(t testing.TB) (url, schema string) {
+	url = postgresURL(t)
 	schema = fmt.Sprintf("herald_server_test_%d", rand.Uint64())
 	t.Cleanup(func() {
 		ctx := context.Background()
