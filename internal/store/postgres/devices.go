@@ -153,10 +153,14 @@ func (s *Store) DeleteDevice(ctx context.Context, id string) error {
 	return s.wrap("delete device", err)
 }
 
-// DevicesByAlias implements store.Store.
+// DevicesByAlias implements store.Store. The empty alias is no alias, so it
+// names no devices.
 func (s *Store) DevicesByAlias(ctx context.Context, app, alias string) ([]push.Device, error) {
 	if err := s.check(); err != nil {
 		return nil, err
+	}
+	if alias == "" {
+		return nil, nil
 	}
 	rows, err := s.pool.Query(ctx, `SELECT `+deviceCols+` FROM devices WHERE app = $1 AND alias = $2 ORDER BY id`, app, alias)
 	if err != nil {

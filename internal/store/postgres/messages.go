@@ -417,10 +417,12 @@ func (s *Store) Recall(ctx context.Context, app, id string) error {
 // in Seq order before the union, since the first $7 of the union are among
 // the first $7 of each arm: a device with a long backlog reads one page of
 // it, not all of it. UNION makes a message that reaches the device both ways
-// appear once. The device's acks are excluded with NOT IN rather than NOT
-// EXISTS: PostgreSQL reads them once into a hash (a hashed SubPlan), where
-// with NOT EXISTS and its poor estimate of the candidates it picks a nested
-// loop that scans them once per candidate.
+// appear once. The device's fan-out acks are excluded with NOT IN rather
+// than NOT EXISTS: PostgreSQL reads them once into a hash (a hashed
+// SubPlan), where with NOT EXISTS and its poor estimate of the candidates it
+// picks a nested loop that scans them once per candidate. There are no more
+// of them than the app has fan-out messages not yet swept, the candidates
+// themselves, so the hash stays small.
 var pendingQuery = `
 WITH cand AS (
 	(SELECT i.seq FROM inbox i JOIN messages f ON f.seq = i.seq
@@ -431,7 +433,7 @@ WITH cand AS (
 	WHERE f.app = $2 AND f.fanout AND NOT f.recalled AND NOT f.replaced AND NOT f.swept AND f.seq > $3
 		AND f.send_at <= $6 AND f.expires_at > $6
 		AND ` + matchSQL("$4", "$5") + `
-		AND f.seq NOT IN (SELECT a.seq FROM acks a WHERE a.device_id = $1 AND a.seq > $3)
+		AND f.seq NOT IN (SELECT a.seq FROM acks a WHERE a.device_id = $1 AND a.seq > $3 AND a.fanout)
 	ORDER BY f.seq LIMIT $7)
 )
 SELECT ` + messageCols + ` FROM cand JOIN messages m ON m.seq = cand.seq
@@ -475,14 +477,14 @@ var ackQuery = `
 WITH dev AS (
 	SELECT 1 FROM devices WHERE id = $1 FOR KEY SHARE
 ), m AS (
-	SELECT f.seq, f.fanout AND f.seq > $3 AND ` + matchSQL("$4", "$5") + ` AS meant
+	SELECT f.seq, f.fanout, f.fanout AND f.seq > $3 AND ` + matchSQL("$4", "$5") + ` AS meant
 	FROM messages f WHERE f.app = $2 AND f.id = ANY($6) AND NOT f.swept
 ), gone AS (
 	DELETE FROM inbox i USING m WHERE i.device_id = $1 AND i.seq = m.seq
 	RETURNING i.seq
 ), acked AS (
-	INSERT INTO acks (device_id, seq)
-	SELECT $1, m.seq FROM m WHERE (m.meant OR m.seq IN (SELECT seq FROM gone)) AND EXISTS (SELECT 1 FROM dev)
+	INSERT INTO acks (device_id, seq, fanout)
+	SELECT $1, m.seq, m.fanout FROM m WHERE (m.meant OR m.seq IN (SELECT seq FROM gone)) AND EXISTS (SELECT 1 FROM dev)
 	ON CONFLICT DO NOTHING
 	RETURNING 1
 )
@@ -550,24 +552,23 @@ UPDATE messages m SET swept = true, delivered = m.delivered + coalesce(n.n, 0)
 FROM dead LEFT JOIN n ON n.seq = dead.seq
 WHERE m.seq = dead.seq`
 
-// purge deletes up to $2 messages that expired before $1, with whatever
-// inbox entries and acks they still have (none, unless retain < 0).
+// purge deletes up to $2 swept messages that expired before $1. They have
+// no inbox entries or acks left: Sweep deleted those when it marked them
+// swept, and nothing adds any to a swept message.
 const purge = `
 WITH gone AS (
-	DELETE FROM messages WHERE seq IN (SELECT seq FROM messages WHERE expires_at < $1 LIMIT $2)
-	RETURNING seq
-), entries AS (
-	DELETE FROM inbox i USING gone WHERE i.seq = gone.seq
-), acked AS (
-	DELETE FROM acks a USING gone WHERE a.seq = gone.seq
+	DELETE FROM messages WHERE seq IN (SELECT seq FROM messages WHERE swept AND expires_at < $1 LIMIT $2)
+	RETURNING 1
 )
 SELECT count(*) FROM gone`
 
 // Sweep implements store.Store, in transactions of at most sweepChunk
 // messages, each holding the sweep lock exclusively (see Ack). Several nodes
 // may sweep at once: the lock takes them in turn and the second finds
-// nothing left.
+// nothing left. Only swept (dead) messages are purged, so a retain below
+// zero counts as zero.
 func (s *Store) Sweep(ctx context.Context, now time.Time, retain time.Duration) (int, error) {
+	retain = max(retain, 0)
 	purged := 0
 	for {
 		if err := s.check(); err != nil {

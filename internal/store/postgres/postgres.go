@@ -105,7 +105,8 @@ func Open(ctx context.Context, url string, opts ...Option) (*Store, error) {
 	return s, nil
 }
 
-// redact hides the password of a URL in error messages.
+// redact hides the password of a postgres:// URL or a key=value DSN in
+// error messages.
 func redact(url string) string {
 	if i := strings.Index(url, "://"); i >= 0 {
 		if at := strings.LastIndex(url, "@"); at > i {
@@ -114,8 +115,15 @@ func redact(url string) string {
 				return url[:i+3] + userinfo[:c] + ":xxxxx" + url[at:]
 			}
 		}
+		return url
 	}
-	return url
+	fields := strings.Fields(url)
+	for i, f := range fields {
+		if strings.HasPrefix(f, "password=") {
+			fields[i] = "password=xxxxx"
+		}
+	}
+	return strings.Join(fields, " ")
 }
 
 type migration struct {

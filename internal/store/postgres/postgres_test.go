@@ -568,3 +568,52 @@ func TestRetry(t *testing.T) {
 		t.Errorf("retry of a unique violation = %v after %d calls, want the error after 1", err, calls)
 	}
 }
+
+func TestRedact(t *testing.T) {
+	for in, want := range map[string]string{
+		"postgres://herald:s3cret@db:5432/herald": "postgres://herald:xxxxx@db:5432/herald",
+		"postgres://herald@db/herald":             "postgres://herald@db/herald",
+		"host=db user=herald password=s3cret":     "host=db user=herald password=xxxxx",
+	} {
+		if got := redact(in); got != want {
+			t.Errorf("redact(%q) = %q, want %q", in, got, want)
+		}
+	}
+}
+
+// TestSweepInChunks sweeps more messages than one Sweep transaction takes.
+func TestSweepInChunks(t *testing.T) {
+	s, _ := openTest(t)
+	newApp(t, s, "app")
+	d := newDevice(t, s, "app", "d1", push.Android)
+	const n = 2*sweepChunk + 123
+	var batch []store.Accept
+	for i := range n {
+		m := newMsg("app", fmt.Sprintf("m%d", i), push.Audience{RegistrationIDs: []string{"d1"}})
+		m.ExpiresAt = epoch.Add(time.Minute)
+		batch = append(batch, store.Accept{Msg: m, Targets: []string{"d1"}})
+	}
+	batch = append(batch, store.Accept{Msg: newMsg("app", "live", push.Audience{All: true})})
+	if _, err := s.Append(ctx, batch); err != nil {
+		t.Fatal(err)
+	}
+	if got, err := s.Ack(ctx, &d, []string{"m0", "m1"}); err != nil || got != 2 {
+		t.Fatalf("Ack = %d, %v", got, err)
+	}
+	if purged, err := s.Sweep(ctx, epoch.Add(2*time.Minute), time.Hour); err != nil || purged != 0 {
+		t.Fatalf("Sweep within retention = %d, %v; want 0 purged", purged, err)
+	}
+	var entries int
+	if err := s.pool.QueryRow(ctx, `SELECT count(*) FROM inbox`).Scan(&entries); err != nil || entries != 0 {
+		t.Errorf("inbox entries after sweep = %d, %v; want 0", entries, err)
+	}
+	if _, c, err := s.Message(ctx, "app", "m1"); err != nil || c.Delivered != 1 {
+		t.Errorf("Message(m1) after sweep = %+v, %v; want delivered 1", c, err)
+	}
+	if purged, err := s.Sweep(ctx, epoch.Add(2*time.Hour), time.Hour); err != nil || purged != n {
+		t.Errorf("Sweep after retention = %d, %v; want %d purged", purged, err, n)
+	}
+	if _, _, err := s.Message(ctx, "app", "live"); err != nil {
+		t.Errorf("Message(live) after sweep: %v", err)
+	}
+}

@@ -84,10 +84,12 @@ CREATE UNIQUE INDEX messages_idempotency ON messages (app, idempotency_key) WHER
 CREATE INDEX messages_collapse ON messages (app, collapse_id) WHERE collapse_id IS NOT NULL;
 -- The fan-out messages a device may still receive: Pending scans this.
 CREATE INDEX messages_fanout ON messages (app, seq) WHERE fanout AND NOT recalled AND NOT replaced AND NOT swept;
--- Sweep: messages that have just died, and messages to purge.
+-- Sweep: messages that have just died (expired, or withdrawn: recalled or
+-- replaced), and swept messages to purge. The two expiry indexes split the
+-- table, so neither scan wades through the other's rows.
 CREATE INDEX messages_unswept ON messages (expires_at) WHERE NOT swept;
 CREATE INDEX messages_withdrawn ON messages (seq) WHERE NOT swept AND (recalled OR replaced);
-CREATE INDEX messages_expiry ON messages (expires_at);
+CREATE INDEX messages_swept ON messages (expires_at) WHERE swept;
 
 -- inbox: one entry per explicit target. acks: one row per (device, message)
 -- acknowledged, explicit or fan-out; its primary key is what makes a
@@ -107,9 +109,13 @@ CREATE TABLE inbox (
 );
 CREATE INDEX inbox_seq ON inbox (seq);
 
+-- acks.fanout copies messages.fanout so that Pending can read a device's
+-- fan-out acks from the primary key alone (an index-only scan), however many
+-- acks of explicit messages the device also has.
 CREATE TABLE acks (
     device_id text COLLATE "C" NOT NULL,
     seq       bigint NOT NULL,
-    PRIMARY KEY (device_id, seq)
+    fanout    boolean NOT NULL,
+    PRIMARY KEY (device_id, seq) INCLUDE (fanout)
 );
 CREATE INDEX acks_seq ON acks (seq);
