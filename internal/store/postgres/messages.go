@@ -470,13 +470,11 @@ func tagsArg(tags []string) []string {
 // ackQuery acknowledges, for device $1, the messages with IDs $6: those in
 // its inbox, and the fan-out ones meant for it. A row in acks is what makes
 // the delivery count once, whichever way the message reached the device.
-// The device row is key-share locked so that an acknowledgement racing
-// DeleteDevice either lands before the delete folds the device's rows into
-// the counters, or is dropped with the device.
+// Ack has key-share locked the device row beforehand, so the device either
+// exists until commit or not at all: an ack is never written for a device
+// that DeleteDevice has just removed.
 var ackQuery = `
-WITH dev AS (
-	SELECT 1 FROM devices WHERE id = $1 FOR KEY SHARE
-), m AS (
+WITH m AS (
 	SELECT f.seq, f.fanout, f.fanout AND f.seq > $3 AND ` + matchSQL("$4", "$5") + ` AS meant
 	FROM messages f WHERE f.app = $2 AND f.id = ANY($6) AND NOT f.swept
 ), gone AS (
@@ -484,16 +482,18 @@ WITH dev AS (
 	RETURNING i.seq
 ), acked AS (
 	INSERT INTO acks (device_id, seq, fanout)
-	SELECT $1, m.seq, m.fanout FROM m WHERE (m.meant OR m.seq IN (SELECT seq FROM gone)) AND EXISTS (SELECT 1 FROM dev)
+	SELECT $1, m.seq, m.fanout FROM m
+	WHERE (m.meant OR m.seq IN (SELECT seq FROM gone)) AND EXISTS (SELECT 1 FROM devices WHERE id = $1)
 	ON CONFLICT DO NOTHING
 	RETURNING 1
 )
 SELECT count(*) FROM acked`
 
 // Ack implements store.Store. It runs as one pipelined implicit transaction
-// that first takes the store's sweep lock in shared mode: acknowledgements
-// never wait for each other, while Sweep, which takes it exclusively, never
-// folds and deletes a message's acks while one is being added, and once a
+// that takes its locks in the order DeleteDevice does: the store's sweep
+// lock in shared mode, then the device row. Acknowledgements never wait for
+// each other, while Sweep, which takes the sweep lock exclusively, never
+// folds and deletes a message's acks while one is being added; once a
 // message is swept its late acknowledgements are ignored (a duplicate could
 // no longer be told apart).
 func (s *Store) Ack(ctx context.Context, d *push.Device, ids []string) (int, error) {
@@ -507,9 +507,13 @@ func (s *Store) Ack(ctx context.Context, d *push.Device, ids []string) (int, err
 	err := retry(func() error {
 		b := &pgx.Batch{}
 		b.Queue(`SELECT pg_advisory_xact_lock_shared($1, $2)`, sweepLockClass, s.sweepKey)
+		b.Queue(`SELECT 1 FROM devices WHERE id = $1 FOR KEY SHARE`, d.ID)
 		b.Queue(ackQuery, d.ID, d.App, int64(d.FirstSeq), string(d.Platform), tagsArg(d.Tags), ids)
 		br := s.pool.SendBatch(ctx, b)
 		_, err := br.Exec()
+		if err == nil {
+			_, err = br.Exec()
+		}
 		if err == nil {
 			err = br.QueryRow().Scan(&n)
 		}

@@ -85,7 +85,7 @@ func Open(ctx context.Context, url string, opts ...Option) (*Store, error) {
 	}
 	// Append promises durability when it returns. That holds only with
 	// synchronous commit, so insist on it unless the URL says otherwise
-	// (an operator's explicit, documented trade-off).
+	// (an operator's explicit trade-off).
 	if _, ok := params["synchronous_commit"]; !ok {
 		params["synchronous_commit"] = "on"
 	}
