@@ -242,8 +242,23 @@ func (w *waiter) take() []*push.Message {
 }
 
 // Ack acknowledges messages for d and returns how many were newly acked.
+// Whatever transport the ack came through, d's streams on this node learn
+// of it, so that their windows refill: an SSE device, whose stream cannot
+// carry acks, acknowledges with POST /v1/inbox/ack.
 func (s *Service) Ack(ctx context.Context, d *push.Device, ids []string) (int, error) {
-	return s.store.Ack(ctx, d, ids)
+	n, err := s.store.Ack(ctx, d, ids)
+	if err != nil {
+		return n, err
+	}
+	s.forgetSent(d.ID, ids)
+	for _, sess := range s.hub.Sessions(d.ID) {
+		if st, ok := sess.(*Stream); ok {
+			if err := st.acked(ctx, ids); err != nil {
+				return n, err
+			}
+		}
+	}
+	return n, nil
 }
 
 // Recall stops app's message id from reaching any device that has not

@@ -88,13 +88,16 @@ func (st *Stream) sendLocked(m *push.Message, redelivery bool) {
 	st.inflight[m.ID] = struct{}{}
 }
 
-// Ack acknowledges messages the device received and refills the window
-// from the inbox if pushes were held back.
+// Ack acknowledges messages the device received. It goes through
+// Service.Ack, which also takes the IDs out of this stream's window and
+// refills it if pushes were held back.
 func (st *Stream) Ack(ctx context.Context, ids ...string) (int, error) {
-	n, err := st.svc.Ack(ctx, st.dev, ids)
-	if err != nil {
-		return n, err
-	}
+	return st.svc.Ack(ctx, st.dev, ids)
+}
+
+// acked takes ids out of the window after the store recorded their ack, and
+// refills the window from the inbox if pushes were held back.
+func (st *Stream) acked(ctx context.Context, ids []string) error {
 	st.mu.Lock()
 	for _, id := range ids {
 		delete(st.inflight, id)
@@ -102,13 +105,12 @@ func (st *Stream) Ack(ctx context.Context, ids ...string) (int, error) {
 	if len(st.inflight) == 0 {
 		st.inflight = nil
 	}
-	st.svc.forgetSent(st.dev.ID, ids)
 	refill := st.backlog && len(st.inflight) < st.window && !st.closed
 	st.mu.Unlock()
 	if refill {
-		err = st.refill(ctx)
+		return st.refill(ctx)
 	}
-	return n, err
+	return nil
 }
 
 // refill reads the inbox and sends what is not in flight, up to the window.

@@ -129,3 +129,29 @@ func TestStreamDrainsThenDeliversLiveWithinWindow(t *testing.T) {
 		t.Fatalf("second stream sent %v with redelivery %v, want [%s %s] with [true false]", sent, redelivered, now, after)
 	}
 }
+
+// An ack that does not come through the stream (an SSE device posts its
+// acks) still opens the stream's window.
+func TestStreamWindowRefillsOnAckFromElsewhere(t *testing.T) {
+	f := newFixture(t)
+	ctx := context.Background()
+	to := &push.Audience{RegistrationIDs: []string{f.dev.ID}}
+	first := f.push(t, to)
+	w := &wire{}
+	st, err := f.svc.Attach(ctx, &f.dev, w, 1)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer st.Detach()
+	w.take()
+	second := f.push(t, to)
+	if sent, _ := w.take(); len(sent) != 0 {
+		t.Fatalf("sent %v past a full window", sent)
+	}
+	if n, err := f.svc.Ack(ctx, &f.dev, []string{first}); err != nil || n != 1 {
+		t.Fatalf("Service.Ack = %d, %v", n, err)
+	}
+	if sent, _ := w.take(); !slices.Equal(sent, []string{second}) {
+		t.Fatalf("after an ack through the service sent %v, want [%s]", sent, second)
+	}
+}
