@@ -264,7 +264,7 @@ func (s *Store) Pending(ctx context.Context, d *push.Device, now time.Time, limi
 	if limit <= 0 {
 		return nil, nil
 	}
-	var out []push.Message
+	out := make([]push.Message, 0, min(limit, 64))
 	err := s.read(ctx, func(r pebble.Reader) error {
 		inbox, err := newSeqIter(r, kInboxPrefix(d.ID), 0)
 		if err != nil {
@@ -276,6 +276,19 @@ func (s *Store) Pending(ctx context.Context, d *push.Device, now time.Time, limi
 			return err
 		}
 		defer fan.close()
+		// Messages and acks are looked up in rising Seq order, so one
+		// iterator per table seeking forward costs far less than a Get
+		// (which builds an iterator) per lookup.
+		msgs, err := newPointIter(r, key(tMsg))
+		if err != nil {
+			return err
+		}
+		defer msgs.close()
+		acks, err := newPointIter(r, key(tAck))
+		if err != nil {
+			return err
+		}
+		defer acks.close()
 		for len(out) < limit {
 			seq, fromInbox, fromFan := uint64(0), inbox.ok, fan.ok
 			switch {
@@ -293,10 +306,14 @@ func (s *Store) Pending(ctx context.Context, d *push.Device, now time.Time, limi
 				seq = fan.seq
 				fan.next()
 			}
-			m, err := readMessage(r, seq)
-			if errors.Is(err, store.ErrNotFound) {
+			v, ok := msgs.get(kMsg(seq))
+			if !ok {
+				if err := msgs.err(); err != nil {
+					return err
+				}
 				continue // an index row whose message was purged meanwhile
 			}
+			m, err := decodeMessage(v)
 			if err != nil {
 				return err
 			}
@@ -307,11 +324,11 @@ func (s *Store) Pending(ctx context.Context, d *push.Device, now time.Time, limi
 				if !m.For(d) {
 					continue
 				}
-				if acked, err := hasKey(r, kAck(seq, d.ID)); err != nil || acked {
-					if err != nil {
-						return err
-					}
+				if _, acked := acks.get(kAck(seq, d.ID)); acked {
 					continue
+				}
+				if err := acks.err(); err != nil {
+					return err
 				}
 			}
 			out = append(out, *m)
@@ -320,6 +337,46 @@ func (s *Store) Pending(ctx context.Context, d *push.Device, now time.Time, limi
 	})
 	return out, err
 }
+
+// pointIter looks keys of one table up through one iterator. It is
+// cheapest when the keys come in rising order.
+type pointIter struct {
+	it     *pebble.Iterator
+	valErr error // from the last get's value, which Error does not report
+}
+
+func newPointIter(r pebble.Reader, table []byte) (*pointIter, error) {
+	it, err := r.NewIter(&pebble.IterOptions{LowerBound: table, UpperBound: prefixEnd(table)})
+	if err != nil {
+		return nil, fmt.Errorf("embedded: %w", err)
+	}
+	return &pointIter{it: it}, nil
+}
+
+// get returns the value at k, valid until the next call, and whether k
+// exists; on false, err tells an engine error from absence.
+func (p *pointIter) get(k []byte) ([]byte, bool) {
+	if !p.it.SeekGE(k) || !bytes.Equal(p.it.Key(), k) {
+		return nil, false
+	}
+	v, err := p.it.ValueAndErr()
+	if err != nil {
+		p.valErr = err
+		return nil, false
+	}
+	return v, true
+}
+
+func (p *pointIter) err() error {
+	if p.valErr != nil {
+		return fmt.Errorf("embedded: %w", p.valErr)
+	}
+	if err := p.it.Error(); err != nil {
+		return fmt.Errorf("embedded: %w", err)
+	}
+	return nil
+}
+func (p *pointIter) close() error { return p.it.Close() }
 
 // seqIter walks keys that end in a Seq under one prefix, in Seq order.
 type seqIter struct {
