@@ -1,7 +1,17 @@
 package server
 
-import "net/http"
+import (
+	"net/http"
+
+	"github.com/heraldpush/herald/internal/gateway/sse"
+	"github.com/heraldpush/herald/internal/gateway/ws"
+	"github.com/heraldpush/herald/web"
+)
 
 // mountWeb adds the browser-facing routes: the WebSocket and SSE device
 // transports, /client.js, /demo and /mozpush.
-func (s *Server) mountWeb(mux *http.ServeMux) {}
+func (s *Server) mountWeb(mux *http.ServeMux) {
+	ws.New(s.reg, s.deliv, ws.Options{MaxAckIDs: s.cfg.MaxBatch, Log: s.log}).Register(mux)
+	sse.New(s.reg, s.deliv, sse.Options{Log: s.log}).Register(mux)
+	web.Register(mux, s.info.AppKey)
+}

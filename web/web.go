@@ -1,0 +1,41 @@
+// Package web is the browser side of Herald, embedded in the binary: the
+// JavaScript device client served at /client.js (a plain ES module, no build
+// step) and the demo page at /demo. It is a leaf: it imports nothing of
+// Herald's.
+package web
+
+import (
+	"bytes"
+	"embed"
+	"html/template"
+	"net/http"
+)
+
+//go:embed client.js demo.html
+var files embed.FS
+
+// Register adds GET /client.js and GET /demo to mux. defaultAppKey is put in
+// the demo page for when its URL names no app (?app_key=); an app key is
+// public, so showing it is harmless.
+func Register(mux *http.ServeMux, defaultAppKey string) {
+	client, _ := files.ReadFile("client.js")
+	mux.HandleFunc("GET /client.js", func(w http.ResponseWriter, r *http.Request) {
+		w.Header().Set("Content-Type", "text/javascript; charset=utf-8")
+		w.Header().Set("Cache-Control", "no-cache")
+		// Pages of other origins import the module to use this server.
+		w.Header().Set("Access-Control-Allow-Origin", "*")
+		w.Write(client)
+	})
+	// The page is rendered once: its only variable is fixed for the
+	// server's life.
+	demo := template.Must(template.ParseFS(files, "demo.html"))
+	var page bytes.Buffer
+	if err := demo.Execute(&page, struct{ AppKey string }{defaultAppKey}); err != nil {
+		panic(err) // the embedded template and its one string field always render
+	}
+	mux.HandleFunc("GET /demo", func(w http.ResponseWriter, r *http.Request) {
+		w.Header().Set("Content-Type", "text/html; charset=utf-8")
+		w.Header().Set("Cache-Control", "no-cache")
+		w.Write(page.Bytes())
+	})
+}
