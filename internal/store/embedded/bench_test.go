@@ -19,7 +19,7 @@ func benchMsg(id string, devs []string) store.Accept {
 	return store.Accept{Msg: m, Targets: devs}
 }
 
-func benchDevices(b *testing.B, s *Store, n int) []string {
+func benchDevices(b testing.TB, s *Store, n int) []string {
 	ids := make([]string, n)
 	for i := range ids {
 		ids[i] = push.NewRegistrationID()
