@@ -316,10 +316,14 @@ export function connect(reg, opts = {}) {
     const ctl = new AbortController();
     let closed = false;
     (async () => {
+      // The first poll returns at once, so the client knows that the
+      // credentials hold and drains what waits; then it long-polls.
+      let wait = 0;
       while (!closed) {
         let resp;
         try {
-          resp = await fetch(server + '/v1/inbox?wait=30', { headers: { Authorization: authHeader }, signal: ctl.signal });
+          resp = await fetch(server + '/v1/inbox?wait=' + wait, { headers: { Authorization: authHeader }, signal: ctl.signal });
+          wait = 30;
         } catch (_) {
           if (!closed) failed();
           return;

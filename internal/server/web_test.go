@@ -26,10 +26,10 @@ type wsFrame struct {
 	Type         string          `json:"type"`
 	Raw          json.RawMessage `json:"message"`
 	Message      client.Message  `json:"-"`
-	Redelivery   bool           `json:"redelivery"`
-	Code         string         `json:"code"`
-	PingInterval int            `json:"ping_interval"`
-	Window       int            `json:"window"`
+	Redelivery   bool            `json:"redelivery"`
+	Code         string          `json:"code"`
+	PingInterval int             `json:"ping_interval"`
+	Window       int             `json:"window"`
 }
 
 type wsConn struct {
