@@ -35,7 +35,7 @@ func orErr(err, alt error) error {
 
 // App returns the app with key.
 func (s *Store) App(ctx context.Context, key string) (app push.App, err error) {
-	err = s.read(ctx, func(r pebble.Reader) error {
+	err = s.readOne(ctx, func(r pebble.Reader) error {
 		app, err = readApp(r, key)
 		return err
 	})
@@ -95,7 +95,7 @@ func (w *writeTx) putDevice(d *push.Device) {
 
 // Device returns the device with id.
 func (s *Store) Device(ctx context.Context, id string) (d push.Device, err error) {
-	err = s.read(ctx, func(r pebble.Reader) error {
+	err = s.readOne(ctx, func(r pebble.Reader) error {
 		d, err = readDevice(r, id)
 		return err
 	})

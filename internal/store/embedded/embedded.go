@@ -204,6 +204,21 @@ func (s *Store) read(ctx context.Context, fn func(r pebble.Reader) error) error 
 	return fn(snap)
 }
 
+// readOne is read for a function that reads one key: a single Get is
+// atomic on its own, and skipping the snapshot matters on the push path,
+// which looks up every explicit target.
+func (s *Store) readOne(ctx context.Context, fn func(r pebble.Reader) error) error {
+	if err := ctx.Err(); err != nil {
+		return err
+	}
+	s.mu.RLock()
+	defer s.mu.RUnlock()
+	if s.closed {
+		return store.ErrClosed
+	}
+	return fn(s.db)
+}
+
 // writer is the single goroutine that changes the store; see the package
 // comment. It returns when reqs is closed and drained.
 func (s *Store) writer() {
