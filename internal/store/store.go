@@ -95,9 +95,50 @@ type Store interface {
 	// kept that long after expiry). It returns how many messages it purged.
 	Sweep(ctx context.Context, now time.Time, retain time.Duration) (int, error)
 
+	// CreateSubscription stores a new push subscription (a Web Push
+	// endpoint that Herald hosts, RFC 8030). ErrExists if its token hash
+	// is taken, or its ID among the device's subscriptions; ErrNotFound if
+	// its device does not exist.
+	CreateSubscription(ctx context.Context, sub Subscription) error
+	// Subscription returns the subscription whose token hashes to
+	// tokenHash, revoked or not. ErrNotFound if there is none.
+	Subscription(ctx context.Context, tokenHash []byte) (Subscription, error)
+	// Subscriptions returns the device's subscriptions, revoked ones
+	// included, in ID order.
+	Subscriptions(ctx context.Context, device string) ([]Subscription, error)
+	// RevokeSubscription marks the device's subscription id revoked at at.
+	// The record stays, so that a push to it can be told from a push to a
+	// token that never existed (410 Gone rather than 404). Revoking it
+	// again keeps the first time. ErrNotFound if the device has no
+	// subscription id.
+	RevokeSubscription(ctx context.Context, device, id string, at time.Time) error
+
 	// Close releases the store. Other methods return ErrClosed afterwards.
 	Close() error
 }
+
+// Subscription is a push subscription that Herald hosts (RFC 8030): the
+// capability, which an application server holds as an endpoint URL, to send
+// pushes to one device. The token in that URL is stored only as a hash, as
+// secrets are.
+type Subscription struct {
+	ID        string // public handle for listing and revoking; not the token
+	TokenHash []byte // SHA-256 of the token in the endpoint URL
+	Device    string // registration ID
+	App       string // the device's app key
+	// AppServerKey is the application server's P-256 public key (a 65-byte
+	// uncompressed point) whose VAPID signature (RFC 8292) every push must
+	// carry; nil when pushes need none.
+	AppServerKey []byte
+	// Label is chosen by the device, to route a push to its consumer (a
+	// service worker, Mozilla's channelID); Herald does not interpret it.
+	Label     string
+	CreatedAt time.Time
+	RevokedAt time.Time // zero while the subscription is live
+}
+
+// Revoked reports whether the subscription was revoked.
+func (s *Subscription) Revoked() bool { return !s.RevokedAt.IsZero() }
 
 // Accept is one message to append.
 type Accept struct {

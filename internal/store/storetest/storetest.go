@@ -45,6 +45,8 @@ func Run(t *testing.T, open Opener) {
 		{"Sweep", testSweep},
 		{"Reopen", testReopen},
 		{"ConcurrentAppendsNeverSkipped", testConcurrentAppends},
+		{"Subscriptions", testSubscriptions},
+		{"SubscriptionsReopen", testSubscriptionsReopen},
 		{"Closed", testClosed},
 	}
 	for _, c := range cases {
