@@ -12,10 +12,13 @@ import (
 	"encoding/json"
 	"errors"
 	"log/slog"
+	"net"
 	"net/http"
 	"slices"
 	"strconv"
+	"strings"
 	"sync"
+	"sync/atomic"
 	"time"
 
 	"github.com/heraldpush/herald/internal/apierr"
@@ -141,14 +144,13 @@ func (g *Gateway) serve(w http.ResponseWriter, r *http.Request) error {
 	if err != nil {
 		return err
 	}
-	ctx := r.Context()
-	s := &stream{gw: g, w: w, rc: http.NewResponseController(w), dev: d, wake: make(chan struct{}, 1)}
+	s := &stream{gw: g, dev: d, held: true}
 	if id := lastEventID(r); id != "" {
 		// The client holds every message up to and including id, in inbox
 		// order, from an earlier stream: those are not sent again here. If
 		// id no longer waits (acknowledged, expired), its place is unknown
 		// and everything waiting is sent; the client drops duplicates.
-		waiting, err := g.inbox.Pending(ctx, d, g.opts.ResumeScan)
+		waiting, err := g.inbox.Pending(r.Context(), d, g.opts.ResumeScan)
 		if err != nil {
 			return err
 		}
@@ -157,35 +159,65 @@ func (g *Gateway) serve(w http.ResponseWriter, r *http.Request) error {
 		}
 	}
 
-	h := w.Header()
-	h.Set("Content-Type", "text/event-stream")
-	h.Set("Cache-Control", "no-cache")
-	h.Set("X-Accel-Buffering", "no") // nginx would otherwise hold events back
-	// The credentials are in the URL, never in cookies, so a page of any
-	// origin may read its own device's stream.
-	h.Set("Access-Control-Allow-Origin", "*")
-	w.WriteHeader(http.StatusOK)
+	// On HTTP/1.x the stream takes the connection over: net/http would
+	// keep a goroutine, 10 KiB of buffers and the request for the life of
+	// an idle stream; hijacked, it costs one goroutine waiting for the
+	// client to hang up and nothing else. HTTP/2 cannot be hijacked, and
+	// is served through the ResponseWriter.
+	if conn, _, err := http.NewResponseController(w).Hijack(); err == nil {
+		s.conn = conn
+		s.queue = append(s.queue, []byte("HTTP/1.1 200 OK\r\n"+responseHeader+
+			// The body runs until the connection closes.
+			"Connection: close\r\n\r\n"))
+	} else {
+		for _, line := range strings.Split(strings.TrimSpace(responseHeader), "\r\n") {
+			k, v, _ := strings.Cut(line, ": ")
+			w.Header().Set(k, v)
+		}
+		w.WriteHeader(http.StatusOK)
+		s.w, s.rc, s.done = w, http.NewResponseController(w), make(chan struct{})
+	}
 	hello, _ := json.Marshal(struct {
 		Heartbeat int `json:"heartbeat"`
 		Window    int `json:"window"`
 	}{int(g.opts.Heartbeat / time.Second), g.opts.Window})
-	s.enqueue([]byte("retry: " + strconv.FormatInt(g.opts.Retry.Milliseconds(), 10) + "\nevent: hello\ndata: " + string(hello) + "\n\n"))
+	s.queue = append(s.queue, []byte("retry: "+strconv.FormatInt(g.opts.Retry.Milliseconds(), 10)+"\nevent: hello\ndata: "+string(hello)+"\n\n"))
+	s.lastWrite.Store(time.Now().UnixNano())
+	// Armed only once s.timer is set, which heartbeat reads.
+	s.timer = time.AfterFunc(time.Hour, s.heartbeat)
+	s.timer.Reset(g.opts.Heartbeat)
 
 	for _, old := range g.track(s) {
 		old.Close(ErrReplaced)
 	}
-	defer g.untrack(s)
-	st, err := g.inbox.Attach(ctx, d, s, g.opts.Window)
+	// The request's context ends with this handler; the stream outlives it.
+	st, err := g.inbox.Attach(context.Background(), d, s, g.opts.Window)
 	if err != nil {
 		g.opts.Log.Error("attaching an SSE device failed", "device", d.ID, "err", err)
 		s.Close(errAttach)
-		s.run(ctx)
+	}
+	s.attached(st)
+	if s.conn != nil {
+		go s.watch()
 		return nil
 	}
-	defer st.Detach()
-	s.run(ctx)
+	select {
+	case <-r.Context().Done():
+	case <-s.done:
+	}
+	s.end()
+	s.writers.Wait() // the ResponseWriter is not to be used once this returns
 	return nil
 }
+
+// responseHeader is the header of every stream, each line ending in CRLF.
+const responseHeader = "Content-Type: text/event-stream\r\n" +
+	"Cache-Control: no-cache\r\n" +
+	// nginx would otherwise hold events back.
+	"X-Accel-Buffering: no\r\n" +
+	// The credentials are in the URL, never in cookies, so a page of any
+	// origin may read its own device's stream.
+	"Access-Control-Allow-Origin: *\r\n"
 
 var errAttach = errors.New("sse: attaching the device failed")
 
@@ -213,22 +245,35 @@ func (g *Gateway) untrack(s *stream) {
 	}
 }
 
-// stream is one device's event stream. It is the delivery.Sender of its
-// delivery.Stream; the request's goroutine is its only writer.
+// stream is one device's event stream and the delivery.Sender of its
+// delivery.Stream. Events are queued and written by a goroutine that exists
+// only while there is something to write, so a push never waits on the
+// socket.
 type stream struct {
 	gw  *Gateway
-	w   http.ResponseWriter
-	rc  *http.ResponseController
 	dev *push.Device // immutable
 	// resumeSeq: messages at or below it in inbox order are held by the
 	// client already (Last-Event-ID); immutable once the stream attaches.
 	resumeSeq uint64
-	wake      chan struct{} // capacity 1: queue or closing changed
+
+	// Where events go: conn, the hijacked HTTP/1.x connection, or w and
+	// rc on HTTP/2, where the handler waits for done. Immutable.
+	conn net.Conn
+	w    http.ResponseWriter
+	rc   *http.ResponseController
+	done chan struct{} // closed when the stream ends (HTTP/2 only)
+
+	writers   sync.WaitGroup // the writer goroutine, if one runs
+	lastWrite atomic.Int64   // Unix nanoseconds of the last write, for heartbeats
+	timer     *time.Timer    // the heartbeat timer; set before attaching
 
 	mu      sync.Mutex
-	queue   [][]byte // encoded events, in order; guarded by mu
-	closing bool     // guarded by mu
-	reason  error    // why it closes; guarded by mu
+	queue   [][]byte         // encoded events, in order; guarded by mu
+	writing bool             // a writer goroutine runs; guarded by mu
+	held    bool             // no writing until attached, so the hello means attached; guarded by mu
+	closing bool             // the close event is queued; guarded by mu
+	st      *delivery.Stream // nil until attached or when attaching failed; guarded by mu
+	ended   bool             // guarded by mu
 }
 
 // Send implements delivery.Sender.
@@ -262,88 +307,167 @@ func writeData(b *bytes.Buffer, data []byte) {
 	b.WriteByte('\n')
 }
 
-// Close implements delivery.Sender: the stream writes what is queued and a
-// close event saying why, then ends the response. It does not block.
+// Close implements delivery.Sender: what is queued is written, then a close
+// event saying why, and the stream ends. It does not block.
 func (s *stream) Close(reason error) {
 	s.mu.Lock()
-	if !s.closing {
-		s.closing, s.reason = true, reason
-	}
-	s.mu.Unlock()
-	s.signal()
+	defer s.mu.Unlock()
+	s.closeLocked(reason)
 }
 
-func (s *stream) signal() {
-	select {
-	case s.wake <- struct{}{}:
-	default:
+func (s *stream) closeLocked(reason error) {
+	if s.closing {
+		return
 	}
+	s.closing = true
+	s.queue = append(s.queue, closeEvent(reason))
+	s.startWriterLocked()
 }
 
 // maxQueue is how many events may wait beyond the window before a client
 // that does not read is dropped.
 const maxQueue = 16
 
+var errClosing = errors.New("sse: stream closing")
+
 func (s *stream) enqueue(b []byte) error {
 	s.mu.Lock()
+	defer s.mu.Unlock()
 	if s.closing {
-		s.mu.Unlock()
 		return errClosing
 	}
 	if len(s.queue) >= s.gw.opts.Window+maxQueue {
-		s.closing, s.reason = true, errSlow
-		s.mu.Unlock()
-		s.signal()
+		s.closeLocked(errSlow)
 		return errSlow
 	}
 	s.queue = append(s.queue, b)
-	s.mu.Unlock()
-	s.signal()
+	s.startWriterLocked()
 	return nil
 }
 
-var errClosing = errors.New("sse: stream closing")
+// attached records the delivery stream (nil if attaching failed) and lets
+// the writer start.
+func (s *stream) attached(st *delivery.Stream) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	s.st, s.held = st, false
+	if s.ended && st != nil {
+		st.Detach() // the client left while attaching
+	}
+	if len(s.queue) > 0 {
+		s.startWriterLocked()
+	}
+}
 
-// run writes events as they are queued, and a heartbeat comment after each
-// Heartbeat of silence, until the client goes or the stream is closed.
-func (s *stream) run(ctx context.Context) {
-	every := s.gw.opts.Heartbeat
-	beat := time.NewTimer(every)
-	defer beat.Stop()
+func (s *stream) startWriterLocked() {
+	if !s.writing && !s.held && !s.ended {
+		s.writing = true
+		s.writers.Go(s.write)
+	}
+}
+
+// write writes queued events until none is left, and returns: no goroutine
+// waits on an idle stream's writes. After the close event it ends the
+// stream.
+func (s *stream) write() {
 	for {
-		select {
-		case <-ctx.Done():
-			return
-		case <-beat.C:
-			if s.write([]byte(": heartbeat\n\n")) != nil {
-				return
-			}
-			beat.Reset(every)
-		case <-s.wake:
-			s.mu.Lock()
-			batch, closing, reason := s.queue, s.closing, s.reason
-			s.queue = nil
+		s.mu.Lock()
+		batch, closing := s.queue, s.closing
+		s.queue = nil
+		if len(batch) == 0 {
+			s.writing = false
 			s.mu.Unlock()
-			if len(batch) > 0 {
-				if s.write(bytes.Join(batch, nil)) != nil {
-					return
-				}
-				beat.Reset(every)
-			}
-			if closing {
-				s.write(closeEvent(reason))
+			return
+		}
+		s.mu.Unlock()
+		if err := s.out(bytes.Join(batch, nil)); err != nil {
+			s.finish()
+			return
+		}
+		if closing {
+			s.mu.Lock()
+			last := len(s.queue) == 0
+			s.mu.Unlock()
+			if last {
+				s.finish()
 				return
 			}
 		}
 	}
 }
 
-func (s *stream) write(b []byte) error {
-	s.rc.SetWriteDeadline(time.Now().Add(s.gw.opts.WriteTimeout))
+func (s *stream) out(b []byte) error {
+	deadline := time.Now().Add(s.gw.opts.WriteTimeout)
+	s.lastWrite.Store(time.Now().UnixNano())
+	if s.conn != nil {
+		s.conn.SetWriteDeadline(deadline)
+		_, err := s.conn.Write(b)
+		return err
+	}
+	s.rc.SetWriteDeadline(deadline)
 	if _, err := s.w.Write(b); err != nil {
 		return err
 	}
 	return s.rc.Flush()
+}
+
+// finish ends the response: closing the hijacked connection wakes watch,
+// closing done returns the HTTP/2 handler; either calls end.
+func (s *stream) finish() {
+	if s.conn != nil {
+		s.conn.Close()
+		return
+	}
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	select {
+	case <-s.done:
+	default:
+		close(s.done)
+	}
+}
+
+// watch waits for the client to hang up (or for finish to close the
+// connection). Whatever the client sends after its request is discarded.
+func (s *stream) watch() {
+	var buf [64]byte
+	for {
+		if _, err := s.conn.Read(buf[:]); err != nil {
+			break
+		}
+	}
+	s.conn.Close()
+	s.end()
+}
+
+// end releases the stream once the response is over.
+func (s *stream) end() {
+	s.mu.Lock()
+	if s.ended {
+		s.mu.Unlock()
+		return
+	}
+	s.ended, s.closing, s.queue = true, true, nil
+	st := s.st
+	s.mu.Unlock()
+	s.timer.Stop()
+	if st != nil {
+		st.Detach()
+	}
+	s.gw.untrack(s)
+}
+
+// heartbeat runs on the heartbeat timer: a comment line after Heartbeat of
+// silence keeps proxies from closing an idle stream.
+func (s *stream) heartbeat() {
+	every := s.gw.opts.Heartbeat
+	if idle := time.Since(time.Unix(0, s.lastWrite.Load())); idle < every {
+		s.timer.Reset(every - idle)
+		return
+	}
+	if s.enqueue([]byte(": heartbeat\n\n")) == nil {
+		s.timer.Reset(every)
+	}
 }
 
 // closeEvent is the last event of a stream the server ends: its code says

@@ -22,7 +22,14 @@ import (
 // The gateway's timing and framing with short intervals; the protocol as a
 // whole is tested against a real node in internal/server.
 
+// Over HTTP/1.1 the stream hijacks the connection; over HTTP/2 it cannot,
+// and writes through the ResponseWriter. Both must say the same.
 func TestHeartbeatAndEventFraming(t *testing.T) {
+	t.Run("HTTP/1.1", func(t *testing.T) { testFraming(t, false) })
+	t.Run("HTTP/2", func(t *testing.T) { testFraming(t, true) })
+}
+
+func testFraming(t *testing.T, h2 bool) {
 	st, err := embedded.Open(t.TempDir())
 	if err != nil {
 		t.Fatal(err)
@@ -40,16 +47,25 @@ func TestHeartbeatAndEventFraming(t *testing.T) {
 	mux := http.NewServeMux()
 	New(reg, svc, Options{Heartbeat: 100 * time.Millisecond, Retry: 1500 * time.Millisecond,
 		Log: slog.New(slog.NewTextHandler(io.Discard, nil))}).Register(mux)
-	srv := httptest.NewServer(mux)
+	srv := httptest.NewUnstartedServer(mux)
+	if h2 {
+		srv.EnableHTTP2 = true
+		srv.StartTLS()
+	} else {
+		srv.Start()
+	}
 	defer srv.Close()
 
 	req, _ := http.NewRequest("GET", srv.URL+"/v1/inbox/stream", nil)
 	req.SetBasicAuth(dev.ID, secret)
-	resp, err := http.DefaultClient.Do(req)
+	resp, err := srv.Client().Do(req)
 	if err != nil {
 		t.Fatal(err)
 	}
 	defer resp.Body.Close()
+	if want := map[bool]int{false: 1, true: 2}[h2]; resp.ProtoMajor != want {
+		t.Fatalf("served over %s, want HTTP/%d", resp.Proto, want)
+	}
 	if resp.Header.Get("Cache-Control") != "no-cache" || resp.Header.Get("Content-Type") != "text/event-stream" {
 		t.Fatalf("headers %v", resp.Header)
 	}

@@ -10,9 +10,12 @@
 package ws
 
 import (
+	"bufio"
+	"bytes"
 	"context"
 	"errors"
 	"fmt"
+	"io"
 	"log/slog"
 	"net"
 	"net/http"
@@ -141,7 +144,7 @@ func (g *Gateway) serve(w http.ResponseWriter, r *http.Request) {
 		apierr.Write(w, authErr)
 		return
 	}
-	c, err := websocket.Accept(w, r, &websocket.AcceptOptions{
+	c, err := websocket.Accept(smallBuffers{w}, r, &websocket.AcceptOptions{
 		// Credentials travel in the URL or the Authorization header, never
 		// in cookies, so a page of another origin gains nothing it does not
 		// already hold: pages anywhere may use the service.
@@ -162,7 +165,34 @@ func (g *Gateway) serve(w http.ResponseWriter, r *http.Request) {
 	}
 	c.SetReadLimit(g.opts.MaxFrame)
 	cn := &conn{gw: g, ws: c, dev: d, held: true}
-	cn.serve()
+	// A goroutine of its own, so that net/http's connection state (its
+	// request, response and buffers) is freed when this handler returns
+	// rather than kept for the life of the WebSocket.
+	go cn.serve()
+}
+
+// bufSize is the read and write buffer of a WebSocket. Frames a device
+// sends are small, and bufio passes larger reads and writes straight
+// through, so 512 bytes cost no system calls that matter, where net/http's
+// 4 KiB each would be kept by every idle connection.
+const bufSize = 512
+
+// smallBuffers gives the hijacked connection small buffers of its own in
+// place of net/http's.
+type smallBuffers struct{ http.ResponseWriter }
+
+func (s smallBuffers) Hijack() (net.Conn, *bufio.ReadWriter, error) {
+	conn, brw, err := http.NewResponseController(s.ResponseWriter).Hijack()
+	if err != nil {
+		return nil, nil, err
+	}
+	var r io.Reader = conn
+	if n := brw.Reader.Buffered(); n > 0 {
+		// Bytes the client sent right after its handshake.
+		b, _ := brw.Reader.Peek(n)
+		r = io.MultiReader(bytes.NewReader(bytes.Clone(b)), conn)
+	}
+	return conn, bufio.NewReadWriter(bufio.NewReaderSize(r, bufSize), bufio.NewWriterSize(conn, bufSize)), nil
 }
 
 // auth authenticates the request; errors are apierr values.
