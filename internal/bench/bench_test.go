@@ -1,0 +1,150 @@
+//go:build linux
+
+package bench
+
+import (
+	"context"
+	"fmt"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"strings"
+	"testing"
+	"time"
+)
+
+// heraldBin is the herald binary TestMain builds, for the bench to start.
+var heraldBin string
+
+func TestMain(m *testing.M) {
+	dir, err := os.MkdirTemp("", "herald-bench-test")
+	if err != nil {
+		fmt.Fprintln(os.Stderr, err)
+		os.Exit(1)
+	}
+	heraldBin = filepath.Join(dir, "herald")
+	build := exec.Command("go", "build", "-o", heraldBin, "github.com/heraldpush/herald/cmd/herald")
+	if out, err := build.CombinedOutput(); err != nil {
+		fmt.Fprintf(os.Stderr, "building herald: %v\n%s", err, out)
+		os.RemoveAll(dir)
+		os.Exit(1)
+	}
+	code := m.Run()
+	os.RemoveAll(dir)
+	os.Exit(code)
+}
+
+// TestWorkloads runs both workloads with a few devices against a spawned
+// Herald and a spawned Mosquitto, and checks behaviour only: every device
+// connected and subscribed, every one received the broadcast. Timings are
+// for `herald bench`, never for a test.
+func TestWorkloads(t *testing.T) {
+	const n = 200
+	for _, workload := range []string{Conns, Fanout} {
+		t.Run(workload+"/herald", func(t *testing.T) {
+			rep := run(t, Options{Workload: workload, N: n, Herald: true})
+			check(t, rep.Targets[0], workload, n)
+		})
+		t.Run(workload+"/mosquitto", func(t *testing.T) {
+			if _, err := mosquittoVersion("mosquitto"); err != nil {
+				t.Skip(err)
+			}
+			rep := run(t, Options{Workload: workload, N: n, Broker: "mosquitto"})
+			check(t, rep.Targets[0], workload, n)
+		})
+	}
+}
+
+// TestRegistrationCache registers devices on a spawned Herald, restarts
+// it, and asks for more: only the missing ones are registered, and the
+// cached ones still authenticate. It needs no MQTT.
+func TestRegistrationCache(t *testing.T) {
+	ctx, cancel := context.WithTimeout(context.Background(), 2*time.Minute)
+	defer cancel()
+	o := &Options{Dir: t.TempDir(), HeraldBin: heraldBin}
+	o.defaults()
+	var first []Device
+	for i, n := range []int{30, 50} {
+		h := &herald{hc: newHTTPClient(4), workers: 4, log: o.Log}
+		if err := h.spawn(ctx, o); err != nil {
+			t.Fatal(err)
+		}
+		devs, err := h.devices(ctx, n, Conns)
+		if err != nil {
+			h.stop()
+			t.Fatal(err)
+		}
+		if i == 0 {
+			first = devs
+		} else {
+			for j := range first {
+				if devs[j] != first[j] {
+					t.Errorf("device %d after the restart is %+v, was %+v", j, devs[j], first[j])
+				}
+			}
+		}
+		seen := map[string]bool{}
+		for _, d := range devs {
+			if seen[d.ClientID] || d.Password == "" || d.Topic != "devices/"+d.ClientID {
+				t.Errorf("bad or repeated identity %+v", d)
+			}
+			seen[d.ClientID] = true
+		}
+		// The provider API knows the last one: it was really registered.
+		if _, err := h.call(ctx, "GET", "/v1/devices/"+devs[n-1].ClientID, h.providerAuth, nil, nil); err != nil {
+			t.Error(err)
+		}
+		if err := h.stop(); err != nil {
+			t.Error(err)
+		}
+	}
+	if c := loadCache(filepath.Join(o.Dir, "herald-devices.json")); len(c.Devices) != 50 {
+		t.Errorf("the cache holds %d devices, want 50", len(c.Devices))
+	}
+}
+
+func run(t *testing.T, o Options) *Report {
+	t.Helper()
+	ctx, cancel := context.WithTimeout(context.Background(), 3*time.Minute)
+	defer cancel()
+	if o.Dir == "" {
+		o.Dir = t.TempDir()
+	}
+	o.HeraldBin = heraldBin
+	o.SettleMin, o.SettleMax, o.Timeout = 50*time.Millisecond, time.Second, time.Minute
+	var log strings.Builder
+	o.Log = &log
+	rep, err := Run(ctx, o)
+	if err != nil {
+		t.Fatalf("Run: %v\nlog:\n%s", err, log.String())
+	}
+	if len(rep.Targets) != 1 {
+		t.Fatalf("%d targets in the report, want 1", len(rep.Targets))
+	}
+	if s := rep.Targets[0].Skipped; s != "" {
+		if strings.Contains(s, ErrNoMQTT.Error()) {
+			t.Skipf("Herald's MQTT gateway does not listen yet: %s", s)
+		}
+		t.Fatalf("%s skipped: %s", rep.Targets[0].Name, s)
+	}
+	return rep
+}
+
+func check(t *testing.T, tg Target, workload string, n int) {
+	t.Helper()
+	if len(tg.Runs) != 1 {
+		t.Fatalf("%s: %d runs, want 1", tg.Name, len(tg.Runs))
+	}
+	r := tg.Runs[0]
+	if got := r.Metrics["connected"]; got != float64(n) {
+		t.Errorf("%s: %v devices connected and subscribed, want %d; errors: %q", tg.Name, got, n, r.Errors)
+	}
+	if workload == Fanout {
+		if got := r.Metrics["received"]; got != float64(n) {
+			t.Errorf("%s: %v devices received the broadcast, want %d; errors %q, notes %q", tg.Name, got, n, r.Errors, r.Notes)
+		}
+	}
+	if len(r.Errors) > 0 {
+		t.Errorf("%s: client errors: %q", tg.Name, r.Errors)
+	}
+}

@@ -1,0 +1,14 @@
+//go:build !linux
+
+package bench
+
+import (
+	"context"
+	"errors"
+)
+
+// Run needs Linux: the client side is built on epoll and the server is
+// measured through /proc.
+func Run(ctx context.Context, o Options) (*Report, error) {
+	return nil, errors.New("bench: herald bench runs on Linux only")
+}
