@@ -70,6 +70,7 @@ func (a *API) Register(mux *http.ServeMux) {
 	mux.Handle("POST /v1/push/batch", h(a.provider(a.pushBatch)))
 	mux.Handle("GET /v1/messages/{id}", h(a.provider(a.report)))
 	mux.Handle("DELETE /v1/messages/{id}", h(a.provider(a.recall)))
+	a.registerWebPush(mux)
 }
 
 // Run prunes idle rate-limit state until ctx ends.

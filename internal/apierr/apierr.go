@@ -61,6 +61,18 @@ var (
 	RateLimited      = newError(429, "rate_limited", "too many requests; retry later")
 	Internal         = newError(500, "internal", "internal error")
 	Unavailable      = newError(503, "unavailable", "the server is shutting down or not ready")
+
+	// The push service (RFC 8030 endpoints, /wpush/ and /v1/webpush/).
+	MissingTTL           = newError(400, "missing_ttl", "a push to a Web Push endpoint needs a TTL header")
+	BadUrgency           = newError(400, "bad_urgency", "Urgency must be very-low, low, normal or high")
+	BadTopic             = newError(400, "bad_topic", "Topic must be 1 to 32 characters of the base64url alphabet")
+	BadHeader            = newError(400, "bad_header", "a request header is invalid")
+	BadKey               = newError(400, "bad_application_server_key", "application_server_key must be a P-256 public key in uncompressed form, base64url")
+	VAPIDRequired        = newError(401, "vapid_required", "this subscription takes only pushes with VAPID credentials: Authorization: vapid t=<JWT>, k=<key>")
+	VAPIDInvalid         = newError(403, "vapid_invalid", "the VAPID credentials are invalid")
+	SubscriptionNotFound = newError(404, "subscription_not_found", "no such push subscription")
+	TooManySubscriptions = newError(409, "too_many_subscriptions", "the device has as many push subscriptions as it may have")
+	SubscriptionGone     = newError(410, "subscription_gone", "the push subscription was revoked")
 )
 
 // Write renders err as the JSON error body. Errors outside the catalogue

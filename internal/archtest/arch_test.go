@@ -76,7 +76,7 @@ var (
 	leaves    = is("internal/push", "internal/config", "internal/apierr", "internal/gateway/mqtt/packet", "web")
 	backends  = is("internal/store/embedded", "internal/store/postgres", "internal/router/nats", "internal/relay/apns", "internal/relay/fcm", "internal/relay/webpush")
 	edges     = []string{"internal/api", "internal/gateway", "internal/console"}
-	core      = is("internal/delivery", "internal/registry", "internal/session", "internal/router", "internal/store", "internal/relay")
+	core      = is("internal/delivery", "internal/registry", "internal/session", "internal/router", "internal/store", "internal/relay", "internal/webpush")
 	internals = is("internal")
 )
 
