@@ -3,8 +3,10 @@ package server
 import (
 	"net/http"
 
+	"github.com/heraldpush/herald/internal/gateway/mozpush"
 	"github.com/heraldpush/herald/internal/gateway/sse"
 	"github.com/heraldpush/herald/internal/gateway/ws"
+	"github.com/heraldpush/herald/internal/webpush"
 	"github.com/heraldpush/herald/web"
 )
 
@@ -14,4 +16,6 @@ func (s *Server) mountWeb(mux *http.ServeMux) {
 	ws.New(s.reg, s.deliv, ws.Options{MaxAckIDs: s.cfg.MaxBatch, Log: s.log}).Register(mux)
 	sse.New(s.reg, s.deliv, sse.Options{Log: s.log}).Register(mux)
 	web.Register(mux, s.info.AppKey)
+	mozpush.New(s.reg, s.deliv, webpush.New(s.reg, s.deliv, webpush.Options{BaseURL: s.info.HTTPURL}),
+		mozpush.Options{DefaultApp: s.info.AppKey, Log: s.log}).Register(mux)
 }
