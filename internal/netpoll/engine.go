@@ -1,0 +1,216 @@
+package netpoll
+
+import (
+	"errors"
+	"net"
+	"sync"
+	"sync/atomic"
+	"time"
+)
+
+// Engine serves listeners with one Handler. On Linux a plain TCP listener
+// is driven by a few epoll goroutines (see epoll_linux.go), so an idle
+// connection costs no goroutine and no buffer; any other listener, and
+// every listener on other systems, is served by accept plus ServeConn.
+//
+// An Engine is safe for concurrent use. Shutdown stops it for good.
+type Engine struct {
+	h    Handler // immutable; never nil
+	opts Options // immutable; defaults applied
+
+	// poll is the epoll side; nil where the system has none.
+	poll *pollers
+
+	// conns counts open connections, for Conns.
+	conns atomic.Int64
+
+	mu        sync.Mutex
+	closed    bool                      // guarded by mu; set once by Shutdown
+	listeners map[net.Listener]struct{} // guarded by mu
+	served    map[*streamConn]struct{}  // guarded by mu; ServeConn connections
+	servedWG  sync.WaitGroup            // ServeConn connections not yet past OnClose
+	done      chan struct{}             // closed by Shutdown
+	stopOnce  sync.Once
+}
+
+// New returns an Engine that drives its connections with h. It starts the
+// pollers at once; Shutdown stops them.
+func New(h Handler, opts Options) (*Engine, error) {
+	if h == nil {
+		return nil, errors.New("netpoll: nil Handler")
+	}
+	e := &Engine{
+		h:         h,
+		opts:      opts.withDefaults(),
+		listeners: make(map[net.Listener]struct{}),
+		served:    make(map[*streamConn]struct{}),
+		done:      make(chan struct{}),
+	}
+	p, err := startPollers(e)
+	if err != nil {
+		return nil, err
+	}
+	e.poll = p
+	return e, nil
+}
+
+// Serve accepts connections on ln until ln fails or the engine shuts down,
+// and then returns ErrEngineClosed (after Shutdown) or the accept error.
+// A *net.TCPListener goes to the epoll pollers on Linux; any other
+// listener (a TLS one, say) gets accept plus ServeConn. Serve may be called
+// for several listeners at once; Shutdown closes them all.
+func (e *Engine) Serve(ln net.Listener) error {
+	tl, polled := ln.(*net.TCPListener)
+	polled = polled && e.poll != nil
+	e.mu.Lock()
+	if e.closed {
+		e.mu.Unlock()
+		ln.Close()
+		return ErrEngineClosed
+	}
+	e.listeners[ln] = struct{}{}
+	if polled {
+		// Counted under mu, so Shutdown's wait for accept loops cannot
+		// miss one that is starting.
+		e.poll.serving.Add(1)
+	}
+	e.mu.Unlock()
+	defer func() {
+		e.mu.Lock()
+		delete(e.listeners, ln)
+		e.mu.Unlock()
+	}()
+
+	var err error
+	if polled {
+		err = e.poll.serve(tl)
+	} else {
+		err = e.serveAccept(ln)
+	}
+	if e.isClosed() {
+		return ErrEngineClosed
+	}
+	return err
+}
+
+// serveAccept is the portable accept loop: a goroutine per connection
+// through ServeConn. Temporary accept errors (EMFILE) back off as net/http
+// does, so a full file table does not spin.
+func (e *Engine) serveAccept(ln net.Listener) error {
+	var backoff time.Duration
+	for {
+		nc, err := ln.Accept()
+		if err != nil {
+			if e.isClosed() {
+				return ErrEngineClosed
+			}
+			var ne net.Error
+			if errors.As(err, &ne) && ne.Timeout() || isTemporaryAccept(err) {
+				backoff = nextBackoff(backoff)
+				e.opts.Logger.Warn("netpoll: accept failed; backing off", "err", err, "delay", backoff)
+				if !e.sleep(backoff) {
+					return ErrEngineClosed
+				}
+				continue
+			}
+			return err
+		}
+		backoff = 0
+		go e.ServeConn(nc)
+	}
+}
+
+// nextBackoff doubles d from 5ms up to 1s.
+func nextBackoff(d time.Duration) time.Duration {
+	if d == 0 {
+		return 5 * time.Millisecond
+	}
+	if d *= 2; d > time.Second {
+		d = time.Second
+	}
+	return d
+}
+
+// sleep waits for d or until Shutdown; it reports false on Shutdown.
+func (e *Engine) sleep(d time.Duration) bool {
+	t := time.NewTimer(d)
+	defer t.Stop()
+	select {
+	case <-t.C:
+		return true
+	case <-e.done:
+		return false
+	}
+}
+
+// ServeConn drives nc with the engine's Handler and options, like the
+// package-level ServeConn, and blocks until nc is closed. The engine keeps
+// track of it, so Shutdown closes it too: use it for the TLS and WebSocket
+// connections that a gateway serves beside its TCP listener.
+func (e *Engine) ServeConn(nc net.Conn) error {
+	c := newStreamConn(nc, e.h, &e.opts)
+	e.mu.Lock()
+	if e.closed {
+		e.mu.Unlock()
+		nc.Close()
+		return ErrEngineClosed
+	}
+	e.served[c] = struct{}{}
+	e.servedWG.Add(1)
+	e.mu.Unlock()
+	e.conns.Add(1)
+	defer func() {
+		e.conns.Add(-1)
+		e.mu.Lock()
+		delete(e.served, c)
+		e.mu.Unlock()
+		e.servedWG.Done()
+	}()
+	return c.serve()
+}
+
+// Conns is the number of open connections, on every listener and through
+// Engine.ServeConn.
+func (e *Engine) Conns() int { return int(e.conns.Load()) }
+
+// Shutdown closes every listener and every connection (each gets OnClose
+// with ErrEngineClosed) and returns when the last OnClose has returned.
+// Later calls return at once.
+func (e *Engine) Shutdown() {
+	e.stopOnce.Do(func() {
+		e.mu.Lock()
+		e.closed = true
+		close(e.done)
+		for ln := range e.listeners {
+			ln.Close()
+		}
+		served := make([]*streamConn, 0, len(e.served))
+		for c := range e.served {
+			served = append(served, c)
+		}
+		e.mu.Unlock()
+
+		if e.poll != nil {
+			e.poll.shutdown()
+		}
+		for _, c := range served {
+			c.closeWith(ErrEngineClosed)
+		}
+		e.servedWG.Wait()
+	})
+}
+
+// Close is Shutdown, for callers that want an io.Closer.
+func (e *Engine) Close() error {
+	e.Shutdown()
+	return nil
+}
+
+func (e *Engine) isClosed() bool {
+	select {
+	case <-e.done:
+		return true
+	default:
+		return false
+	}
+}
