@@ -14,6 +14,9 @@ import (
 	"encoding/json"
 	"fmt"
 	"net/http"
+	"net/http/httptest"
+	"net/http/httputil"
+	"net/url"
 	"os"
 	"os/exec"
 	"path/filepath"
@@ -279,5 +282,33 @@ func TestDemoOverLongPoll(t *testing.T) {
 	regID := openDemo(t, ctx, s, "?transport=poll", "poll")
 	id := s.push(t, regID, "Hello from the test", "over long-polling")
 	see(t, ctx, "over long-polling")
+	waitDelivered(t, s, id)
+}
+
+// TestDemoFallsBackWhenWebSocketsAreBlocked puts the server behind a proxy
+// that refuses WebSocket upgrades, as some corporate proxies do: the client
+// gives the WebSocket up and receives over SSE instead.
+func TestDemoFallsBackWhenWebSocketsAreBlocked(t *testing.T) {
+	ctx := browser(t)
+	s := startServer(t)
+	target, _ := url.Parse(s.url)
+	proxy := httputil.NewSingleHostReverseProxy(target)
+	front := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		if r.Header.Get("Upgrade") != "" {
+			http.Error(w, "WebSockets are not allowed here", http.StatusForbidden)
+			return
+		}
+		proxy.ServeHTTP(w, r)
+	}))
+	defer func() {
+		front.CloseClientConnections() // the page's event stream never ends by itself
+		front.Close()
+	}()
+	behind := *s
+	behind.url = front.URL
+
+	regID := openDemo(t, ctx, &behind, "", "sse")
+	id := s.push(t, regID, "Hello from the test", "after falling back")
+	see(t, ctx, "after falling back")
 	waitDelivered(t, s, id)
 }
