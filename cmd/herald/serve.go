@@ -28,6 +28,10 @@ func serve(ctx context.Context, args []string, stdout, stderr io.Writer) error {
 	fs.StringVar(&cfg.PostgresURL, "postgres", cfg.PostgresURL, "PostgreSQL URL: store everything there (cluster mode)")
 	fs.StringVar(&cfg.PostgresSchema, "postgres-schema", cfg.PostgresSchema, "PostgreSQL schema for Herald's tables (default: the connection's search_path)")
 	fs.StringVar(&cfg.NATSURL, "nats", cfg.NATSURL, "NATS URL: route between nodes (cluster mode)")
+	fs.DurationVar(&cfg.MQTTMaxKeepAlive, "mqtt-max-keepalive", cfg.MQTTMaxKeepAlive, "longest MQTT keepalive a device may ask for (5.0 clients are told in Server Keep Alive)")
+	fs.DurationVar(&cfg.MQTTConnectTimeout, "mqtt-connect-timeout", cfg.MQTTConnectTimeout, "how long a new MQTT connection may take to send CONNECT")
+	fs.IntVar(&cfg.MQTTMaxPacket, "mqtt-max-packet", cfg.MQTTMaxPacket, "largest MQTT packet a device may send, in bytes")
+	fs.IntVar(&cfg.MQTTWindow, "mqtt-window", cfg.MQTTWindow, "most unacknowledged MQTT messages in flight per device (caps a 5.0 client's Receive Maximum)")
 	fs.IntVar(&cfg.MaxPayload, "max-payload", cfg.MaxPayload, "largest notification plus message, in bytes")
 	fs.IntVar(&cfg.MaxIDs, "max-ids", cfg.MaxIDs, "most registration IDs and aliases in one push")
 	fs.IntVar(&cfg.MaxTags, "max-tags", cfg.MaxTags, "most tags on one device")
@@ -83,8 +87,12 @@ func printBanner(w io.Writer, in server.Info) {
 	fmt.Fprintf(w, "  push            POST %s/v1/push\n", in.HTTPURL)
 	fmt.Fprintf(w, "  poll            GET  %s/v1/inbox?wait=30\n", in.HTTPURL)
 	if in.MQTTURL != "" {
-		fmt.Fprintf(w, "  MQTT            %s\n", in.MQTTURL)
+		fmt.Fprintf(w, "  MQTT            %s   (client id and user = registration_id, password = device_secret, topic devices/{registration_id})\n", in.MQTTURL)
 	}
+	if in.MQTTSURL != "" {
+		fmt.Fprintf(w, "  MQTT over TLS   %s\n", in.MQTTSURL)
+	}
+	fmt.Fprintf(w, "  MQTT over WS    %s   (subprotocol mqtt)\n", in.MQTTWSURL)
 	fmt.Fprintf(w, "  health          %s/healthz  %s/readyz\n\n", in.HTTPURL, in.HTTPURL)
 	fmt.Fprintf(w, "  app             %s\n", in.AppName)
 	fmt.Fprintf(w, "  app_key         %s\n", in.AppKey)

@@ -26,6 +26,11 @@ type Config struct {
 	PostgresSchema string
 	NATSURL        string // cluster mode: routing between nodes
 
+	MQTTMaxKeepAlive   time.Duration // longest keepalive a client may ask for
+	MQTTConnectTimeout time.Duration // how long a new connection may take to send CONNECT
+	MQTTMaxPacket      int           // largest packet a device may send
+	MQTTWindow         int           // unacknowledged messages in flight per connection
+
 	MaxPayload     int           // bytes of notification plus message
 	MaxIDs         int           // registration IDs and aliases per push
 	MaxTags        int           // tags per device
@@ -47,25 +52,29 @@ type Config struct {
 // Default returns the settings `herald serve` starts with.
 func Default() Config {
 	return Config{
-		DataDir:        "./herald-data",
-		HTTPAddr:       ":8080",
-		MQTTAddr:       ":1883",
-		MaxPayload:     4096,
-		MaxIDs:         1000,
-		MaxTags:        100,
-		MaxBatch:       1000,
-		MaxBody:        4 << 20,
-		DefaultTTL:     24 * time.Hour,
-		MaxTTL:         30 * 24 * time.Hour,
-		LongPollMax:    60 * time.Second,
-		RegisterRate:   1,
-		RegisterBurst:  20,
-		SweepInterval:  time.Minute,
-		ReportRetain:   24 * time.Hour,
-		ShutdownGrace:  10 * time.Second,
-		LogFormat:      "text",
-		LogLevel:       "info",
-		DefaultAppName: "default",
+		DataDir:            "./herald-data",
+		HTTPAddr:           ":8080",
+		MQTTAddr:           ":1883",
+		MQTTMaxKeepAlive:   20 * time.Minute,
+		MQTTConnectTimeout: 5 * time.Second,
+		MQTTMaxPacket:      16 << 10,
+		MQTTWindow:         32,
+		MaxPayload:         4096,
+		MaxIDs:             1000,
+		MaxTags:            100,
+		MaxBatch:           1000,
+		MaxBody:            4 << 20,
+		DefaultTTL:         24 * time.Hour,
+		MaxTTL:             30 * 24 * time.Hour,
+		LongPollMax:        60 * time.Second,
+		RegisterRate:       1,
+		RegisterBurst:      20,
+		SweepInterval:      time.Minute,
+		ReportRetain:       24 * time.Hour,
+		ShutdownGrace:      10 * time.Second,
+		LogFormat:          "text",
+		LogLevel:           "info",
+		DefaultAppName:     "default",
 	}
 }
 
@@ -96,6 +105,8 @@ func (c *Config) Validate() error {
 		"max-payload": int64(c.MaxPayload), "max-ids": int64(c.MaxIDs), "max-tags": int64(c.MaxTags),
 		"max-batch": int64(c.MaxBatch), "max-body": c.MaxBody, "register-burst": int64(c.RegisterBurst),
 		"max-ttl": int64(c.MaxTTL), "long-poll-max": int64(c.LongPollMax), "sweep-interval": int64(c.SweepInterval),
+		"mqtt-max-keepalive": int64(c.MQTTMaxKeepAlive), "mqtt-connect-timeout": int64(c.MQTTConnectTimeout),
+		"mqtt-max-packet": int64(c.MQTTMaxPacket), "mqtt-window": int64(c.MQTTWindow),
 	}
 	for name, v := range positive {
 		if v <= 0 {

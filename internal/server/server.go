@@ -38,6 +38,7 @@ type Server struct {
 	deliv *delivery.Service
 	api   *api.API
 	http  *http.Server
+	mqtt  *mqttNode // nil until buildMQTT
 
 	httpLn net.Listener
 	info   Info
@@ -48,7 +49,9 @@ type Server struct {
 // start and every URL.
 type Info struct {
 	HTTPURL    string
-	MQTTURL    string // empty until the MQTT gateway listens
+	MQTTURL    string // mqtt://host:port; empty when --mqtt is off
+	MQTTSURL   string // mqtts://host:port; empty when --mqtts is off
+	MQTTWSURL  string // MQTT over WebSocket
 	Store      string // "embedded (DIR)" or "postgres"
 	AppName    string
 	AppKey     string
@@ -110,6 +113,12 @@ func (s *Server) build(ctx context.Context) error {
 	s.deliv = delivery.New(s.store, s.reg, router.Local{Hub: s.hub}, s.hub, delivery.Options{
 		Limits: limits, SweepInterval: cfg.SweepInterval, ReportRetain: cfg.ReportRetain, Log: s.log,
 	})
+	// MQTT binds its listeners first: the registration answer tells
+	// devices where to connect.
+	mux := http.NewServeMux()
+	if err := s.buildMQTT(mux); err != nil {
+		return err
+	}
 	s.api = api.New(s.reg, s.deliv, s.hub, api.Options{
 		AdminToken: s.info.AdminToken, MaxBody: cfg.MaxBody, MaxBatch: cfg.MaxBatch,
 		RegisterRate: cfg.RegisterRate, RegisterBurst: cfg.RegisterBurst,
@@ -118,13 +127,8 @@ func (s *Server) build(ctx context.Context) error {
 	pollGW := poll.New(s.reg, s.deliv, poll.Options{
 		MaxWait: cfg.LongPollMax, MaxBody: cfg.MaxBody, MaxBatch: cfg.MaxBatch, Log: s.log,
 	})
-
-	mux := http.NewServeMux()
 	s.api.Register(mux)
 	pollGW.Register(mux)
-	if err := s.buildMQTT(mux); err != nil {
-		return err
-	}
 	s.mountWeb(mux)
 	mux.HandleFunc("GET /healthz", func(w http.ResponseWriter, r *http.Request) {
 		w.Header().Set("Content-Type", "application/json")

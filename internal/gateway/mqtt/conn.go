@@ -1,0 +1,509 @@
+package mqtt
+
+import (
+	"context"
+	"encoding/json"
+	"errors"
+	"sync"
+	"time"
+
+	"github.com/heraldpush/herald/internal/delivery"
+	"github.com/heraldpush/herald/internal/gateway/mqtt/packet"
+	"github.com/heraldpush/herald/internal/netpoll"
+	"github.com/heraldpush/herald/internal/push"
+)
+
+// conn is one MQTT connection. The read side (partial, the parse state) is
+// touched only from OnData, which the engine never runs concurrently for
+// one connection. What pushes from other goroutines also touch is guarded
+// by wmu.
+//
+// Lock order: a delivery.Stream's lock, then wmu. Nothing holds wmu while
+// calling into the stream.
+type conn struct {
+	gw *Gateway
+	nc netpoll.Conn
+
+	// partial holds the bytes of a packet that has not fully arrived; nil
+	// between packets, so an idle connection keeps no buffer.
+	partial   []byte
+	connected bool
+	version   byte
+
+	wmu     sync.Mutex
+	dev     *push.Device      // set at CONNECT; guarded by wmu
+	stream  *delivery.Stream  // set at SUBSCRIBE; guarded by wmu
+	pids    map[uint16]string // packet ID -> message ID in flight; nil when none; guarded by wmu
+	nextPID uint16            // guarded by wmu
+	maxOut  uint32            // the client's Maximum Packet Size, 0 for none; guarded by wmu
+	subQoS  byte              // granted QoS of the subscription; guarded by wmu
+	window  int               // messages in flight at most; guarded by wmu
+	closed  bool              // guarded by wmu
+}
+
+func (c *conn) deviceID() string {
+	c.wmu.Lock()
+	defer c.wmu.Unlock()
+	if c.dev == nil {
+		return ""
+	}
+	return c.dev.ID
+}
+
+// onData consumes every complete packet in data (after what was kept of an
+// earlier read) and keeps the rest of an incomplete one.
+func (c *conn) onData(data []byte) {
+	buf := data
+	if c.partial != nil {
+		c.partial = append(c.partial, data...)
+		buf = c.partial
+	}
+	for len(buf) > 0 {
+		fh, n, err := packet.ParseFixedHeader(buf, c.gw.opts.MaxPacketSize)
+		if errors.Is(err, packet.ErrNeedMore) {
+			break
+		}
+		if err != nil {
+			c.protocolError(err)
+			return
+		}
+		if !c.connected && fh.Type != packet.TypeConnect {
+			// Not MQTT, or not a client that follows the protocol:
+			// nothing is buffered for it, whatever length it claims.
+			c.partial = nil
+			c.nc.Close()
+			return
+		}
+		total := n + fh.Remaining
+		if len(buf) < total {
+			break
+		}
+		if !c.handle(fh, buf[n:total]) {
+			c.partial = nil
+			return
+		}
+		buf = buf[total:]
+	}
+	if len(buf) == 0 {
+		c.partial = nil
+		return
+	}
+	// Copy: buf is the engine's buffer, or a suffix of partial that would
+	// otherwise pin its consumed prefix.
+	c.partial = append(make([]byte, 0, len(buf)), buf...)
+}
+
+// handle processes one packet; it returns false once the connection is
+// closing.
+func (c *conn) handle(fh packet.FixedHeader, body []byte) bool {
+	lim := c.gw.limit
+	switch fh.Type {
+	case packet.TypeConnect:
+		if c.connected {
+			c.protocolError(&packet.Error{Code: packet.ReasonProtocolError, Msg: "second CONNECT"})
+			return false
+		}
+		return c.connect(fh, body)
+	case packet.TypeSubscribe:
+		var p packet.Subscribe
+		if err := p.Decode(c.version, fh, body, lim); err != nil {
+			c.protocolError(err)
+			return false
+		}
+		return c.subscribe(&p)
+	case packet.TypePuback:
+		var p packet.Puback
+		if err := p.Decode(c.version, fh, body, lim); err != nil {
+			c.protocolError(err)
+			return false
+		}
+		c.puback(p.PacketID)
+		return true
+	case packet.TypePingreq:
+		return c.write(&packet.Pingresp{})
+	case packet.TypeUnsubscribe:
+		var p packet.Unsubscribe
+		if err := p.Decode(c.version, fh, body, lim); err != nil {
+			c.protocolError(err)
+			return false
+		}
+		return c.unsubscribe(&p)
+	case packet.TypePublish:
+		var p packet.Publish
+		if err := p.Decode(c.version, fh, body, lim); err != nil {
+			c.protocolError(err)
+			return false
+		}
+		return c.refusePublish(&p)
+	case packet.TypeDisconnect:
+		var p packet.Disconnect
+		p.Decode(c.version, fh, body, lim)
+		c.nc.Close()
+		return false
+	default:
+		// PUBREC, PUBREL, PUBCOMP (we never publish at QoS 2, nor accept
+		// it), AUTH (no enhanced authentication), server-only packets.
+		c.protocolError(&packet.Error{Code: packet.ReasonProtocolError, Msg: "unexpected " + fh.Type.String()})
+		return false
+	}
+}
+
+// protocolError ends the connection for a malformed or forbidden packet:
+// a 5.0 client is told the reason code first; 3.1.1 has no way to say it.
+func (c *conn) protocolError(err error) {
+	code := packet.CodeOf(err)
+	if c.connected && c.version == packet.Version5 {
+		c.write(&packet.Disconnect{ReasonCode: code})
+	}
+	c.gw.opts.Log.Debug("mqtt: closing on a bad packet", "remote", c.nc.RemoteAddr(), "reason", code, "err", err)
+	c.nc.Close()
+}
+
+// write encodes p and writes it; it returns false if the connection is gone.
+func (c *conn) write(p packet.Packet) bool {
+	bp := bufPool.Get().(*[]byte)
+	defer bufPool.Put(bp)
+	b, err := p.AppendTo((*bp)[:0], c.version)
+	if err != nil {
+		c.gw.opts.Log.Error("mqtt: encoding a packet", "type", p.Type(), "err", err)
+		c.nc.Close()
+		return false
+	}
+	*bp = b[:0]
+	return c.nc.Write(b) == nil
+}
+
+// bufPool lends encode buffers; netpoll copies what it cannot write at
+// once, so a buffer goes back as soon as Write returns.
+var bufPool = sync.Pool{New: func() any { b := make([]byte, 0, 1024); return &b }}
+
+func (c *conn) connect(fh packet.FixedHeader, body []byte) bool {
+	var p packet.Connect
+	err := p.Decode(0, fh, body, c.gw.limit)
+	c.version = p.Version
+	if err != nil {
+		code := packet.CodeOf(err)
+		// Only these refusals have a CONNACK in 3.1.1; otherwise close.
+		if c.version == packet.Version5 || code == packet.ReasonUnsupportedProtocolVersion || code == packet.ReasonClientIdentifierNotValid {
+			if c.version == 0 {
+				c.version = packet.Version311
+			}
+			c.write(&packet.Connack{ReasonCode: code})
+		}
+		c.nc.Close()
+		return false
+	}
+	refuse := func(code packet.ReasonCode) bool {
+		c.write(&packet.Connack{ReasonCode: code})
+		c.nc.Close()
+		return false
+	}
+	if p.Properties.AuthenticationMethod != "" {
+		return refuse(packet.ReasonBadAuthenticationMethod)
+	}
+	if p.ClientID == "" {
+		return refuse(packet.ReasonClientIdentifierNotValid)
+	}
+	if len(p.Password) == 0 {
+		return refuse(packet.ReasonBadUserNameOrPassword)
+	}
+	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+	defer cancel()
+	dev, err := c.gw.reg.AuthDevice(ctx, p.ClientID, string(p.Password))
+	if err != nil {
+		return refuse(packet.ReasonBadUserNameOrPassword)
+	}
+	if p.Username != "" && p.Username != dev.ID && p.Username != dev.App {
+		return refuse(packet.ReasonNotAuthorized)
+	}
+
+	maxKA := uint16(min(c.gw.opts.MaxKeepAlive/time.Second, 65535))
+	ka := p.KeepAlive
+	ack := packet.Connack{ReasonCode: packet.ReasonSuccess}
+	if ka == 0 || ka > maxKA {
+		ka = maxKA
+		if c.version == packet.Version5 {
+			ack.Properties.ServerKeepAlive = new(ka)
+		}
+	}
+	window := c.gw.opts.Window
+	if c.version == packet.Version5 {
+		if rm := int(p.Properties.ReceiveMaximum); rm > 0 {
+			window = min(window, rm)
+		}
+		ack.Properties.MaximumQoS = new(byte(1))
+		ack.Properties.RetainAvailable = new(false)
+		ack.Properties.WildcardSubAvailable = new(false)
+		ack.Properties.SubIDAvailable = new(false)
+		ack.Properties.SharedSubAvailable = new(false)
+		ack.Properties.MaximumPacketSize = uint32(c.gw.opts.MaxPacketSize)
+	}
+
+	c.wmu.Lock()
+	c.dev = &dev
+	c.maxOut = p.Properties.MaximumPacketSize
+	c.window = window
+	c.wmu.Unlock()
+	c.connected = true
+	if old := c.gw.takeOver(dev.ID, c); old != nil {
+		old.Close(errTakenOver)
+	}
+	// Session Present is always 0: subscriptions are not kept between
+	// connections (the inbox is, whatever Clean Start says), so a client
+	// must subscribe again and learns that here.
+	if !c.write(&ack) {
+		return false
+	}
+	// 1.5 × keepalive (spec §3.1.2.10).
+	c.nc.SetIdleTimeout(time.Duration(ka) * 1500 * time.Millisecond)
+	return true
+}
+
+func (c *conn) subscribe(p *packet.Subscribe) bool {
+	c.wmu.Lock()
+	dev := c.dev
+	topic := "devices/" + dev.ID
+	ack := packet.Suback{PacketID: p.PacketID, ReasonCodes: make([]packet.ReasonCode, len(p.Subscriptions))}
+	attach := false
+	for i, s := range p.Subscriptions {
+		if s.Filter != topic {
+			// 3.1.1 has one failure code (0x80); 5.0 says why.
+			ack.ReasonCodes[i] = packet.ReasonUnspecifiedError
+			if c.version == packet.Version5 {
+				ack.ReasonCodes[i] = packet.ReasonNotAuthorized
+			}
+			continue
+		}
+		c.subQoS = min(s.QoS, 1)
+		ack.ReasonCodes[i] = packet.ReasonCode(c.subQoS)
+		attach = c.stream == nil
+	}
+	c.wmu.Unlock()
+	if !c.write(&ack) {
+		return false
+	}
+	if !attach {
+		return true
+	}
+	// The stream sends what waits in the inbox now, through Send; pushes
+	// arriving from here on come the same way.
+	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+	defer cancel()
+	c.wmu.Lock()
+	window := c.window
+	c.wmu.Unlock()
+	st, err := c.gw.inbox.Attach(ctx, dev, c, window)
+	if err != nil {
+		c.gw.opts.Log.Error("mqtt: attaching the inbox", "device", dev.ID, "err", err)
+		c.Close(err)
+		return false
+	}
+	c.wmu.Lock()
+	if c.closed {
+		c.wmu.Unlock()
+		st.Detach()
+		return false
+	}
+	c.stream = st
+	c.wmu.Unlock()
+	return true
+}
+
+func (c *conn) unsubscribe(p *packet.Unsubscribe) bool {
+	c.wmu.Lock()
+	topic := "devices/" + c.dev.ID
+	st := c.stream
+	ack := packet.Unsuback{PacketID: p.PacketID, ReasonCodes: make([]packet.ReasonCode, len(p.Filters))}
+	for i, f := range p.Filters {
+		if f == topic && st != nil {
+			c.stream = nil
+			ack.ReasonCodes[i] = packet.ReasonSuccess
+		} else {
+			ack.ReasonCodes[i] = packet.ReasonNoSubscriptionExisted
+		}
+	}
+	c.wmu.Unlock()
+	if st != nil && c.stream == nil {
+		st.Detach()
+	}
+	return c.write(&ack)
+}
+
+// refusePublish answers a device's PUBLISH: devices only receive here.
+func (c *conn) refusePublish(p *packet.Publish) bool {
+	if c.version != packet.Version5 {
+		// 3.1.1 has no refusal for a PUBLISH; closing is what it allows.
+		c.nc.Close()
+		return false
+	}
+	switch p.QoS {
+	case 1:
+		return c.write(&packet.Puback{PacketID: p.PacketID, ReasonCode: packet.ReasonNotAuthorized})
+	case 2:
+		return c.write(&packet.Pubrec{PacketID: p.PacketID, ReasonCode: packet.ReasonNotAuthorized})
+	}
+	c.protocolError(&packet.Error{Code: packet.ReasonNotAuthorized, Msg: "devices may not publish"})
+	return false
+}
+
+func (c *conn) puback(pid uint16) {
+	c.wmu.Lock()
+	id, ok := c.pids[pid]
+	if ok {
+		delete(c.pids, pid)
+		if len(c.pids) == 0 {
+			c.pids = nil
+		}
+	}
+	st := c.stream
+	c.wmu.Unlock()
+	if ok && st != nil {
+		c.gw.ack(st, id)
+	}
+}
+
+// Send implements delivery.Sender: one message as a QoS 1 PUBLISH.
+func (c *conn) Send(m *push.Message, redelivery bool) error {
+	payload := c.gw.payload(m)
+	c.wmu.Lock()
+	defer c.wmu.Unlock()
+	if c.closed || c.dev == nil {
+		return errClosed
+	}
+	p := packet.Publish{Topic: "devices/" + c.dev.ID, Payload: payload, QoS: c.subQoS, Dup: redelivery && c.subQoS > 0}
+	if c.version == packet.Version5 {
+		if left := time.Until(m.ExpiresAt); left > 0 {
+			p.Properties.MessageExpiry = new(uint32(left / time.Second))
+		}
+		p.Properties.PayloadFormat = 1
+		p.Properties.ContentType = "application/json"
+	}
+	if p.QoS > 0 {
+		p.PacketID = c.allocPID()
+	}
+	bp := bufPool.Get().(*[]byte)
+	defer bufPool.Put(bp)
+	b, err := p.AppendTo((*bp)[:0], c.version)
+	if err != nil {
+		return err
+	}
+	*bp = b[:0]
+	if c.maxOut > 0 && len(b) > int(c.maxOut) {
+		// The client cannot take it (spec §3.1.2.11.4: discard and act
+		// as if delivered): acknowledge it away rather than retry forever.
+		c.gw.opts.Log.Warn("mqtt: message larger than the client's maximum packet size; dropped",
+			"device", c.dev.ID, "msg", m.ID, "size", len(b), "max", c.maxOut)
+		if st := c.stream; st != nil {
+			go c.gw.ack(st, m.ID)
+		}
+		return nil
+	}
+	if err := c.nc.Write(b); err != nil {
+		return err
+	}
+	if p.QoS == 0 {
+		// At QoS 0 there is no PUBACK: the write is all the delivery.
+		if st := c.stream; st != nil {
+			go c.gw.ack(st, m.ID)
+		}
+		return nil
+	}
+	if c.pids == nil {
+		c.pids = make(map[uint16]string, 4)
+	}
+	c.pids[p.PacketID] = m.ID
+	return nil
+}
+
+// allocPID returns a packet ID not in flight. wmu must be held.
+func (c *conn) allocPID() uint16 {
+	for {
+		c.nextPID++
+		if c.nextPID == 0 {
+			c.nextPID = 1
+		}
+		if _, used := c.pids[c.nextPID]; !used {
+			return c.nextPID
+		}
+	}
+}
+
+var errClosed = errors.New("mqtt: connection closed")
+
+// Close implements delivery.Sender (and so session.Session through the
+// stream): the core ends the connection, and a 5.0 client is told why.
+func (c *conn) Close(reason error) {
+	c.wmu.Lock()
+	v5 := c.version == packet.Version5 && c.dev != nil && !c.closed
+	c.wmu.Unlock()
+	if v5 {
+		c.write(&packet.Disconnect{ReasonCode: reasonFor(reason)})
+	}
+	c.nc.Close()
+}
+
+// detach runs once the connection is closed.
+func (c *conn) detach() {
+	c.wmu.Lock()
+	c.closed = true
+	st := c.stream
+	c.stream = nil
+	c.wmu.Unlock()
+	if st != nil {
+		st.Detach()
+	}
+}
+
+// payload returns m's JSON as devices receive it. A broadcast offers the
+// same *push.Message to every connection, so the last encoding is kept and
+// reused: one encoding per message, not per device.
+func (g *Gateway) payload(m *push.Message) []byte {
+	if last := g.lastPayload.Load(); last != nil && last.msg == m {
+		return last.json
+	}
+	b, _ := json.Marshal(m.Delivered())
+	g.lastPayload.Store(&encoded{msg: m, json: b})
+	return b
+}
+
+type encoded struct {
+	msg  *push.Message
+	json []byte
+}
+
+// ack acknowledges a message on a pool of goroutines: an ack is a durable
+// write, and the engine's pollers must not wait for a disk. Concurrent acks
+// share the store's group commit.
+func (g *Gateway) ack(st *delivery.Stream, id string) {
+	select {
+	case g.acks <- ackReq{st, id}:
+	case <-g.done:
+		go g.doAck(ackReq{st, id})
+	default:
+		go g.doAck(ackReq{st, id})
+	}
+}
+
+type ackReq struct {
+	st *delivery.Stream
+	id string
+}
+
+func (g *Gateway) ackWorker() {
+	for {
+		select {
+		case r := <-g.acks:
+			g.doAck(r)
+		case <-g.done:
+			return
+		}
+	}
+}
+
+func (g *Gateway) doAck(r ackReq) {
+	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
+	defer cancel()
+	if _, err := r.st.Ack(ctx, r.id); err != nil {
+		g.opts.Log.Error("mqtt: acknowledging", "device", r.st.Device().ID, "msg", r.id, "err", err)
+	}
+}

@@ -1,0 +1,210 @@
+// Package mqtt is the MQTT 3.1.1 and 5.0 device gateway: a device connects
+// with its registration ID and device secret, subscribes to
+// devices/{registration_id} at QoS 1, and receives its inbox as PUBLISH
+// packets whose PUBACK is the acknowledgement.
+//
+// The gateway is a netpoll.Handler, so the same code serves plain TCP
+// through the epoll engine and TLS and WebSocket connections through
+// netpoll.ServeConn. An idle connection holds no buffer and no goroutine:
+// bytes of an incomplete packet are copied aside only until it completes.
+package mqtt
+
+import (
+	"context"
+	"errors"
+	"log/slog"
+	"strings"
+	"sync"
+	"sync/atomic"
+	"time"
+
+	"github.com/heraldpush/herald/internal/delivery"
+	"github.com/heraldpush/herald/internal/gateway/mqtt/packet"
+	"github.com/heraldpush/herald/internal/netpoll"
+	"github.com/heraldpush/herald/internal/push"
+	"github.com/heraldpush/herald/internal/registry"
+	"github.com/heraldpush/herald/internal/session"
+)
+
+// Registry authenticates devices.
+type Registry interface {
+	AuthDevice(ctx context.Context, id, secret string) (push.Device, error)
+}
+
+// Inbox attaches a connection to a device's inbox.
+type Inbox interface {
+	Attach(ctx context.Context, d *push.Device, send delivery.Sender, window int) (*delivery.Stream, error)
+}
+
+// Options tune the gateway. Zero fields take the defaults named.
+type Options struct {
+	// MaxPacketSize bounds a packet from a device; larger ones are refused
+	// from their fixed header, before anything is buffered. Default 16 KiB:
+	// devices only send small control packets.
+	MaxPacketSize int
+	// ConnectTimeout is how long a new connection may take to send
+	// CONNECT. Default 5 s.
+	ConnectTimeout time.Duration
+	// MaxKeepAlive caps the keepalive a client may ask for; 5.0 clients
+	// that ask more (or 0) are told the cap in Server Keep Alive, 3.1.1
+	// clients are held to it silently. Default 20 minutes.
+	MaxKeepAlive time.Duration
+	// Window is the number of unacknowledged messages in flight for a
+	// 3.1.1 client, and the cap on a 5.0 client's Receive Maximum.
+	// Default 32.
+	Window int
+	Log *slog.Logger
+}
+
+// Gateway is the MQTT protocol over netpoll connections.
+type Gateway struct {
+	reg   Registry // never nil
+	inbox Inbox    // never nil
+	opts  Options
+	limit packet.Limits
+
+	lastPayload atomic.Pointer[encoded] // the last message encoded, for broadcasts
+	acks        chan ackReq             // acks for the ack workers
+	done        chan struct{}           // closed by Shutdown
+
+	mu    sync.Mutex
+	conns map[*conn]struct{} // every open connection; guarded by mu
+	// byDevice finds the connection of a client ID for takeover; guarded by mu.
+	byDevice map[string]*conn
+	closing  bool // guarded by mu
+}
+
+// New returns a gateway.
+func New(reg Registry, inbox Inbox, o Options) *Gateway {
+	if o.MaxPacketSize <= 0 {
+		o.MaxPacketSize = 16 << 10
+	}
+	if o.ConnectTimeout <= 0 {
+		o.ConnectTimeout = 5 * time.Second
+	}
+	if o.MaxKeepAlive <= 0 {
+		o.MaxKeepAlive = 20 * time.Minute
+	}
+	if o.Window <= 0 {
+		o.Window = 32
+	}
+	if o.Log == nil {
+		o.Log = slog.Default()
+	}
+	g := &Gateway{reg: reg, inbox: inbox, opts: o, conns: make(map[*conn]struct{}), byDevice: make(map[string]*conn),
+		acks: make(chan ackReq, 1<<14), done: make(chan struct{})}
+	for range ackWorkers {
+		go g.ackWorker()
+	}
+	return g
+}
+
+// ackWorkers is how many acks may wait on the store at once; the store's
+// group commit turns them into few disk flushes.
+const ackWorkers = 64
+
+// Interface guards.
+var (
+	_ netpoll.Handler = (*Gateway)(nil)
+	_ delivery.Sender = (*conn)(nil)
+)
+
+// OnOpen implements netpoll.Handler.
+func (g *Gateway) OnOpen(nc netpoll.Conn) {
+	c := &conn{gw: g, nc: nc}
+	nc.SetContext(c)
+	nc.SetIdleTimeout(g.opts.ConnectTimeout)
+	g.mu.Lock()
+	closing := g.closing
+	if !closing {
+		g.conns[c] = struct{}{}
+	}
+	g.mu.Unlock()
+	if closing {
+		nc.Close()
+	}
+}
+
+// OnData implements netpoll.Handler.
+func (g *Gateway) OnData(nc netpoll.Conn, data []byte) {
+	if c, ok := nc.Context().(*conn); ok {
+		c.onData(data)
+	}
+}
+
+// OnClose implements netpoll.Handler.
+func (g *Gateway) OnClose(nc netpoll.Conn, err error) {
+	c, ok := nc.Context().(*conn)
+	if !ok {
+		return
+	}
+	c.detach()
+	g.mu.Lock()
+	delete(g.conns, c)
+	if dev := c.deviceID(); dev != "" && g.byDevice[dev] == c {
+		delete(g.byDevice, dev)
+	}
+	g.mu.Unlock()
+}
+
+// Len returns the number of open connections.
+func (g *Gateway) Len() int {
+	g.mu.Lock()
+	defer g.mu.Unlock()
+	return len(g.conns)
+}
+
+// Shutdown tells every client the server is going away (5.0: DISCONNECT
+// 0x8B) and closes its connection.
+func (g *Gateway) Shutdown() {
+	g.mu.Lock()
+	if !g.closing {
+		close(g.done)
+	}
+	g.closing = true
+	conns := make([]*conn, 0, len(g.conns))
+	for c := range g.conns {
+		conns = append(conns, c)
+	}
+	g.mu.Unlock()
+	for _, c := range conns {
+		c.Close(errShutdown)
+	}
+}
+
+var errShutdown = errors.New("mqtt: server shutting down")
+
+// takeOver registers c as the connection of its client ID and returns the
+// connection it replaces, if any.
+func (g *Gateway) takeOver(id string, c *conn) *conn {
+	g.mu.Lock()
+	defer g.mu.Unlock()
+	old := g.byDevice[id]
+	g.byDevice[id] = c
+	if old == c {
+		return nil
+	}
+	return old
+}
+
+// Reasons a connection is closed by the server side.
+var (
+	errTakenOver = errors.New("mqtt: another connection took over this client ID")
+)
+
+// reasonFor maps why the core closes a session to a 5.0 DISCONNECT code.
+func reasonFor(err error) packet.ReasonCode {
+	switch {
+	case err == nil:
+		return packet.ReasonNormalDisconnection
+	case errors.Is(err, errTakenOver):
+		return packet.ReasonSessionTakenOver
+	case errors.Is(err, errShutdown), strings.Contains(err.Error(), "shutting down"):
+		return packet.ReasonServerShuttingDown
+	case errors.Is(err, registry.ErrNotFound):
+		return packet.ReasonNotAuthorized
+	}
+	return packet.ReasonAdministrativeAction
+}
+
+var _ session.Session = (*delivery.Stream)(nil)
