@@ -53,7 +53,7 @@ type Options struct {
 	// 3.1.1 client, and the cap on a 5.0 client's Receive Maximum.
 	// Default 32.
 	Window int
-	Log *slog.Logger
+	Log    *slog.Logger
 }
 
 // Gateway is the MQTT protocol over netpoll connections.
