@@ -64,6 +64,10 @@ type Registration struct {
 	Platform       string   `json:"platform"`
 	Alias          string   `json:"alias,omitempty"`
 	Tags           []string `json:"tags,omitempty"`
+	// MQTTURL is where the device connects over MQTT (mqtt://host:port),
+	// as the server announced at registration; empty when it has no MQTT
+	// listener.
+	MQTTURL string `json:"mqtt_url,omitempty"`
 }
 
 // RegisterRequest describes a new device.
@@ -76,11 +80,22 @@ type RegisterRequest struct {
 
 // Register registers a device with the server at base URL server.
 func Register(ctx context.Context, hc *http.Client, server string, req RegisterRequest) (*Registration, error) {
-	var reg Registration
-	if err := call(ctx, hc, "POST", strings.TrimRight(server, "/")+"/v1/devices", nil, req, &reg); err != nil {
+	var answer struct {
+		Registration
+		Connect struct {
+			MQTT *struct {
+				URL string `json:"url"`
+			} `json:"mqtt"`
+		} `json:"connect"`
+	}
+	if err := call(ctx, hc, "POST", strings.TrimRight(server, "/")+"/v1/devices", nil, req, &answer); err != nil {
 		return nil, err
 	}
+	reg := answer.Registration
 	reg.Server = strings.TrimRight(server, "/")
+	if answer.Connect.MQTT != nil {
+		reg.MQTTURL = answer.Connect.MQTT.URL
+	}
 	return &reg, nil
 }
 

@@ -270,6 +270,8 @@ func listen(ctx context.Context, args []string, stdout, stderr io.Writer) error 
 	fs.Var(&tags, "tag", "tag to register with (repeatable)")
 	state := fs.String("state", "herald-device.json", "file that keeps the registration between runs")
 	count := fs.Int("count", 0, "exit after this many messages (0: run until interrupted)")
+	transport := fs.String("transport", "mqtt", "mqtt (a persistent connection) or poll (HTTP long-polling); mqtt falls back to poll when the server has no MQTT listener")
+	mqttURL := fs.String("mqtt", "", "MQTT URL (default: the one the server gave at registration)")
 	if err := c.parse(fs, args); err != nil {
 		return err
 	}
@@ -279,10 +281,23 @@ func listen(ctx context.Context, args []string, stdout, stderr io.Writer) error 
 	if err != nil {
 		return err
 	}
-	fmt.Fprintf(stderr, "listening as %s on %s\n", reg.RegistrationID, reg.Server)
+	if *mqttURL != "" {
+		reg.MQTTURL = *mqttURL
+	}
 	dev := client.NewDevice(*reg, nil)
+	listen := dev.Listen
+	via := "long-polling " + reg.Server
+	if *transport == "mqtt" && reg.MQTTURL != "" {
+		listen = func(ctx context.Context, h func(client.Message) error) error {
+			return dev.ListenMQTT(ctx, reg.MQTTURL, h)
+		}
+		via = "MQTT " + reg.MQTTURL
+	} else if *transport != "mqtt" && *transport != "poll" {
+		return fmt.Errorf("--transport must be mqtt or poll, not %q", *transport)
+	}
+	fmt.Fprintf(stderr, "listening as %s over %s\n", reg.RegistrationID, via)
 	received := 0
-	err = dev.Listen(ctx, func(m client.Message) error {
+	err = listen(ctx, func(m client.Message) error {
 		if err := json.NewEncoder(stdout).Encode(m); err != nil {
 			return err
 		}

@@ -386,3 +386,37 @@ func TestMosquittoSub(t *testing.T) {
 		})
 	}
 }
+
+// TestClientListenMQTT: the public Go client over MQTT receives what waited
+// and what arrives live, acknowledges each, and drops nothing.
+func TestClientListenMQTT(t *testing.T) {
+	n, _ := startMQTTNode(t)
+	ctx, cancel := context.WithTimeout(context.Background(), 20*time.Second)
+	defer cancel()
+	reg, err := client.Register(ctx, nil, n.url, client.RegisterRequest{AppKey: n.info.AppKey, Platform: "android"})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if reg.MQTTURL != n.info.MQTTURL {
+		t.Fatalf("registration announced MQTT at %q, want %q", reg.MQTTURL, n.info.MQTTURL)
+	}
+	waiting := n.pushTo(reg, "waiting")
+	var got []string
+	live := ""
+	dev := client.NewDevice(*reg, nil)
+	err = dev.ListenMQTT(ctx, reg.MQTTURL, func(m client.Message) error {
+		got = append(got, m.ID)
+		if len(got) == 1 {
+			live = n.pushTo(reg, "live")
+			return nil
+		}
+		return client.ErrStop
+	})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if !slices.Equal(got, []string{waiting, live}) {
+		t.Errorf("ListenMQTT got %v, want [%s %s]", got, waiting, live)
+	}
+	waitFor(t, 5*time.Second, func() bool { return len(n.poll(reg, "")) == 0 })
+}

@@ -227,10 +227,16 @@ func herald(t *testing.T, ctx context.Context, env []string, args ...string) (st
 }
 
 // TestCLI drives the CLI as the README does: create an app, listen as a
-// device, send to it by every audience kind.
+// device, send to it by every audience kind; the device listens over MQTT
+// (the default) and, on a server without MQTT, by long-polling.
 func TestCLI(t *testing.T) {
+	t.Run("mqtt", func(t *testing.T) { testCLI(t, "over MQTT", "--mqtt", "127.0.0.1:0") })
+	t.Run("poll", func(t *testing.T) { testCLI(t, "over long-polling") })
+}
+
+func testCLI(t *testing.T, via string, serverArgs ...string) {
 	data := t.TempDir()
-	srv := startServer(t, data)
+	srv := startServer(t, data, serverArgs...)
 	ctx, cancel := context.WithTimeout(context.Background(), 60*time.Second)
 	defer cancel()
 
@@ -263,8 +269,8 @@ func TestCLI(t *testing.T) {
 	// The device announces its registration ID once registered.
 	line, _ := bufio.NewReader(listenErr).ReadString('\n')
 	f := strings.Fields(line)
-	if len(f) < 3 || f[0] != "listening" {
-		t.Fatalf("listen said %q", line)
+	if len(f) < 3 || f[0] != "listening" || !strings.Contains(line, via) {
+		t.Fatalf("listen said %q, want listening ... %s", line, via)
 	}
 	regID := f[2]
 	go io.Copy(io.Discard, listenErr)
