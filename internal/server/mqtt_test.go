@@ -2,8 +2,16 @@ package server
 
 import (
 	"context"
+	"crypto/ecdsa"
+	"crypto/elliptic"
+	"crypto/rand"
+	"crypto/tls"
+	"crypto/x509"
+	"crypto/x509/pkix"
 	"encoding/json"
+	"encoding/pem"
 	"errors"
+	"math/big"
 	"net"
 	"os"
 	"os/exec"
@@ -419,4 +427,43 @@ func TestClientListenMQTT(t *testing.T) {
 		t.Errorf("ListenMQTT got %v, want [%s %s]", got, waiting, live)
 	}
 	waitFor(t, 5*time.Second, func() bool { return len(n.poll(reg, "")) == 0 })
+}
+
+// TestMQTTOverTLS: --mqtts with certificate files, through the same gateway.
+func TestMQTTOverTLS(t *testing.T) {
+	dir := t.TempDir()
+	key, _ := ecdsa.GenerateKey(elliptic.P256(), rand.Reader)
+	tmpl := &x509.Certificate{SerialNumber: big.NewInt(1), Subject: pkix.Name{CommonName: "127.0.0.1"},
+		IPAddresses: []net.IP{net.ParseIP("127.0.0.1")}, NotBefore: time.Now().Add(-time.Hour), NotAfter: time.Now().Add(time.Hour)}
+	der, err := x509.CreateCertificate(rand.Reader, tmpl, tmpl, &key.PublicKey, key)
+	if err != nil {
+		t.Fatal(err)
+	}
+	keyDER, _ := x509.MarshalECPrivateKey(key)
+	certFile, keyFile := dir+"/cert.pem", dir+"/key.pem"
+	os.WriteFile(certFile, pem.EncodeToMemory(&pem.Block{Type: "CERTIFICATE", Bytes: der}), 0o600)
+	os.WriteFile(keyFile, pem.EncodeToMemory(&pem.Block{Type: "EC PRIVATE KEY", Bytes: keyDER}), 0o600)
+
+	cfg := testConfig(t)
+	cfg.MQTTAddr, cfg.MQTTSAddr, cfg.TLSCert, cfg.TLSKey = "", "127.0.0.1:0", certFile, keyFile
+	n := startNode(t, cfg)
+	dev := n.register("")
+	id := n.pushTo(dev, "over TLS")
+
+	pool := x509.NewCertPool()
+	cert, _ := x509.ParseCertificate(der)
+	pool.AddCert(cert)
+	opts := paho3.NewClientOptions().AddBroker("ssl://" + strings.TrimPrefix(n.info.MQTTSURL, "mqtts://")).
+		SetClientID(dev.RegistrationID).SetUsername(dev.RegistrationID).SetPassword(dev.DeviceSecret).
+		SetProtocolVersion(4).SetAutoReconnect(false).SetTLSConfig(&tls.Config{RootCAs: pool})
+	c := paho3.NewClient(opts)
+	if tok := c.Connect(); !tok.WaitTimeout(10*time.Second) || tok.Error() != nil {
+		t.Fatalf("connect over TLS: %v", tok.Error())
+	}
+	defer c.Disconnect(100)
+	got := newReceived()
+	c.Subscribe("devices/"+dev.RegistrationID, 1, func(_ paho3.Client, m paho3.Message) { got.add(m.Payload()) }).WaitTimeout(5 * time.Second)
+	if ids := got.wait(t, 1); ids[0] != id {
+		t.Errorf("over TLS got %v, want %s", ids, id)
+	}
 }
