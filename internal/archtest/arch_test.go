@@ -73,7 +73,7 @@ func is(prefixes ...string) func(string) bool {
 func not(f func(string) bool) func(string) bool { return func(p string) bool { return !f(p) } }
 
 var (
-	leaves    = is("internal/push", "internal/config", "internal/apierr", "internal/gateway/mqtt/packet", "web")
+	leaves    = is("internal/push", "internal/config", "internal/apierr", "internal/gateway/mqtt/packet", "internal/netpoll", "web")
 	backends  = is("internal/store/embedded", "internal/store/postgres", "internal/router/nats", "internal/relay/apns", "internal/relay/fcm", "internal/relay/webpush")
 	edges     = []string{"internal/api", "internal/gateway", "internal/console"}
 	core      = is("internal/delivery", "internal/registry", "internal/session", "internal/router", "internal/store", "internal/relay", "internal/webpush")
@@ -100,6 +100,10 @@ var rules = []rule{
 	{
 		name: "nothing imports the composition root", from: not(is("cmd/herald")), to: is("internal/server", "cmd"),
 		reason: "server wires everything together; importing it from below makes a cycle",
+	},
+	{
+		name: "the load tool is a black box", from: is("internal/bench"), to: not(is("client", "internal/gateway/mqtt/packet")),
+		reason: "herald bench must measure Herald as any client would, through its wire protocols, so it imports only the public client and the MQTT codec",
 	},
 	{
 		name: "nothing ships the test suite", from: not(is("internal/store/storetest")), to: is("internal/store/storetest"),
