@@ -20,8 +20,9 @@ import (
 // holds no read buffer when nc exposes its socket (syscall.Conn, as
 // *net.TCPConn does) on Linux: it waits for readability and only then
 // borrows a buffer from a pool, returning it after OnData. A connection
-// that hides its socket (TLS, WebSocket adapters) holds a pooled buffer
-// while it waits in Read. Write never blocks the caller: it queues a copy,
+// that hides its socket (TLS, WebSocket adapters) waits in Read on a
+// 512-byte buffer of its own, and borrows a pooled one only after a read
+// that filled it. Write never blocks the caller: it queues a copy,
 // and a goroutine that exists only while the queue is not empty writes it
 // with Options.WriteTimeout.
 func ServeConn(nc net.Conn, h Handler, opts Options) error {
@@ -54,6 +55,11 @@ const (
 	stateClosed                   // OnClose called or about to be
 )
 
+// probeSize is the read buffer of its own that a ServeConn conn without
+// a socket to wait on keeps (see serve): larger than the small packets of
+// an idle device (PINGREQ, PUBACK), small beside a goroutine's stack.
+const probeSize = 512
+
 // bufPools holds ServeConn's read buffers, one pool per size, so that
 // engines with different ReadBufferSize do not trade buffers.
 var bufPools sync.Map // int -> *sync.Pool of *[]byte
@@ -83,23 +89,42 @@ func (c *streamConn) serve() error {
 	c.mu.Unlock()
 	c.h.OnOpen(c)
 
+	// A conn that hides its socket cannot be waited on without a read,
+	// so it waits in Read on a small buffer of its own (probeSize bytes)
+	// rather than on a pooled one: an idle TLS or WebSocket device then
+	// holds 512 bytes, not 64 KiB. Only a read that fills the probe, so
+	// that more is likely waiting, borrows a pooled buffer for the next.
+	var probe []byte
+	if wait == nil {
+		probe = make([]byte, min(probeSize, c.opts.ReadBufferSize))
+	}
 	var readErr error
+	usePool := wait != nil
 	for {
 		if wait != nil {
 			if readErr = wait(); readErr != nil {
 				break
 			}
 		}
-		bp := pool.Get().(*[]byte)
-		n, err := c.nc.Read(*bp)
+		buf, bp := probe, (*[]byte)(nil)
+		if usePool {
+			bp = pool.Get().(*[]byte)
+			buf = *bp
+		}
+		n, err := c.nc.Read(buf)
 		if n > 0 && c.isOpen() {
 			c.restartIdle()
-			c.h.OnData(c, (*bp)[:n])
+			c.h.OnData(c, buf[:n])
 		}
-		pool.Put(bp)
+		if bp != nil {
+			pool.Put(bp)
+		}
 		if err != nil {
 			readErr = err
 			break
+		}
+		if wait == nil {
+			usePool = n == len(probe)
 		}
 	}
 

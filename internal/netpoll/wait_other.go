@@ -4,6 +4,6 @@ package netpoll
 
 import "net"
 
-// readinessWaiter is nil off Linux: ServeConn reads with a pooled buffer
-// held while it waits.
+// readinessWaiter is nil off Linux: ServeConn waits in Read on its small
+// probe buffer.
 func readinessWaiter(nc net.Conn) func() error { return nil }
