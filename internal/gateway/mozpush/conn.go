@@ -23,9 +23,10 @@ import (
 // marked "reader only". The writer, the timer and the stream reach the
 // connection through the fields guarded by mu.
 type conn struct {
-	gw  *Gateway
-	ws  *websocket.Conn
-	app string // the app key the connection named; immutable
+	gw     *Gateway
+	ws     *websocket.Conn
+	app    string // the app key the connection named; immutable
+	remote string // the client's address; immutable
 
 	// id and secret make up the UAID of this connection once it said
 	// hello; dev is the device once it exists (at hello for a known UAID,
@@ -195,6 +196,11 @@ func (c *conn) register(ctx context.Context, m Message) error {
 		}
 	}
 	if c.dev == nil {
+		if !c.gw.limit.allow(c.remote, time.Now()) {
+			reply.Status = 429 // too many new devices from this address
+			c.enqueue(mustJSON(reply))
+			return nil
+		}
 		d, err := c.gw.reg.RegisterWith(ctx, registry.Registration{AppKey: c.app, Platform: push.Web}, c.id, c.secret)
 		if err != nil {
 			c.gw.opts.Log.Error("mozpush: storing the device failed", "err", err)

@@ -90,7 +90,12 @@ type Options struct {
 	PingInterval time.Duration
 	PongTimeout  time.Duration // for the pong; 30 s
 	WriteTimeout time.Duration // one message to the socket; 10 s
-	Log          *slog.Logger
+	// RegisterRate and RegisterBurst bound how fast one source address
+	// may have new devices stored (a new UAID's first register): 1 per
+	// second, bursts of 20, as for POST /v1/devices.
+	RegisterRate  float64
+	RegisterBurst int
+	Log           *slog.Logger
 }
 
 func (o *Options) defaults() {
@@ -112,6 +117,12 @@ func (o *Options) defaults() {
 	if o.WriteTimeout <= 0 {
 		o.WriteTimeout = 10 * time.Second
 	}
+	if o.RegisterRate <= 0 {
+		o.RegisterRate = 1
+	}
+	if o.RegisterBurst <= 0 {
+		o.RegisterBurst = 20
+	}
 	if o.Log == nil {
 		o.Log = slog.Default()
 	}
@@ -123,6 +134,7 @@ type Gateway struct {
 	inbox Inbox              // never nil
 	wp    *webpush.Service   // the channels' subscriptions; never nil
 	opts  Options
+	limit *addrLimiter // new devices per source address; never nil
 
 	mu sync.Mutex
 	// byDevice holds the connection of each device: one per UAID, the
@@ -133,7 +145,10 @@ type Gateway struct {
 // New returns the transport. Firefox's channels are subscriptions of wp.
 func New(reg *registry.Registry, inbox Inbox, wp *webpush.Service, o Options) *Gateway {
 	o.defaults()
-	return &Gateway{reg: reg, inbox: inbox, wp: wp, opts: o, byDevice: make(map[string]*conn)}
+	return &Gateway{
+		reg: reg, inbox: inbox, wp: wp, opts: o,
+		limit: newAddrLimiter(o.RegisterRate, o.RegisterBurst), byDevice: make(map[string]*conn),
+	}
 }
 
 // Register adds the route to mux.
@@ -179,7 +194,7 @@ func (g *Gateway) serve(w http.ResponseWriter, r *http.Request) {
 		return
 	}
 	ws.SetReadLimit(g.opts.MaxMessage)
-	c := &conn{gw: g, ws: ws, app: app.Key}
+	c := &conn{gw: g, ws: ws, app: app.Key, remote: r.RemoteAddr}
 	// A goroutine of its own, so that net/http's state for the request is
 	// freed when this handler returns rather than kept for the life of the
 	// WebSocket.

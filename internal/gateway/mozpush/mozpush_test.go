@@ -543,3 +543,27 @@ func waitFor(t *testing.T, cond func() bool) {
 		time.Sleep(10 * time.Millisecond)
 	}
 }
+
+// New devices are rate-limited per address; channels of a stored device
+// are not.
+func TestNewDevicesRateLimited(t *testing.T) {
+	e := start(t, Options{RegisterRate: 0.001, RegisterBurst: 2})
+	var first *ua
+	for i := range 2 {
+		u := e.dial("")
+		u.hello("")
+		if status, _ := u.register(chid, ""); status != 200 {
+			t.Fatalf("new device %d: register %d", i, status)
+		}
+		first = u
+	}
+	u := e.dial("")
+	u.hello("")
+	if status, ep := u.register(chid, ""); status != 429 || ep != "" {
+		t.Fatalf("a third new device at once: register %d %q, want 429", status, ep)
+	}
+	u.quiet()
+	if status, _ := first.register(chid2, ""); status != 200 {
+		t.Fatalf("another channel of a stored device: %d", status)
+	}
+}
