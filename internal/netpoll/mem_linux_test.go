@@ -14,6 +14,7 @@ import (
 	"os"
 	"os/exec"
 	"runtime"
+	"runtime/pprof"
 	"slices"
 	"strconv"
 	"strings"
@@ -134,6 +135,17 @@ func TestMemServer(t *testing.T) {
 			var ms runtime.MemStats
 			runtime.ReadMemStats(&ms)
 			fmt.Printf("HEAP %d\n", ms.HeapInuse+ms.StackInuse)
+			fmt.Fprintf(os.Stderr, "server %s: heap in use %d, stacks %d\n", mode, ms.HeapInuse, ms.StackInuse)
+		default:
+			// "prof PATH" writes a heap profile, to see where the bytes go.
+			if path, ok := strings.CutPrefix(sc.Text(), "prof "); ok {
+				f, err := os.Create(path)
+				if err == nil {
+					pprof.WriteHeapProfile(f)
+					f.Close()
+				}
+				fmt.Println("OK")
+			}
 		}
 	}
 	os.Exit(0) // skip the testing epilogue: the parent only reads replies
@@ -305,6 +317,9 @@ func TestMemoryPerConn(t *testing.T) {
 					time.Sleep(50 * time.Millisecond)
 				}
 				rss = append(rss, s.rss(t))
+				if p := os.Getenv("HERALD_NETPOLL_MEM_PROFILE"); p != "" && !external {
+					s.ask(t, fmt.Sprintf("prof %s-%s-%d.pprof", p, d.name, n), "OK")
+				}
 				if !external {
 					h, _ := strconv.ParseInt(strings.TrimPrefix(s.ask(t, "heap", "HEAP "), "HEAP "), 10, 64)
 					heap = append(heap, h)

@@ -11,7 +11,14 @@ import (
 )
 
 // Handler is a protocol's side of the engine. The engine calls a Handler's
-// methods for one connection one at a time, never concurrently.
+// methods for one connection one at a time, never concurrently; methods
+// for different connections do run concurrently (one poller goroutine per
+// core), so state shared between connections needs its own locking.
+//
+// On the epoll engine a callback runs on a poller goroutine that serves
+// thousands of other connections: it must not block (no waiting on a
+// store, a lock held across I/O, a channel that may be full, the network).
+// Slow work goes to another goroutine, which answers later with Write.
 type Handler interface {
 	// OnOpen is called once for each new connection, before any data.
 	OnOpen(c Conn)
@@ -20,7 +27,12 @@ type Handler interface {
 	// bytes later (a partial packet) copies them.
 	OnData(c Conn, data []byte)
 	// OnClose is called once when c is closed, by either side; err says
-	// why (nil for a close the handler asked for).
+	// why (nil for a close the handler asked for). It is the last call for
+	// c, and comes after any OnData that was running has returned: after
+	// a Close from inside OnData, OnClose follows once OnData returns.
+	// Reasons: nil; io.EOF (the peer closed or half-closed); ErrIdleTimeout;
+	// ErrWriteQueueFull; ErrEngineClosed; or a wrapped read or write error
+	// (a reset).
 	OnClose(c Conn, err error)
 }
 
@@ -31,9 +43,13 @@ type Conn interface {
 	// and writes it when the socket is writable, preserving order. It
 	// never blocks on the network. It fails once the connection is closed
 	// or when the queue would exceed the engine's limit (a slow reader),
-	// in which case the connection is closed.
+	// in which case the connection is closed. b may be reused as soon as
+	// Write returns. Each call's bytes stay contiguous on the wire even
+	// when several goroutines write at once (one packet per call).
 	Write(b []byte) error
-	// Close closes the connection; OnClose follows.
+	// Close closes the connection; OnClose follows (not within Close).
+	// Bytes Write queued get one last non-blocking attempt, so a reply
+	// written just before Close (a refusal CONNACK) goes out.
 	Close() error
 	// RemoteAddr is the peer's address.
 	RemoteAddr() net.Addr

@@ -1,6 +1,7 @@
 package netpoll
 
 import (
+	"context"
 	"errors"
 	"io"
 	"net"
@@ -55,6 +56,12 @@ const (
 	stateClosed                   // OnClose called or about to be
 )
 
+// handshaker is a conn with a handshake to run before its first read, as
+// *tls.Conn is.
+type handshaker interface {
+	HandshakeContext(context.Context) error
+}
+
 // probeSize is the read buffer of its own that a ServeConn conn without
 // a socket to wait on keeps (see serve): larger than the small packets of
 // an idle device (PINGREQ, PUBACK), small beside a goroutine's stack.
@@ -89,6 +96,17 @@ func (c *streamConn) serve() error {
 	c.mu.Unlock()
 	c.h.OnOpen(c)
 
+	var readErr error
+	if hs, ok := c.nc.(handshaker); ok {
+		// The handshake (TLS) runs in a goroutine of its own that exits
+		// after it: its crypto grows a stack to 8 KiB or more, which this
+		// long-lived goroutine would otherwise keep while the device idles.
+		// It runs after OnOpen, so the idle timeout set there (the CONNECT
+		// timeout) bounds a client that never finishes it.
+		done := make(chan error, 1)
+		go func() { done <- hs.HandshakeContext(context.Background()) }()
+		readErr = <-done
+	}
 	// A conn that hides its socket cannot be waited on without a read,
 	// so it waits in Read on a small buffer of its own (probeSize bytes)
 	// rather than on a pooled one: an idle TLS or WebSocket device then
@@ -98,9 +116,8 @@ func (c *streamConn) serve() error {
 	if wait == nil {
 		probe = make([]byte, min(probeSize, c.opts.ReadBufferSize))
 	}
-	var readErr error
 	usePool := wait != nil
-	for {
+	for readErr == nil {
 		if wait != nil {
 			if readErr = wait(); readErr != nil {
 				break
