@@ -186,13 +186,17 @@ func (s smallBuffers) Hijack() (net.Conn, *bufio.ReadWriter, error) {
 	if err != nil {
 		return nil, nil, err
 	}
-	var r io.Reader = conn
-	if n := brw.Reader.Buffered(); n > 0 {
-		// Bytes the client sent right after its handshake.
-		b, _ := brw.Reader.Peek(n)
-		r = io.MultiReader(bytes.NewReader(bytes.Clone(b)), conn)
+	// Bytes the client sent right after its handshake sit in net/http's
+	// reader. The WebSocket library keeps only what is buffered in the
+	// reader it gets back, so they must be in the new reader's buffer, not
+	// behind it: Peek pulls them in from the bytes.Reader, with no network read.
+	n := brw.Reader.Buffered()
+	held, _ := brw.Reader.Peek(n)
+	br := bufio.NewReaderSize(io.MultiReader(bytes.NewReader(bytes.Clone(held)), conn), max(bufSize, n))
+	if n > 0 {
+		br.Peek(n)
 	}
-	return conn, bufio.NewReadWriter(bufio.NewReaderSize(r, bufSize), bufio.NewWriterSize(conn, bufSize)), nil
+	return conn, bufio.NewReadWriter(br, bufio.NewWriterSize(conn, bufSize)), nil
 }
 
 // auth authenticates the request; errors are apierr values.
