@@ -26,15 +26,17 @@ type Session interface {
 // The zero value is not usable; call NewHub.
 type Hub struct {
 	mu sync.RWMutex
-	// byDevice and byApp index the same entries; guarded by mu.
-	byDevice map[string]map[Session]*push.Device
+	// byDevice and byApp index the same entries; guarded by mu. A device
+	// almost always has one session, so its sessions are a slice, not a
+	// map: a small map costs hundreds of bytes per idle connection.
+	byDevice map[string][]entry
 	byApp    map[string]map[Session]*push.Device
 }
 
 // NewHub returns an empty hub.
 func NewHub() *Hub {
 	return &Hub{
-		byDevice: make(map[string]map[Session]*push.Device),
+		byDevice: make(map[string][]entry),
 		byApp:    make(map[string]map[Session]*push.Device),
 	}
 }
@@ -44,7 +46,7 @@ func NewHub() *Hub {
 func (h *Hub) Add(d *push.Device, s Session) {
 	h.mu.Lock()
 	defer h.mu.Unlock()
-	put(h.byDevice, d.ID, s, d)
+	h.byDevice[d.ID] = append(h.byDevice[d.ID], entry{s, d})
 	put(h.byApp, d.App, s, d)
 }
 
@@ -52,7 +54,12 @@ func (h *Hub) Add(d *push.Device, s Session) {
 func (h *Hub) Remove(d *push.Device, s Session) {
 	h.mu.Lock()
 	defer h.mu.Unlock()
-	drop(h.byDevice, d.ID, s)
+	list := slices.DeleteFunc(h.byDevice[d.ID], func(e entry) bool { return e.s == s })
+	if len(list) == 0 {
+		delete(h.byDevice, d.ID)
+	} else {
+		h.byDevice[d.ID] = list
+	}
 	drop(h.byApp, d.App, s)
 }
 
@@ -61,9 +68,9 @@ func (h *Hub) Remove(d *push.Device, s Session) {
 func (h *Hub) Refresh(d *push.Device) {
 	h.mu.Lock()
 	defer h.mu.Unlock()
-	for s := range h.byDevice[d.ID] {
-		h.byDevice[d.ID][s] = d
-		h.byApp[d.App][s] = d
+	for i, e := range h.byDevice[d.ID] {
+		h.byDevice[d.ID][i].d = d
+		h.byApp[d.App][e.s] = d
 	}
 }
 
@@ -72,8 +79,8 @@ func (h *Hub) Sessions(id string) []Session {
 	h.mu.RLock()
 	defer h.mu.RUnlock()
 	out := make([]Session, 0, len(h.byDevice[id]))
-	for s := range h.byDevice[id] {
-		out = append(out, s)
+	for _, e := range h.byDevice[id] {
+		out = append(out, e.s)
 	}
 	return out
 }
@@ -87,8 +94,8 @@ func (h *Hub) Deliver(m *push.Message, targets []string) int {
 	n := 0
 	offered := func(s Session) { s.Offer(m); n++ }
 	for _, id := range targets {
-		for s := range h.byDevice[id] {
-			offered(s)
+		for _, e := range h.byDevice[id] {
+			offered(e.s)
 		}
 	}
 	if !m.Fanout() {
@@ -111,6 +118,12 @@ func (h *Hub) Len() int {
 		n += len(set)
 	}
 	return n
+}
+
+// entry is one session of a device, with the device as the hub matches it.
+type entry struct {
+	s Session
+	d *push.Device
 }
 
 func put(m map[string]map[Session]*push.Device, key string, s Session, d *push.Device) {
