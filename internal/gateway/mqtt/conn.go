@@ -11,6 +11,7 @@ import (
 	"github.com/heraldpush/herald/internal/gateway/mqtt/packet"
 	"github.com/heraldpush/herald/internal/netpoll"
 	"github.com/heraldpush/herald/internal/push"
+	"github.com/heraldpush/herald/internal/registry"
 )
 
 // conn is one MQTT connection. The read side (partial, the parse state) is
@@ -26,19 +27,26 @@ type conn struct {
 
 	// partial holds the bytes of a packet that has not fully arrived; nil
 	// between packets, so an idle connection keeps no buffer.
-	partial   []byte
-	connected bool
-	version   byte
+	partial []byte
+	// connectBy is when CONNECT must have arrived (Unix ns), 0 once it
+	// has. The engine's idle timeout restarts on every read, so without it
+	// a client trickling one byte at a time could stay unauthenticated.
+	connectBy int64
 
-	wmu     sync.Mutex
-	dev     *push.Device      // set at CONNECT; guarded by wmu
-	stream  *delivery.Stream  // set at SUBSCRIBE; guarded by wmu
-	pids    map[uint16]string // packet ID -> message ID in flight; nil when none; guarded by wmu
-	nextPID uint16            // guarded by wmu
-	maxOut  uint32            // the client's Maximum Packet Size, 0 for none; guarded by wmu
-	subQoS  byte              // granted QoS of the subscription; guarded by wmu
-	window  int               // messages in flight at most; guarded by wmu
-	closed  bool              // guarded by wmu
+	wmu    sync.Mutex
+	dev    *push.Device      // set at CONNECT; guarded by wmu
+	stream *delivery.Stream  // set at SUBSCRIBE; guarded by wmu
+	pids   map[uint16]string // packet ID -> message ID in flight; nil when none; guarded by wmu
+
+	// The small fields last, packed: this struct is most of what an idle
+	// connection costs (TestConnStructSize).
+	window    int32  // messages in flight at most; guarded by wmu
+	maxOut    uint32 // the client's Maximum Packet Size, 0 for none; guarded by wmu
+	nextPID   uint16 // guarded by wmu
+	version   byte   // set at CONNECT; written under wmu, read by the poller without it
+	subQoS    byte   // granted QoS of the subscription; guarded by wmu
+	closed    bool   // guarded by wmu
+	connected bool   // only the poller touches it
 }
 
 func (c *conn) deviceID() string {
@@ -53,6 +61,15 @@ func (c *conn) deviceID() string {
 // onData consumes every complete packet in data (after what was kept of an
 // earlier read) and keeps the rest of an incomplete one.
 func (c *conn) onData(data []byte) {
+	if !c.connected {
+		left := time.Duration(c.connectBy - time.Now().UnixNano())
+		if left <= 0 {
+			c.partial = nil
+			c.nc.Close()
+			return
+		}
+		c.nc.SetIdleTimeout(left)
+	}
 	buf := data
 	if c.partial != nil {
 		c.partial = append(c.partial, data...)
@@ -159,11 +176,16 @@ func (c *conn) protocolError(err error) {
 	c.nc.Close()
 }
 
-// write encodes p and writes it; it returns false if the connection is gone.
-func (c *conn) write(p packet.Packet) bool {
+// write encodes p in the connection's version and writes it; it returns
+// false if the connection is gone. Only the poller may call it (it reads
+// version without the lock); other goroutines use writeAs.
+func (c *conn) write(p packet.Packet) bool { return c.writeAs(p, c.version) }
+
+// writeAs encodes p for version and writes it.
+func (c *conn) writeAs(p packet.Packet, version byte) bool {
 	bp := bufPool.Get().(*[]byte)
 	defer bufPool.Put(bp)
-	b, err := p.AppendTo((*bp)[:0], c.version)
+	b, err := p.AppendTo((*bp)[:0], version)
 	if err != nil {
 		c.gw.opts.Log.Error("mqtt: encoding a packet", "type", p.Type(), "err", err)
 		c.nc.Close()
@@ -180,14 +202,19 @@ var bufPool = sync.Pool{New: func() any { b := make([]byte, 0, 1024); return &b 
 func (c *conn) connect(fh packet.FixedHeader, body []byte) bool {
 	var p packet.Connect
 	err := p.Decode(0, fh, body, c.gw.limit)
-	c.version = p.Version
+	version := p.Version
+	if version < packet.Version31 || version > packet.Version5 {
+		// An unknown level is answered in 3.1.1 form (return code 1),
+		// which every version of the protocol can read (3.1.1 §3.1.2.2).
+		version = packet.Version311
+	}
+	c.wmu.Lock()
+	c.version = version
+	c.wmu.Unlock()
 	if err != nil {
 		code := packet.CodeOf(err)
 		// Only these refusals have a CONNACK in 3.1.1; otherwise close.
-		if c.version == packet.Version5 || code == packet.ReasonUnsupportedProtocolVersion || code == packet.ReasonClientIdentifierNotValid {
-			if c.version == 0 {
-				c.version = packet.Version311
-			}
+		if version == packet.Version5 || code == packet.ReasonUnsupportedProtocolVersion || code == packet.ReasonClientIdentifierNotValid {
 			c.write(&packet.Connack{ReasonCode: code})
 		}
 		c.nc.Close()
@@ -210,8 +237,14 @@ func (c *conn) connect(fh packet.FixedHeader, body []byte) bool {
 	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
 	defer cancel()
 	dev, err := c.gw.reg.AuthDevice(ctx, p.ClientID, string(p.Password))
-	if err != nil {
+	switch {
+	case errors.Is(err, registry.ErrUnauthorized):
+		// A wrong secret and an unknown device look the same, so that
+		// the answer does not tell which registration IDs exist.
 		return refuse(packet.ReasonBadUserNameOrPassword)
+	case err != nil:
+		c.gw.opts.Log.Error("mqtt: authenticating a device", "device", p.ClientID, "err", err)
+		return refuse(packet.ReasonServerUnavailable)
 	}
 	if p.Username != "" && p.Username != dev.ID && p.Username != dev.App {
 		return refuse(packet.ReasonNotAuthorized)
@@ -239,12 +272,15 @@ func (c *conn) connect(fh packet.FixedHeader, body []byte) bool {
 		ack.Properties.MaximumPacketSize = uint32(c.gw.opts.MaxPacketSize)
 	}
 
+	// The connection lives on with the device in memory; the secret's
+	// hash is not needed past this point.
+	dev.SecretHash = nil
 	c.wmu.Lock()
 	c.dev = &dev
 	c.maxOut = p.Properties.MaximumPacketSize
-	c.window = window
+	c.window = int32(window)
 	c.wmu.Unlock()
-	c.connected = true
+	c.connected, c.connectBy = true, 0
 	if old := c.gw.takeOver(dev.ID, c); old != nil {
 		old.Close(errTakenOver)
 	}
@@ -290,7 +326,7 @@ func (c *conn) subscribe(p *packet.Subscribe) bool {
 	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
 	defer cancel()
 	c.wmu.Lock()
-	window := c.window
+	window := int(c.window)
 	c.wmu.Unlock()
 	st, err := c.gw.inbox.Attach(ctx, dev, c, window)
 	if err != nil {
@@ -312,19 +348,21 @@ func (c *conn) subscribe(p *packet.Subscribe) bool {
 func (c *conn) unsubscribe(p *packet.Unsubscribe) bool {
 	c.wmu.Lock()
 	topic := "devices/" + c.dev.ID
-	st := c.stream
+	var detach *delivery.Stream
 	ack := packet.Unsuback{PacketID: p.PacketID, ReasonCodes: make([]packet.ReasonCode, len(p.Filters))}
 	for i, f := range p.Filters {
-		if f == topic && st != nil {
-			c.stream = nil
+		if f == topic && c.stream != nil {
+			detach, c.stream = c.stream, nil
 			ack.ReasonCodes[i] = packet.ReasonSuccess
 		} else {
 			ack.ReasonCodes[i] = packet.ReasonNoSubscriptionExisted
 		}
 	}
 	c.wmu.Unlock()
-	if st != nil && c.stream == nil {
-		st.Detach()
+	// Messages in flight stay in c.pids: a PUBACK that follows the
+	// UNSUBSCRIBE still acknowledges its message.
+	if detach != nil {
+		detach.Detach()
 	}
 	return c.write(&ack)
 }
@@ -355,10 +393,10 @@ func (c *conn) puback(pid uint16) {
 			c.pids = nil
 		}
 	}
-	st := c.stream
+	dev := c.dev
 	c.wmu.Unlock()
-	if ok && st != nil {
-		c.gw.ack(st, id)
+	if ok {
+		c.gw.ack(dev, id)
 	}
 }
 
@@ -393,9 +431,7 @@ func (c *conn) Send(m *push.Message, redelivery bool) error {
 		// as if delivered): acknowledge it away rather than retry forever.
 		c.gw.opts.Log.Warn("mqtt: message larger than the client's maximum packet size; dropped",
 			"device", c.dev.ID, "msg", m.ID, "size", len(b), "max", c.maxOut)
-		if st := c.stream; st != nil {
-			go c.gw.ack(st, m.ID)
-		}
+		c.gw.ack(c.dev, m.ID)
 		return nil
 	}
 	if err := c.nc.Write(b); err != nil {
@@ -403,9 +439,7 @@ func (c *conn) Send(m *push.Message, redelivery bool) error {
 	}
 	if p.QoS == 0 {
 		// At QoS 0 there is no PUBACK: the write is all the delivery.
-		if st := c.stream; st != nil {
-			go c.gw.ack(st, m.ID)
-		}
+		c.gw.ack(c.dev, m.ID)
 		return nil
 	}
 	if c.pids == nil {
@@ -437,7 +471,7 @@ func (c *conn) Close(reason error) {
 	v5 := c.version == packet.Version5 && c.dev != nil && !c.closed
 	c.wmu.Unlock()
 	if v5 {
-		c.write(&packet.Disconnect{ReasonCode: reasonFor(reason)})
+		c.writeAs(&packet.Disconnect{ReasonCode: reasonFor(reason)}, packet.Version5)
 	}
 	c.nc.Close()
 }
@@ -473,20 +507,21 @@ type encoded struct {
 
 // ack acknowledges a message on a pool of goroutines: an ack is a durable
 // write, and the engine's pollers must not wait for a disk. Concurrent acks
-// share the store's group commit.
-func (g *Gateway) ack(st *delivery.Stream, id string) {
+// share the store's group commit. It never blocks, so it may be called with
+// a stream's lock held (from Send).
+func (g *Gateway) ack(dev *push.Device, id string) {
 	select {
-	case g.acks <- ackReq{st, id}:
+	case g.acks <- ackReq{dev, id}:
 	case <-g.done:
-		go g.doAck(ackReq{st, id})
+		go g.doAck(ackReq{dev, id})
 	default:
-		go g.doAck(ackReq{st, id})
+		go g.doAck(ackReq{dev, id})
 	}
 }
 
 type ackReq struct {
-	st *delivery.Stream
-	id string
+	dev *push.Device
+	id  string
 }
 
 func (g *Gateway) ackWorker() {
@@ -503,7 +538,7 @@ func (g *Gateway) ackWorker() {
 func (g *Gateway) doAck(r ackReq) {
 	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
 	defer cancel()
-	if _, err := r.st.Ack(ctx, r.id); err != nil {
-		g.opts.Log.Error("mqtt: acknowledging", "device", r.st.Device().ID, "msg", r.id, "err", err)
+	if _, err := g.inbox.Ack(ctx, r.dev, []string{r.id}); err != nil {
+		g.opts.Log.Error("mqtt: acknowledging", "device", r.dev.ID, "msg", r.id, "err", err)
 	}
 }

@@ -31,9 +31,15 @@ type Registry interface {
 	AuthDevice(ctx context.Context, id, secret string) (push.Device, error)
 }
 
-// Inbox attaches a connection to a device's inbox.
+// Inbox is the core as the gateway sees it: *delivery.Service.
 type Inbox interface {
+	// Attach connects a subscribed connection to the device's inbox.
 	Attach(ctx context.Context, d *push.Device, send delivery.Sender, window int) (*delivery.Stream, error)
+	// Ack acknowledges messages of d. The gateway acks by device rather
+	// than through the Stream, so that a PUBACK still counts when it
+	// arrives during Attach (before the stream exists) or after an
+	// UNSUBSCRIBE (after it is gone).
+	Ack(ctx context.Context, d *push.Device, ids []string) (int, error)
 }
 
 // Options tune the gateway. Zero fields take the defaults named.
@@ -111,7 +117,7 @@ var (
 
 // OnOpen implements netpoll.Handler.
 func (g *Gateway) OnOpen(nc netpoll.Conn) {
-	c := &conn{gw: g, nc: nc}
+	c := &conn{gw: g, nc: nc, connectBy: time.Now().Add(g.opts.ConnectTimeout).UnixNano()}
 	nc.SetContext(c)
 	nc.SetIdleTimeout(g.opts.ConnectTimeout)
 	g.mu.Lock()
