@@ -105,9 +105,18 @@ func (c *conn) onData(data []byte) {
 		c.partial = nil
 		return
 	}
+	if len(c.partial) > 0 && &buf[0] == &c.partial[0] {
+		return // nothing consumed: partial already holds exactly buf
+	}
 	// Copy: buf is the engine's buffer, or a suffix of partial that would
-	// otherwise pin its consumed prefix.
-	c.partial = append(make([]byte, 0, len(buf)), buf...)
+	// otherwise pin its consumed prefix. Once the header is known, room for
+	// the whole packet is made at once, so a packet arriving in many small
+	// reads is not copied again on each.
+	size := len(buf)
+	if fh, n, err := packet.ParseFixedHeader(buf, c.gw.opts.MaxPacketSize); err == nil {
+		size = n + fh.Remaining
+	}
+	c.partial = append(make([]byte, 0, size), buf...)
 }
 
 // handle processes one packet; it returns false once the connection is
@@ -250,7 +259,8 @@ func (c *conn) connect(fh packet.FixedHeader, body []byte) bool {
 		return refuse(packet.ReasonNotAuthorized)
 	}
 
-	maxKA := uint16(min(c.gw.opts.MaxKeepAlive/time.Second, 65535))
+	// At least a second: a keepalive of 0 would mean no timeout at all.
+	maxKA := uint16(max(min(c.gw.opts.MaxKeepAlive/time.Second, 65535), 1))
 	ka := p.KeepAlive
 	ack := packet.Connack{ReasonCode: packet.ReasonSuccess}
 	if ka == 0 || ka > maxKA {
