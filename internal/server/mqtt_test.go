@@ -11,8 +11,11 @@ import (
 	"encoding/json"
 	"encoding/pem"
 	"errors"
+	"fmt"
+	"io"
 	"math/big"
 	"net"
+	"net/http"
 	"os"
 	"os/exec"
 	"slices"
@@ -21,6 +24,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/coder/websocket"
 	paho5 "github.com/eclipse/paho.golang/paho"
 	paho3 "github.com/eclipse/paho.mqtt.golang"
 
@@ -431,18 +435,7 @@ func TestClientListenMQTT(t *testing.T) {
 
 // TestMQTTOverTLS: --mqtts with certificate files, through the same gateway.
 func TestMQTTOverTLS(t *testing.T) {
-	dir := t.TempDir()
-	key, _ := ecdsa.GenerateKey(elliptic.P256(), rand.Reader)
-	tmpl := &x509.Certificate{SerialNumber: big.NewInt(1), Subject: pkix.Name{CommonName: "127.0.0.1"},
-		IPAddresses: []net.IP{net.ParseIP("127.0.0.1")}, NotBefore: time.Now().Add(-time.Hour), NotAfter: time.Now().Add(time.Hour)}
-	der, err := x509.CreateCertificate(rand.Reader, tmpl, tmpl, &key.PublicKey, key)
-	if err != nil {
-		t.Fatal(err)
-	}
-	keyDER, _ := x509.MarshalECPrivateKey(key)
-	certFile, keyFile := dir+"/cert.pem", dir+"/key.pem"
-	os.WriteFile(certFile, pem.EncodeToMemory(&pem.Block{Type: "CERTIFICATE", Bytes: der}), 0o600)
-	os.WriteFile(keyFile, pem.EncodeToMemory(&pem.Block{Type: "EC PRIVATE KEY", Bytes: keyDER}), 0o600)
+	certFile, keyFile, der := selfSignedCert(t)
 
 	cfg := testConfig(t)
 	cfg.MQTTAddr, cfg.MQTTSAddr, cfg.TLSCert, cfg.TLSKey = "", "127.0.0.1:0", certFile, keyFile
@@ -466,4 +459,69 @@ func TestMQTTOverTLS(t *testing.T) {
 	if ids := got.wait(t, 1); ids[0] != id {
 		t.Errorf("over TLS got %v, want %s", ids, id)
 	}
+}
+
+// selfSignedCert writes a certificate for 127.0.0.1 and its key as PEM
+// files and returns their paths and the certificate's DER.
+func selfSignedCert(t testing.TB) (certFile, keyFile string, der []byte) {
+	dir := t.TempDir()
+	key, _ := ecdsa.GenerateKey(elliptic.P256(), rand.Reader)
+	tmpl := &x509.Certificate{SerialNumber: big.NewInt(1), Subject: pkix.Name{CommonName: "127.0.0.1"},
+		IPAddresses: []net.IP{net.ParseIP("127.0.0.1")}, NotBefore: time.Now().Add(-time.Hour), NotAfter: time.Now().Add(time.Hour)}
+	der, err := x509.CreateCertificate(rand.Reader, tmpl, tmpl, &key.PublicKey, key)
+	if err != nil {
+		t.Fatal(err)
+	}
+	keyDER, _ := x509.MarshalECPrivateKey(key)
+	certFile, keyFile = dir+"/cert.pem", dir+"/key.pem"
+	os.WriteFile(certFile, pem.EncodeToMemory(&pem.Block{Type: "CERTIFICATE", Bytes: der}), 0o600)
+	os.WriteFile(keyFile, pem.EncodeToMemory(&pem.Block{Type: "EC PRIVATE KEY", Bytes: keyDER}), 0o600)
+	return certFile, keyFile, der
+}
+
+// holdMQTT opens one idle MQTT device connection over TLS (mqtt-tls, target
+// is host:port) or WebSocket (mqtt-ws, target is the HTTP base URL), waits
+// for the SUBACK and holds it until ctx ends.
+func holdMQTT(ctx context.Context, wg *sync.WaitGroup, target, transport string, dev [2]string, dialer *net.Dialer) error {
+	var nc net.Conn
+	switch transport {
+	case "mqtt-tls":
+		c, err := (&tls.Dialer{NetDialer: dialer, Config: &tls.Config{InsecureSkipVerify: true}}).DialContext(ctx, "tcp", target)
+		if err != nil {
+			return err
+		}
+		nc = c
+	case "mqtt-ws":
+		hc := &http.Client{Transport: &http.Transport{DialContext: dialer.DialContext}}
+		dctx, cancel := context.WithTimeout(ctx, 20*time.Second)
+		defer cancel()
+		c, _, err := websocket.Dial(dctx, "ws"+strings.TrimPrefix(target, "http")+"/mqtt", &websocket.DialOptions{HTTPClient: hc, Subprotocols: []string{"mqtt"}})
+		if err != nil {
+			return err
+		}
+		nc = websocket.NetConn(ctx, c, websocket.MessageBinary)
+	default:
+		return fmt.Errorf("unknown transport %q", transport)
+	}
+	v := packet.Version311
+	if err := packet.WritePacket(nc, &packet.Connect{ClientID: dev[0], Username: dev[0], Password: []byte(dev[1]), KeepAlive: 600, CleanStart: true}, v); err != nil {
+		nc.Close()
+		return err
+	}
+	nc.SetReadDeadline(time.Now().Add(20 * time.Second))
+	if p, err := packet.ReadPacket(nc, v, 1<<20); err != nil || p.Type() != packet.TypeConnack {
+		nc.Close()
+		return fmt.Errorf("CONNACK: %v %v", p, err)
+	}
+	packet.WritePacket(nc, &packet.Subscribe{PacketID: 1, Subscriptions: []packet.Subscription{{Filter: "devices/" + dev[0], QoS: 1}}}, v)
+	if p, err := packet.ReadPacket(nc, v, 1<<20); err != nil || p.Type() != packet.TypeSuback {
+		nc.Close()
+		return fmt.Errorf("SUBACK: %v %v", p, err)
+	}
+	nc.SetReadDeadline(time.Time{})
+	wg.Go(func() {
+		go func() { <-ctx.Done(); nc.Close() }()
+		io.Copy(io.Discard, nc)
+	})
+	return nil
 }

@@ -46,7 +46,11 @@ func TestIdleConnectionMemory(t *testing.T) {
 		t.Fatalf("building herald: %v", err)
 	}
 	steps := []int{2000, 4000, 6000, 8000, 10000}
-	for _, transport := range []string{"ws", "sse"} {
+	transports := []string{"ws", "sse"}
+	if list := os.Getenv("HERALD_MEMBENCH_TRANSPORTS"); list != "" {
+		transports = strings.Split(list, ",") // also mqtt-tls, mqtt-ws
+	}
+	for _, transport := range transports {
 		var slopes []float64
 		for run := range runs {
 			slope, points := measureIdle(t, bin, transport, steps)
@@ -62,7 +66,12 @@ func TestIdleConnectionMemory(t *testing.T) {
 // the server's RSS at each, and returns the least-squares slope in KiB per
 // connection with the readings.
 func measureIdle(t *testing.T, bin, transport string, steps []int) (float64, []int) {
-	srv := startBinary(t, bin)
+	var extra []string
+	if transport == "mqtt-tls" {
+		cert, key, _ := selfSignedCert(t)
+		extra = []string{"--mqtts", "127.0.0.1:0", "--tls-cert", cert, "--tls-key", key}
+	}
+	srv := startBinary(t, bin, extra...)
 	defer srv.stop()
 	devs := srv.registerMany(t, steps[len(steps)-1])
 
@@ -83,7 +92,11 @@ func measureIdle(t *testing.T, bin, transport string, steps []int) (float64, []i
 			go func(i int) {
 				defer func() { <-sem; batch.Done() }()
 				local := &net.TCPAddr{IP: net.IPv4(127, 0, 0, byte(2+i%253))}
-				if err := holdIdle(ctx, &wg, srv.url, transport, devs[i], local); err != nil {
+				target := srv.url
+				if transport == "mqtt-tls" {
+					target = srv.mqtts
+				}
+				if err := holdIdle(ctx, &wg, target, transport, devs[i], local); err != nil {
 					errs <- err
 				}
 			}(i)
@@ -103,6 +116,9 @@ func measureIdle(t *testing.T, bin, transport string, steps []int) (float64, []i
 // ends, returning once the server has answered.
 func holdIdle(ctx context.Context, wg *sync.WaitGroup, base, transport string, dev [2]string, local *net.TCPAddr) error {
 	dialer := &net.Dialer{LocalAddr: local, Timeout: 10 * time.Second}
+	if strings.HasPrefix(transport, "mqtt-") {
+		return holdMQTT(ctx, wg, base, transport, dev, dialer)
+	}
 	q := url.Values{"registration_id": {dev[0]}, "device_secret": {dev[1]}}.Encode()
 	if transport == "ws" {
 		hc := &http.Client{Transport: &http.Transport{DialContext: dialer.DialContext}}
@@ -198,13 +214,14 @@ func slopeKiB(conns, rss []int) float64 {
 type binary struct {
 	cmd                 *exec.Cmd
 	url, appKey, secret string
+	mqtts               string // host:port of the MQTT TLS listener, if any
 	done                chan struct{}
 }
 
-var memBanner = regexp.MustCompile(`^\s+(HTTP API|app_key|master_secret)\s+(\S+)`)
+var memBanner = regexp.MustCompile(`^\s+(HTTP API|app_key|master_secret|MQTT over TLS)\s+(\S+)`)
 
-func startBinary(t *testing.T, bin string) *binary {
-	cmd := exec.Command(bin, "serve", "--data", t.TempDir(), "--http", "127.0.0.1:0", "--mqtt", "")
+func startBinary(t *testing.T, bin string, extra ...string) *binary {
+	cmd := exec.Command(bin, append([]string{"serve", "--data", t.TempDir(), "--http", "127.0.0.1:0", "--mqtt", ""}, extra...)...)
 	stdout, _ := cmd.StdoutPipe()
 	cmd.Stderr = io.Discard
 	if err := cmd.Start(); err != nil {
@@ -224,6 +241,8 @@ func startBinary(t *testing.T, bin string) *binary {
 					b.appKey = m[2]
 				case "master_secret":
 					b.secret = m[2]
+				case "MQTT over TLS":
+					b.mqtts = strings.TrimPrefix(m[2], "mqtts://")
 				}
 			}
 			if strings.HasPrefix(sc.Text(), "For the client commands") && !signalled {
