@@ -3,48 +3,74 @@ package client
 import (
 	"bufio"
 	"context"
+	"crypto/tls"
 	"encoding/binary"
 	"encoding/json"
 	"errors"
 	"fmt"
 	"io"
 	"net"
+	"net/http"
 	"net/url"
 	"sync"
 	"time"
+
+	"github.com/coder/websocket"
 )
 
 // This file is a small MQTT 3.1.1 client, just what a Herald device needs:
 // CONNECT with its credentials, SUBSCRIBE to devices/{registration_id} at
 // QoS 1, PUBLISH in, PUBACK out, PINGREQ to keep the connection alive. It is
-// hand-written because client/ must stand alone (no Herald internals) and a
-// general client library would bring far more than these few packets.
+// hand-written rather than built on Paho because client/ must stand alone
+// (no Herald internals) and stay small for the apps that embed it: a general
+// client brings stores, routers and a publish path a device never uses.
+// 3.1.1 is enough: Herald speaks it on every listener, and nothing a device
+// needs here is 5.0-only.
 
 // ErrRefused is returned when the server refuses the connection for good
-// (bad credentials, a deleted device): reconnecting will not help.
+// (bad credentials, a deleted device, a refused subscription): reconnecting
+// will not help.
 var ErrRefused = errors.New("client: connection refused by the server")
 
-// ListenMQTT holds an MQTT connection to server (mqtt://host:port) until
-// ctx ends, calling handle once per new message and acknowledging (PUBACK)
-// each after handle returns nil. Dropped connections are re-established
-// with jittered exponential back-off; messages not acknowledged come again
-// and duplicates are dropped by id. A handler returning ErrStop ends
-// ListenMQTT after that message is acknowledged.
+// errHandler ends a connection whose handler failed a message, so that the
+// message, left unacknowledged, comes again on the next connection rather
+// than holding one of the server's in-flight slots for good.
+var errHandler = errors.New("client: handler failed a message")
+
+// mqttKeepAlive is the keepalive the client asks for, in seconds: long, for
+// mobile radios, and well under the server's default maximum (20 min).
+const mqttKeepAlive = 60
+
+// ListenMQTT holds an MQTT connection to server until ctx ends, calling
+// handle once per new message and acknowledging it (PUBACK) after handle
+// returns nil. server is the URL the registration answer gave
+// (Registration.MQTTURL): mqtt://host:port, mqtts://host:port (TLS), or
+// ws:// or wss:// for MQTT over WebSocket (Herald's /mqtt). TLS uses the
+// settings of the Device's HTTP client transport when it has any.
+//
+// Dropped connections are re-established with jittered exponential
+// back-off. A message is acknowledged only after handle returns nil; if
+// handle fails it, the connection is dropped and the message comes again on
+// the next one. Messages that come again (at-least-once delivery) are
+// acknowledged without calling handle twice. A handler returning ErrStop
+// ends ListenMQTT, with nil, after that message is acknowledged. A refusal
+// (ErrRefused) ends it at once.
 func (d *Device) ListenMQTT(ctx context.Context, server string, handle func(Message) error) error {
-	u, err := url.Parse(server)
-	if err != nil || u.Scheme != "mqtt" || u.Host == "" {
-		return fmt.Errorf("client: MQTT URL %q: want mqtt://host:port", server)
+	dial, err := d.mqttDialer(server)
+	if err != nil {
+		return err
 	}
 	backoff := newBackoff(250*time.Millisecond, 30*time.Second)
 	for ctx.Err() == nil {
-		connected, err := d.mqttSession(ctx, u.Host, handle)
-		if errors.Is(err, ErrStop) {
+		connected, err := d.mqttSession(ctx, dial, handle)
+		switch {
+		case errors.Is(err, ErrStop):
 			return nil
-		}
-		if errors.Is(err, ErrRefused) {
+		case errors.Is(err, ErrRefused):
 			return err
-		}
-		if connected {
+		case connected && !errors.Is(err, errHandler):
+			// A connection that worked and then dropped is retried soon;
+			// one whose handler fails keeps backing off.
 			backoff.reset()
 		}
 		if !sleep(ctx, backoff.next()) {
@@ -54,11 +80,52 @@ func (d *Device) ListenMQTT(ctx context.Context, server string, handle func(Mess
 	return ctx.Err()
 }
 
+// mqttDialer returns how to open a connection to server.
+func (d *Device) mqttDialer(server string) (func(context.Context) (net.Conn, error), error) {
+	u, err := url.Parse(server)
+	if err != nil || u.Host == "" {
+		return nil, fmt.Errorf("client: MQTT URL %q: want mqtt://host:port, mqtts://, ws:// or wss://", server)
+	}
+	switch u.Scheme {
+	case "mqtt", "tcp":
+		return func(ctx context.Context) (net.Conn, error) {
+			var dialer net.Dialer
+			return dialer.DialContext(ctx, "tcp", u.Host)
+		}, nil
+	case "mqtts", "ssl", "tls":
+		return func(ctx context.Context) (net.Conn, error) {
+			dialer := tls.Dialer{Config: d.tlsConfig()}
+			return dialer.DialContext(ctx, "tcp", u.Host)
+		}, nil
+	case "ws", "wss":
+		return func(ctx context.Context) (net.Conn, error) {
+			c, _, err := websocket.Dial(ctx, u.String(), &websocket.DialOptions{HTTPClient: d.http, Subprotocols: []string{"mqtt"}})
+			if err != nil {
+				return nil, err
+			}
+			// The conn must outlive the dial's context; the session
+			// closes it.
+			return websocket.NetConn(context.Background(), c, websocket.MessageBinary), nil
+		}, nil
+	}
+	return nil, fmt.Errorf("client: MQTT URL %q: scheme must be mqtt, mqtts, ws or wss", server)
+}
+
+// tlsConfig is the TLS configuration of the Device's HTTP client, so that
+// a custom root CA given for HTTPS serves MQTTS too.
+func (d *Device) tlsConfig() *tls.Config {
+	if t, ok := d.http.Transport.(*http.Transport); ok && t.TLSClientConfig != nil {
+		return t.TLSClientConfig.Clone()
+	}
+	return nil
+}
+
 // mqttSession runs one connection; connected reports whether it got as far
 // as a successful CONNACK.
-func (d *Device) mqttSession(ctx context.Context, addr string, handle func(Message) error) (connected bool, err error) {
-	var dialer net.Dialer
-	nc, err := dialer.DialContext(ctx, "tcp", addr)
+func (d *Device) mqttSession(ctx context.Context, dial func(context.Context) (net.Conn, error), handle func(Message) error) (connected bool, err error) {
+	dialCtx, cancel := context.WithTimeout(ctx, 30*time.Second)
+	nc, err := dial(dialCtx)
+	cancel()
 	if err != nil {
 		return false, err
 	}
@@ -66,7 +133,6 @@ func (d *Device) mqttSession(ctx context.Context, addr string, handle func(Messa
 	stop := context.AfterFunc(ctx, func() { nc.Close() })
 	defer stop()
 
-	const keepAlive = 60 // seconds; a mobile-friendly default
 	var wmu sync.Mutex
 	write := func(b []byte) error {
 		wmu.Lock()
@@ -75,55 +141,62 @@ func (d *Device) mqttSession(ctx context.Context, addr string, handle func(Messa
 		_, err := nc.Write(b)
 		return err
 	}
-	if err := write(connectPacket(d.reg.RegistrationID, d.reg.DeviceSecret, keepAlive)); err != nil {
+	if err := write(connectPacket(d.reg.RegistrationID, d.reg.DeviceSecret, mqttKeepAlive)); err != nil {
 		return false, err
 	}
-	r := bufio.NewReader(nc)
+	r := bufio.NewReaderSize(nc, 4096)
 	nc.SetReadDeadline(time.Now().Add(30 * time.Second))
-	typ, body, err := readPacket(r)
+	first, body, err := readPacket(r)
 	if err != nil {
 		return false, err
 	}
-	if typ != 2 || len(body) < 2 {
-		return false, fmt.Errorf("client: expected CONNACK, got packet type %d", typ)
+	if first>>4 != 2 || len(body) != 2 {
+		return false, fmt.Errorf("client: expected CONNACK, got packet type %d", first>>4)
 	}
-	if rc := body[1]; rc != 0 {
-		if rc == 4 || rc == 5 {
-			return false, fmt.Errorf("%w (CONNACK return code %d)", ErrRefused, rc)
-		}
+	switch rc := body[1]; rc {
+	case 0:
+	case 1, 2, 4, 5: // bad protocol version, identifier, credentials; not authorized
+		return false, fmt.Errorf("%w (CONNACK return code %d)", ErrRefused, rc)
+	default: // 3, server unavailable: try again later
 		return false, fmt.Errorf("client: CONNACK return code %d", rc)
 	}
 	if err := write(subscribePacket(1, "devices/"+d.reg.RegistrationID)); err != nil {
 		return true, err
 	}
 
-	pinger := time.NewTicker(keepAlive * time.Second / 2)
-	defer pinger.Stop()
+	// The pinger lives as long as this connection.
+	done := make(chan struct{})
+	defer close(done)
 	go func() {
+		t := time.NewTicker(mqttKeepAlive * time.Second / 2)
+		defer t.Stop()
 		for {
 			select {
-			case <-pinger.C:
+			case <-t.C:
 				if write([]byte{0xC0, 0}) != nil {
 					return
 				}
-			case <-ctx.Done():
+			case <-done:
 				return
 			}
 		}
 	}()
 	for {
-		nc.SetReadDeadline(time.Now().Add(keepAlive * 2 * time.Second))
-		typ, body, err := readPacket(r)
+		// The server answers every PINGREQ, so two keepalives of silence
+		// mean the connection is dead.
+		nc.SetReadDeadline(time.Now().Add(2 * mqttKeepAlive * time.Second))
+		first, body, err := readPacket(r)
 		if err != nil {
 			return true, err
 		}
-		switch typ {
+		switch first >> 4 {
 		case 9: // SUBACK
-			if len(body) >= 3 && body[2] >= 0x80 {
+			if len(body) < 3 || body[2] >= 0x80 {
 				return true, fmt.Errorf("%w: subscription refused", ErrRefused)
 			}
-		case 3: // PUBLISH, QoS 1 (the flags were in the first byte; Herald always sends QoS 1)
-			pid, payload, err := parsePublish(body)
+		case 3: // PUBLISH
+			qos := first >> 1 & 3
+			pid, payload, err := parsePublish(body, qos)
 			if err != nil {
 				return true, err
 			}
@@ -131,18 +204,19 @@ func (d *Device) mqttSession(ctx context.Context, addr string, handle func(Messa
 			if err := json.Unmarshal(payload, &m); err != nil {
 				return true, fmt.Errorf("client: message is not JSON: %w", err)
 			}
-			var stopping bool
+			stopping := false
 			if !d.seen.has(m.ID) {
-				err := handle(m)
-				if errors.Is(err, ErrStop) {
+				if err := handle(m); errors.Is(err, ErrStop) {
 					stopping = true
 				} else if err != nil {
-					continue // not acknowledged: it comes again
+					return true, fmt.Errorf("%w: %w", errHandler, err)
 				}
 				d.seen.add(m.ID)
 			}
-			if err := write([]byte{0x40, 2, byte(pid >> 8), byte(pid)}); err != nil {
-				return true, err
+			if qos > 0 {
+				if err := write([]byte{0x40, 2, byte(pid >> 8), byte(pid)}); err != nil {
+					return true, err
+				}
 			}
 			if stopping {
 				write([]byte{0xE0, 0}) // DISCONNECT
@@ -171,6 +245,9 @@ func appendRemaining(b []byte, n int) []byte {
 	}
 }
 
+// connectPacket is a 3.1.1 CONNECT with the device's credentials: client
+// identifier and user name its registration ID, password its secret, clean
+// session (the inbox is kept by the server whatever the flag says).
 func connectPacket(id, secret string, keepAlive uint16) []byte {
 	var v []byte
 	v = appendString(v, "MQTT")
@@ -189,7 +266,12 @@ func subscribePacket(pid uint16, topic string) []byte {
 	return append(appendRemaining([]byte{0x82}, len(v)), v...)
 }
 
-// readPacket reads one packet and returns its type and body.
+// maxPacket bounds a packet from the server; Herald's messages are a few
+// KiB.
+const maxPacket = 1 << 20
+
+// readPacket reads one packet and returns its first byte (type and flags)
+// and its body.
 func readPacket(r *bufio.Reader) (byte, []byte, error) {
 	first, err := r.ReadByte()
 	if err != nil {
@@ -209,25 +291,33 @@ func readPacket(r *bufio.Reader) (byte, []byte, error) {
 			return 0, nil, errors.New("client: malformed remaining length")
 		}
 	}
-	if n > 1<<20 {
+	if n > maxPacket {
 		return 0, nil, fmt.Errorf("client: packet of %d bytes is too large", n)
 	}
 	body := make([]byte, n)
 	if _, err := io.ReadFull(r, body); err != nil {
 		return 0, nil, err
 	}
-	return first >> 4, body, nil
+	return first, body, nil
 }
 
-// parsePublish reads a QoS 1 PUBLISH body: topic, packet ID, payload.
-func parsePublish(body []byte) (uint16, []byte, error) {
+// parsePublish reads a PUBLISH body: topic, the packet ID at QoS 1 and 2,
+// payload.
+func parsePublish(body []byte, qos byte) (uint16, []byte, error) {
 	if len(body) < 2 {
 		return 0, nil, errors.New("client: short PUBLISH")
 	}
+	rest := body[2:]
 	tl := int(binary.BigEndian.Uint16(body))
-	if len(body) < 2+tl+2 {
+	if len(rest) < tl {
 		return 0, nil, errors.New("client: short PUBLISH")
 	}
-	pid := binary.BigEndian.Uint16(body[2+tl:])
-	return pid, body[2+tl+2:], nil
+	rest = rest[tl:]
+	if qos == 0 {
+		return 0, rest, nil
+	}
+	if len(rest) < 2 {
+		return 0, nil, errors.New("client: short PUBLISH")
+	}
+	return binary.BigEndian.Uint16(rest), rest[2:], nil
 }
