@@ -99,15 +99,9 @@ func (s *Server) serveMQTT(errc chan<- error) {
 		serve("mqtt", func() error { return m.engine.Serve(m.tcp) })
 	}
 	if m.tls != nil {
-		serve("mqtts", func() error {
-			for {
-				nc, err := m.tls.Accept()
-				if err != nil {
-					return err
-				}
-				go m.engine.ServeConn(nc)
-			}
-		})
+		// The engine serves a TLS listener with accept plus ServeConn,
+		// and backs off on EMFILE instead of failing the node.
+		serve("mqtts", func() error { return m.engine.Serve(m.tls) })
 	}
 }
 
