@@ -20,6 +20,9 @@ import (
 // holds no buffer and no goroutine: only its *conn (about 100 bytes) and a
 // slot in the fd table.
 //
+// Lock order: conn.mu, then connTable.mu (finish holds both); poller.mu
+// is a leaf, and no lock is held while a Handler method runs.
+//
 // All of a connection's callbacks run on its poller: OnOpen (handed over
 // from the accept loop through the poller's op queue), OnData, and OnClose
 // (a Close from any goroutine only marks the conn closing and queues it).
@@ -450,7 +453,9 @@ func (pp *pollers) sweepIdle() {
 
 func (pp *pollers) sweep(now int64) {
 	pp.table.each(func(c *conn) {
-		if d := c.deadline.Load(); d != 0 && now > d {
+		// idle is checked too: a touch racing SetIdleTimeout(0) from
+		// another goroutine may store a deadline after it was cleared.
+		if d := c.deadline.Load(); d != 0 && now > d && c.idle.Load() != 0 {
 			c.closeWith(ErrIdleTimeout)
 		}
 	})
