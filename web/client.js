@@ -10,6 +10,18 @@
 // reconnects with jittered exponential back-off, acknowledges each message
 // once onMessage has returned, and drops duplicates (delivery is at least
 // once). The wire protocol is in docs/protocol.md.
+//
+// Web Push (RFC 8030/8291) through Herald, for pages that want to be sent
+// to by any Web Push library (npm web-push, pywebpush...):
+//
+//   const sub = await webPushSubscribe(reg, { applicationServerKey: vapidPublicKey });
+//   await sendToAppServer(sub);           // {endpoint, keys: {p256dh, auth}}
+//   connect(reg, { onMessage, onWebPush: (text, m) => show(text) });
+//
+// webPushSubscribe keeps the subscription's keys (the private one as a JWK)
+// in storage beside the registration; connect decrypts each push that came
+// through an endpoint with them and hands the plaintext to onWebPush.
+// decryptWebPush does the same for a message got some other way.
 
 const TRANSPORTS = ['ws', 'sse', 'poll'];
 
@@ -79,8 +91,11 @@ export async function register(server, opts = {}) {
 
 // forget drops the kept registration, for example after the server said the
 // device was deleted; the next register creates a new one.
+// Its Web Push keys go too: the device's subscriptions end with it.
 export function forget(reg, storage = globalThis.localStorage) {
-  if (storage) storage.removeItem(storageKey(reg.server, reg.app_key));
+  if (!storage) return;
+  storage.removeItem(storageKey(reg.server, reg.app_key));
+  if (reg.registration_id) storage.removeItem(webPushStorageKey(reg));
 }
 
 // Recent remembers the last max message IDs, to drop duplicates.
@@ -107,6 +122,17 @@ function backoff(n, base, max) {
 //   onStatus(s)       {state: 'connecting'|'open'|'waiting'|'stopped', transport}
 //   onError(err)      a HeraldError after which the client stopped (the
 //                     registration is unknown or deleted, or replaced)
+//   onWebPush(text, m, bytes)  when given, a message that came through a Web
+//                     Push endpoint (m.message.webpush) is decrypted with the
+//                     keys webPushSubscribe kept and handed here instead of to
+//                     onMessage: text is the plaintext as UTF-8, bytes the
+//                     raw Uint8Array ('' and empty for a push without a
+//                     body). Acked as onMessage is. A push that does not
+//                     decrypt (no keys kept for its subscription, the older
+//                     aesgcm coding, a corrupt body) goes to onMessage as is.
+//   webPushKeys       the keys to decrypt with (default: webPushKeys(reg,
+//                     storage), read again for each push)
+//   storage           where register kept things (default localStorage)
 //   transports        which to try, in order; default ['ws', 'sse', 'poll']
 //   minDelay, maxDelay  back-off bounds in ms (500, 30000)
 // It returns {close(), transport}.
@@ -118,6 +144,7 @@ export function connect(reg, opts = {}) {
   const onMessage = opts.onMessage || (() => {});
   const onStatus = opts.onStatus || (() => {});
   const onError = opts.onError || ((e) => console.error('herald:', e));
+  const onWebPush = opts.onWebPush;
   const seen = new Recent(1024);
   const authHeader = 'Basic ' + btoa(reg.registration_id + ':' + reg.device_secret);
   const query = 'registration_id=' + encodeURIComponent(reg.registration_id) +
@@ -170,6 +197,22 @@ export function connect(reg, opts = {}) {
     timer = setTimeout(start, backoff(failures - 1, minDelay, maxDelay));
   }
 
+  // handleMessage hands m to onWebPush decrypted when it is a Web Push
+  // and the app asked for that, to onMessage otherwise.
+  async function handleMessage(m) {
+    if (onWebPush && m && m.message && m.message.webpush) {
+      let bytes;
+      try {
+        bytes = await decryptWebPush(opts.webPushKeys || webPushKeys(reg, opts.storage), m);
+      } catch (e) {
+        console.warn('herald: a web push does not decrypt; it goes to onMessage as is:', e);
+        return onMessage(m);
+      }
+      return onWebPush(new TextDecoder().decode(bytes), m, bytes);
+    }
+    return onMessage(m);
+  }
+
   // deliver runs onMessage for m unless it is a duplicate, then acks it
   // with ack(ids). Duplicates are acked again: the first ack may be lost.
   function deliver(m, ack) {
@@ -177,7 +220,7 @@ export function connect(reg, opts = {}) {
       if (stopped) return;
       if (!seen.has(m.id)) {
         try {
-          await onMessage(m);
+          await handleMessage(m);
         } catch (e) {
           console.error('herald: onMessage failed; the message comes again later', e);
           return;
@@ -343,4 +386,205 @@ export function connect(reg, opts = {}) {
 
   start();
   return handle;
+}
+
+// ---- Web Push (RFC 8030 subscriptions, RFC 8291 message encryption) ----
+
+function webPushStorageKey(reg) {
+  return storageKey(trimServer(reg.server), reg.app_key) + ':webpush:' + reg.registration_id;
+}
+
+// b64url encodes bytes as base64url without padding.
+function b64url(bytes) {
+  let s = '';
+  for (const b of new Uint8Array(bytes)) s += String.fromCharCode(b);
+  return btoa(s).replace(/\+/g, '-').replace(/\//g, '_').replace(/=+$/, '');
+}
+
+// unb64url decodes base64url (or standard base64), padded or not.
+function unb64url(s) {
+  s = String(s).replace(/=+$/, '').replace(/-/g, '+').replace(/_/g, '/');
+  const bin = atob(s + '='.repeat((4 - (s.length % 4)) % 4));
+  const out = new Uint8Array(bin.length);
+  for (let i = 0; i < bin.length; i++) out[i] = bin.charCodeAt(i);
+  return out;
+}
+
+function subtle() {
+  const s = globalThis.crypto && globalThis.crypto.subtle;
+  if (!s) throw new HeraldError('webpush_no_crypto', 'Web Push needs WebCrypto, which browsers give only to secure contexts (https, or http://localhost)');
+  return s;
+}
+
+// webPushKeys returns the Web Push keys kept for reg, by subscription ID:
+// {[id]: {id, endpoint, label, application_server_key, p256dh, auth, jwk}}.
+// jwk is the subscription's private key; keep it from other eyes.
+export function webPushKeys(reg, storage = globalThis.localStorage) {
+  if (!storage) return {};
+  try {
+    return JSON.parse(storage.getItem(webPushStorageKey(reg)) || '{}') || {};
+  } catch (_) {
+    return {};
+  }
+}
+
+function toJSONSubscription(k) {
+  return { endpoint: k.endpoint, keys: { p256dh: k.p256dh, auth: k.auth } };
+}
+
+// webPushSubscribe gives reg a Web Push subscription on its server and
+// returns what to hand the application server: {endpoint, keys: {p256dh,
+// auth}} in base64url, the shape of a browser's PushSubscription.toJSON().
+// It generates the RFC 8291 keys here (a P-256 key pair and a 16-byte auth
+// secret; Herald never sees them) and keeps them in storage, so that
+// connect and decryptWebPush can open the pushes. opts:
+//   applicationServerKey  the application server's VAPID public key
+//                         (base64url string or bytes): Herald then takes
+//                         only pushes it signed. Omit for unsigned pushes.
+//   label                 the app's name for the subscription, sent with
+//                         each push (m.message.webpush.label)
+//   storage               default localStorage
+//   fresh                 true: a new subscription even if one with the
+//                         same key and label is kept (it is by default
+//                         returned again, as pushManager.subscribe does)
+export async function webPushSubscribe(reg, opts = {}) {
+  const server = trimServer(reg.server);
+  const storage = opts.storage || globalThis.localStorage;
+  let ask = opts.applicationServerKey || '';
+  if (typeof ask !== 'string') ask = b64url(ask);
+  ask = ask ? b64url(unb64url(ask)) : ''; // one spelling, to compare
+  const label = opts.label || '';
+  const kept = webPushKeys(reg, storage);
+  if (!opts.fresh) {
+    for (const k of Object.values(kept)) {
+      if ((k.application_server_key || '') === ask && (k.label || '') === label) return toJSONSubscription(k);
+    }
+  }
+  const s = subtle();
+  const pair = await s.generateKey({ name: 'ECDH', namedCurve: 'P-256' }, true, ['deriveBits']);
+  const p256dh = b64url(await s.exportKey('raw', pair.publicKey));
+  const jwk = await s.exportKey('jwk', pair.privateKey);
+  const auth = b64url(crypto.getRandomValues(new Uint8Array(16)));
+  const body = {};
+  if (ask) body.application_server_key = ask;
+  if (label) body.label = label;
+  const resp = await fetch(server + '/v1/webpush/subscriptions', {
+    method: 'POST',
+    headers: {
+      'Content-Type': 'application/json',
+      Authorization: 'Basic ' + btoa(reg.registration_id + ':' + reg.device_secret),
+    },
+    body: JSON.stringify(body),
+  });
+  if (!resp.ok) throw await errorOf(resp);
+  const sub = await resp.json();
+  const k = { id: sub.id, endpoint: sub.endpoint, label, application_server_key: ask, p256dh, auth, jwk };
+  kept[sub.id] = k;
+  if (storage) storage.setItem(webPushStorageKey(reg), JSON.stringify(kept));
+  return toJSONSubscription(k);
+}
+
+// webPushUnsubscribe revokes the kept subscription whose endpoint (or ID)
+// this is, and forgets its keys; its endpoint answers 410 from now on.
+export async function webPushUnsubscribe(reg, endpointOrID, storage = globalThis.localStorage) {
+  const kept = webPushKeys(reg, storage);
+  const k = Object.values(kept).find((x) => x.endpoint === endpointOrID || x.id === endpointOrID);
+  const id = k ? k.id : endpointOrID;
+  const resp = await fetch(trimServer(reg.server) + '/v1/webpush/subscriptions/' + encodeURIComponent(id), {
+    method: 'DELETE',
+    headers: { Authorization: 'Basic ' + btoa(reg.registration_id + ':' + reg.device_secret) },
+  });
+  if (!resp.ok && resp.status !== 404) throw await errorOf(resp);
+  if (k && storage) {
+    delete kept[k.id];
+    storage.setItem(webPushStorageKey(reg), JSON.stringify(kept));
+  }
+}
+
+async function hkdf(salt, ikm, info, length) {
+  const s = subtle();
+  const key = await s.importKey('raw', ikm, 'HKDF', false, ['deriveBits']);
+  return new Uint8Array(await s.deriveBits({ name: 'HKDF', hash: 'SHA-256', salt, info }, key, length * 8));
+}
+
+function concat(...parts) {
+  const out = new Uint8Array(parts.reduce((n, p) => n + p.length, 0));
+  let i = 0;
+  for (const p of parts) { out.set(p, i); i += p.length; }
+  return out;
+}
+
+const utf8 = (s) => new TextEncoder().encode(s);
+
+// decryptWebPush returns the plaintext (a Uint8Array; empty for a push
+// without a body) of a Herald message that came through a Web Push
+// endpoint; message may also be its message.webpush object. keys is what
+// webPushKeys returns (the subscription is looked up by ID), or one entry of
+// it. Only the aes128gcm coding is read (RFC 8291 with RFC 8188). Errors are
+// HeraldErrors: webpush_no_keys, webpush_unsupported_encoding,
+// webpush_decrypt.
+export async function decryptWebPush(keys, message) {
+  const w = (message && message.message && message.message.webpush) || (message && message.webpush) || message;
+  if (!w || typeof w !== 'object') throw new HeraldError('webpush_decrypt', 'not a web push message');
+  const k = keys && keys.jwk ? keys : keys && keys[w.subscription];
+  if (!k || !k.jwk || !k.auth || !k.p256dh) {
+    throw new HeraldError('webpush_no_keys', 'no keys kept for subscription ' + w.subscription);
+  }
+  const fail = (why) => new HeraldError('webpush_decrypt', 'web push does not decrypt: ' + why);
+  let body;
+  try { body = unb64url(w.data || ''); } catch (_) { throw fail('data is not base64url'); }
+  if (body.length === 0) return body;
+  const enc = String((w.headers || {})['content-encoding'] || '').toLowerCase();
+  if (enc !== 'aes128gcm') throw new HeraldError('webpush_unsupported_encoding', 'unsupported content encoding ' + JSON.stringify(enc));
+
+  // Header (RFC 8188 §2.1): salt(16) rs(4) idlen(1) keyid(idlen); the key
+  // ID is the application server's public key (RFC 8291 §4).
+  if (body.length < 21) throw fail('shorter than the aes128gcm header');
+  const salt = body.subarray(0, 16);
+  const rs = new DataView(body.buffer, body.byteOffset + 16, 4).getUint32(0);
+  const idlen = body[20];
+  if (body.length < 21 + idlen) throw fail('shorter than the aes128gcm header');
+  if (rs < 18) throw fail('record size ' + rs + ' below 18');
+  const asPublic = body.slice(21, 21 + idlen);
+  let records = body.subarray(21 + idlen);
+  if (records.length === 0) throw fail('no records');
+
+  const s = subtle();
+  const curve = { name: 'ECDH', namedCurve: 'P-256' };
+  let secret;
+  try {
+    const priv = await s.importKey('jwk', k.jwk, curve, false, ['deriveBits']);
+    const pub = await s.importKey('raw', asPublic, curve, false, []);
+    secret = new Uint8Array(await s.deriveBits({ name: 'ECDH', public: pub }, priv, 256));
+  } catch (e) {
+    throw fail('the key ID is not a P-256 public key (' + e + ')');
+  }
+  // RFC 8291 §3.4: IKM from the ECDH secret, salted with the auth secret.
+  const uaPublic = unb64url(k.p256dh);
+  const ikm = await hkdf(unb64url(k.auth), secret, concat(utf8('WebPush: info\0'), uaPublic, asPublic), 32);
+  // RFC 8188 §2.2, §2.3: content key and nonce from the salt.
+  const cek = await hkdf(salt, ikm, utf8('Content-Encoding: aes128gcm\0'), 16);
+  const nonce = await hkdf(salt, ikm, utf8('Content-Encoding: nonce\0'), 12);
+  const aes = await s.importKey('raw', cek, 'AES-GCM', false, ['decrypt']);
+
+  const out = [];
+  for (let seq = 0; records.length > 0; seq++) {
+    const rec = records.subarray(0, Math.min(rs, records.length));
+    records = records.subarray(rec.length);
+    const last = records.length === 0;
+    const iv = nonce.slice(); // NONCE XOR seq (RFC 8188 §2.3)
+    for (let i = 0; i < 4; i++) iv[11 - i] ^= (seq >>> (8 * i)) & 0xff;
+    let plain;
+    try {
+      plain = new Uint8Array(await s.decrypt({ name: 'AES-GCM', iv, tagLength: 128 }, aes, rec));
+    } catch (_) {
+      throw fail('record ' + seq + ' does not open with these keys');
+    }
+    // Padding: zeros after a delimiter, 2 in the last record, 1 before.
+    let i = plain.length - 1;
+    while (i >= 0 && plain[i] === 0) i--;
+    if (i < 0 || plain[i] !== (last ? 2 : 1)) throw fail('record ' + seq + ' has no valid padding delimiter');
+    out.push(plain.subarray(0, i));
+  }
+  return concat(...out);
 }
