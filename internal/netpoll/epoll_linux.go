@@ -17,7 +17,7 @@ import (
 // Every accepted socket belongs to one poller for its whole life. A poller
 // is a goroutine around its own epoll instance and owns one read buffer
 // that it lends to OnData for every readable socket, so an idle connection
-// holds no buffer and no goroutine: only its *conn (about 100 bytes) and a
+// holds no buffer and no goroutine: only its *conn (112 bytes) and a
 // slot in the fd table.
 //
 // Lock order: conn.mu, then connTable.mu (finish holds both); poller.mu
