@@ -290,10 +290,14 @@ func (c *conn) connect(fh packet.FixedHeader, body []byte) bool {
 	c.maxOut = p.Properties.MaximumPacketSize
 	c.window = int32(window)
 	c.wmu.Unlock()
-	c.connected, c.connectBy = true, 0
-	if old := c.gw.takeOver(dev.ID, c); old != nil {
+	old, ok := c.gw.takeOver(dev.ID, c)
+	if !ok {
+		return refuse(packet.ReasonServerUnavailable) // shutting down
+	}
+	if old != nil {
 		old.Close(errTakenOver)
 	}
+	c.connected, c.connectBy = true, 0
 	// Session Present is always 0: subscriptions are not kept between
 	// connections (the inbox is, whatever Clean Start says), so a client
 	// must subscribe again and learns that here.

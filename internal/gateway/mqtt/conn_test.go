@@ -2,6 +2,10 @@ package mqtt
 
 import (
 	"net"
+	"os"
+	"runtime"
+	"runtime/pprof"
+	"strconv"
 	"sync"
 	"testing"
 	"time"
@@ -118,4 +122,64 @@ func TestConnStructSize(t *testing.T) {
 	if n := unsafe.Sizeof(conn{}); n > 128 {
 		t.Errorf("conn is %d bytes; keep it at most 128", n)
 	}
+}
+
+// TestIdleHeapPerDevice measures what an idle, subscribed device costs the
+// Go heap above the engine: the gateway's conn, the device snapshot, the
+// delivery stream and the hub's and gateway's index entries. The engine's
+// own conn (about 100 bytes) and the kernel's socket are measured in
+// internal/netpoll and by `herald bench conns`. It asserts nothing and runs
+// only when HERALD_MQTT_MEM is set:
+//
+//	HERALD_MQTT_MEM=2000 go test -run=TestIdleHeapPerDevice -v ./internal/gateway/mqtt
+//
+// HERALD_MQTT_MEM_PROFILE=FILE also writes a heap profile of that moment.
+func TestIdleHeapPerDevice(t *testing.T) {
+	n, _ := strconv.Atoi(os.Getenv("HERALD_MQTT_MEM"))
+	if n <= 0 {
+		t.Skip("set HERALD_MQTT_MEM=N to measure N idle devices")
+	}
+	e := startGateway(t, Options{})
+	type dev struct{ connect, subscribe []byte }
+	devs := make([]dev, n)
+	for i := range devs {
+		d, secret := e.device()
+		devs[i].connect, _ = creds(d, secret).AppendTo(nil, packet.Version311)
+		devs[i].subscribe, _ = (&packet.Subscribe{PacketID: 1, Subscriptions: []packet.Subscription{{Filter: "devices/" + d.ID, QoS: 1}}}).AppendTo(nil, packet.Version311)
+	}
+	// The fake conns are made before the baseline: they stand for the
+	// engine's conns, which are not what is measured here.
+	fcs := make([]fakeConn, n)
+	heap := func() uint64 {
+		var ms runtime.MemStats
+		for range 3 {
+			runtime.GC()
+		}
+		runtime.ReadMemStats(&ms)
+		return ms.HeapAlloc
+	}
+	before := heap()
+	for i := range devs {
+		fc := &fcs[i]
+		e.gw.OnOpen(fc)
+		e.gw.OnData(fc, devs[i].connect)
+		e.gw.OnData(fc, devs[i].subscribe)
+		fc.out = nil
+	}
+	after := heap()
+	if e.hub.Len() != n {
+		t.Fatalf("%d sessions in the hub, want %d", e.hub.Len(), n)
+	}
+	t.Logf("%d idle subscribed devices: %.0f bytes of heap each above the engine", n, float64(after-before)/float64(n))
+	if path := os.Getenv("HERALD_MQTT_MEM_PROFILE"); path != "" {
+		// Where the bytes go: go tool pprof -sample_index=inuse_space PATH
+		// (with GODEBUG=memprofilerate=1 for every allocation).
+		f, err := os.Create(path)
+		if err != nil {
+			t.Fatal(err)
+		}
+		pprof.Lookup("heap").WriteTo(f, 0)
+		f.Close()
+	}
+	runtime.KeepAlive(devs)
 }

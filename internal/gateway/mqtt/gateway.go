@@ -73,9 +73,15 @@ type Gateway struct {
 	acks        chan ackReq             // acks for the ack workers
 	done        chan struct{}           // closed by Shutdown
 
-	mu    sync.Mutex
-	conns map[*conn]struct{} // every open connection; guarded by mu
-	// byDevice finds the connection of a client ID for takeover; guarded by mu.
+	// open counts connections between OnOpen and OnClose. There is no set
+	// of them: an entry per connection would cost the memory target, and
+	// Shutdown reaches the authenticated ones through byDevice (the engine
+	// closes the rest).
+	open atomic.Int64
+
+	mu sync.Mutex
+	// byDevice finds the connection of a client ID, for takeover and
+	// Shutdown; guarded by mu.
 	byDevice map[string]*conn
 	closing  bool // guarded by mu
 }
@@ -97,7 +103,7 @@ func New(reg Registry, inbox Inbox, o Options) *Gateway {
 	if o.Log == nil {
 		o.Log = slog.Default()
 	}
-	g := &Gateway{reg: reg, inbox: inbox, opts: o, conns: make(map[*conn]struct{}), byDevice: make(map[string]*conn),
+	g := &Gateway{reg: reg, inbox: inbox, opts: o, byDevice: make(map[string]*conn),
 		acks: make(chan ackReq, 1<<14), done: make(chan struct{})}
 	for range ackWorkers {
 		go g.ackWorker()
@@ -120,11 +126,9 @@ func (g *Gateway) OnOpen(nc netpoll.Conn) {
 	c := &conn{gw: g, nc: nc, connectBy: time.Now().Add(g.opts.ConnectTimeout).UnixNano()}
 	nc.SetContext(c)
 	nc.SetIdleTimeout(g.opts.ConnectTimeout)
+	g.open.Add(1)
 	g.mu.Lock()
 	closing := g.closing
-	if !closing {
-		g.conns[c] = struct{}{}
-	}
 	g.mu.Unlock()
 	if closing {
 		nc.Close()
@@ -145,8 +149,8 @@ func (g *Gateway) OnClose(nc netpoll.Conn, err error) {
 		return
 	}
 	c.detach()
+	g.open.Add(-1)
 	g.mu.Lock()
-	delete(g.conns, c)
 	if dev := c.deviceID(); dev != "" && g.byDevice[dev] == c {
 		delete(g.byDevice, dev)
 	}
@@ -154,22 +158,20 @@ func (g *Gateway) OnClose(nc netpoll.Conn, err error) {
 }
 
 // Len returns the number of open connections.
-func (g *Gateway) Len() int {
-	g.mu.Lock()
-	defer g.mu.Unlock()
-	return len(g.conns)
-}
+func (g *Gateway) Len() int { return int(g.open.Load()) }
 
-// Shutdown tells every client the server is going away (5.0: DISCONNECT
-// 0x8B) and closes its connection.
+// Shutdown tells every connected client the server is going away (5.0:
+// DISCONNECT 0x8B) and closes its connection; from then on new connections
+// are closed at once and a CONNECT in progress is refused. Connections that
+// have not sent CONNECT yet are left to the engine's shutdown.
 func (g *Gateway) Shutdown() {
 	g.mu.Lock()
 	if !g.closing {
 		close(g.done)
 	}
 	g.closing = true
-	conns := make([]*conn, 0, len(g.conns))
-	for c := range g.conns {
+	conns := make([]*conn, 0, len(g.byDevice))
+	for _, c := range g.byDevice {
 		conns = append(conns, c)
 	}
 	g.mu.Unlock()
@@ -181,16 +183,19 @@ func (g *Gateway) Shutdown() {
 var errShutdown = errors.New("mqtt: server shutting down")
 
 // takeOver registers c as the connection of its client ID and returns the
-// connection it replaces, if any.
-func (g *Gateway) takeOver(id string, c *conn) *conn {
+// connection it replaces, if any; ok is false once Shutdown has begun.
+func (g *Gateway) takeOver(id string, c *conn) (old *conn, ok bool) {
 	g.mu.Lock()
 	defer g.mu.Unlock()
-	old := g.byDevice[id]
+	if g.closing {
+		return nil, false
+	}
+	old = g.byDevice[id]
 	g.byDevice[id] = c
 	if old == c {
-		return nil
+		return nil, true
 	}
-	return old
+	return old, true
 }
 
 // Reasons a connection is closed by the server side.
