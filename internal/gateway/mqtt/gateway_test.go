@@ -738,3 +738,28 @@ func TestShutdown(t *testing.T) {
 		t.Error("a connection opened after Shutdown stayed open")
 	}
 }
+
+// The codec's caps on properties are the gateway's: a 5.0 packet with more
+// user properties than allowed is refused with Quota exceeded, before or
+// after CONNECT.
+func TestPropertyCaps(t *testing.T) {
+	e := startGateway(t, Options{})
+	dev, secret := e.device()
+	many := make([]packet.UserProperty, packet.DefaultMaxUserProperties+1)
+	for i := range many {
+		many[i] = packet.UserProperty{Key: "k", Value: "v"}
+	}
+	r := e.dial(packet.Version5)
+	cp := creds(dev, secret)
+	cp.Properties.User = many
+	if ack := r.connect(cp); ack.ReasonCode != packet.ReasonQuotaExceeded {
+		t.Errorf("CONNECT with %d user properties: CONNACK %s, want 0x97", len(many), ack.ReasonCode)
+	}
+	r = e.dial(packet.Version5)
+	r.connect(creds(dev, secret))
+	r.send(&packet.Subscribe{PacketID: 1, Subscriptions: []packet.Subscription{{Filter: "devices/" + dev.ID, QoS: 1}},
+		Properties: packet.Properties{User: many}})
+	if d, ok := r.read().(*packet.Disconnect); !ok || d.ReasonCode != packet.ReasonQuotaExceeded {
+		t.Errorf("SUBSCRIBE with %d user properties: %+v, want DISCONNECT 0x97", len(many), d)
+	}
+}
