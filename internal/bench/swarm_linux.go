@@ -134,10 +134,9 @@ func newSwarm(cfg swarmConfig) (*swarm, error) {
 
 // phase is the outcome of one dial.
 type phase struct {
-	Devices   int           // handshakes attempted in this phase
-	Failed    int           // of which failed
-	Elapsed   time.Duration // from the start to the last completed handshake
-	FirstErrs []string
+	Devices int           // handshakes attempted in this phase
+	Failed  int           // of which failed
+	Elapsed time.Duration // from the start to the last completed handshake
 }
 
 // dial connects and subscribes devices up to index to (exclusive) and waits
@@ -163,7 +162,6 @@ func (s *swarm) dial(ctx context.Context, to int) (phase, error) {
 	if last := s.lastDone.Load(); last > start.UnixNano() {
 		p.Elapsed = time.Duration(last - start.UnixNano())
 	}
-	p.FirstErrs = s.errors()
 	return p, nil
 }
 
