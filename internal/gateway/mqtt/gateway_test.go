@@ -763,3 +763,23 @@ func TestPropertyCaps(t *testing.T) {
 		t.Errorf("SUBSCRIBE with %d user properties: %+v, want DISCONNECT 0x97", len(many), d)
 	}
 }
+
+// MQTT 3.1 allows client identifiers of at most 23 characters and a
+// registration ID has 24: a 3.1 device is refused with return code 2
+// (docs/protocol.md tells it to use 3.1.1).
+func TestMQTT31ClientIDTooLong(t *testing.T) {
+	e := startGateway(t, Options{})
+	dev, secret := e.device()
+	if len(dev.ID) <= 23 {
+		t.Skipf("registration IDs have %d characters now; 3.1 devices can connect", len(dev.ID))
+	}
+	str := func(b []byte, s string) []byte { return append(append(b, byte(len(s)>>8), byte(len(s))), s...) }
+	v := str(nil, "MQIsdp")
+	v = append(v, 3, 0xc2, 0, 60)
+	v = str(str(str(v, dev.ID), dev.ID), secret)
+	r := e.dial(packet.Version311)
+	r.nc.Write(append([]byte{0x10, byte(len(v))}, v...))
+	if ack, ok := r.read().(*packet.Connack); !ok || ack.ReasonCode != packet.ReasonClientIdentifierNotValid {
+		t.Errorf("3.1 CONNECT: %+v, want CONNACK 2 (identifier rejected)", ack)
+	}
+}
