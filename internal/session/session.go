@@ -5,6 +5,7 @@
 package session
 
 import (
+	"runtime"
 	"slices"
 	"sync"
 
@@ -87,27 +88,56 @@ func (h *Hub) Sessions(id string) []Session {
 
 // Deliver offers m to the live sessions it is for: those of the explicit
 // targets and, for a fan-out message, every session of the app whose device
-// m.For matches. It returns how many sessions it offered m to.
+// m.For matches. It returns how many sessions it offered m to, once every
+// offer has been made.
+//
+// The sessions are collected under the read lock and offered after it is
+// released, so that connecting devices do not wait for a broadcast; a large
+// broadcast is split over GOMAXPROCS goroutines, since each offer may be a
+// write to a socket. Offers to one session still happen in Deliver order,
+// because Deliver returns only when all of its offers are made.
 func (h *Hub) Deliver(m *push.Message, targets []string) int {
 	h.mu.RLock()
-	defer h.mu.RUnlock()
-	n := 0
-	offered := func(s Session) { s.Offer(m); n++ }
+	var to []Session
 	for _, id := range targets {
 		for _, e := range h.byDevice[id] {
-			offered(e.s)
+			to = append(to, e.s)
 		}
 	}
-	if !m.Fanout() {
-		return n
-	}
-	for s, d := range h.byApp[m.App] {
-		if m.For(d) && !slices.Contains(targets, d.ID) {
-			offered(s)
+	if m.Fanout() {
+		if set := h.byApp[m.App]; len(set) > 0 {
+			to = slices.Grow(to, len(set))
+			for s, d := range set {
+				if m.For(d) && !slices.Contains(targets, d.ID) {
+					to = append(to, s)
+				}
+			}
 		}
 	}
-	return n
+	h.mu.RUnlock()
+
+	workers := min(runtime.GOMAXPROCS(0), len(to)/parallelOffers)
+	if workers <= 1 {
+		for _, s := range to {
+			s.Offer(m)
+		}
+		return len(to)
+	}
+	var wg sync.WaitGroup
+	chunk := (len(to) + workers - 1) / workers
+	for part := range slices.Chunk(to, chunk) {
+		wg.Go(func() {
+			for _, s := range part {
+				s.Offer(m)
+			}
+		})
+	}
+	wg.Wait()
+	return len(to)
 }
+
+// parallelOffers is how many sessions make it worth another goroutine.
+const parallelOffers = 512
 
 // Len returns the number of live sessions.
 func (h *Hub) Len() int {
