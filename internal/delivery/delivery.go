@@ -45,6 +45,9 @@ type Service struct {
 
 	sent sentLedger // unacknowledged sends of ended streams, for redelivery flags
 
+	routes chan routed   // accepted messages for the dispatcher
+	done   chan struct{} // closed when the service stops
+
 	mu     sync.Mutex
 	timers map[*time.Timer]struct{} // scheduled routes; guarded by mu
 	closed bool                     // guarded by mu
@@ -67,10 +70,54 @@ func New(s store.Store, reg *registry.Registry, r router.Router, hub *session.Hu
 	if o.Log == nil {
 		o.Log = slog.Default()
 	}
-	return &Service{
+	svc := &Service{
 		store: s, reg: reg, router: r, hub: hub, now: o.Now, limits: o.Limits, log: o.Log,
 		sweepEvery: o.SweepInterval, retain: o.ReportRetain,
 		timers: make(map[*time.Timer]struct{}),
+		routes: make(chan routed, 4096), done: make(chan struct{}),
+	}
+	go svc.dispatch()
+	return svc
+}
+
+// routed is an accepted message on its way to live sessions, or (m nil) a
+// marker whose synced channel is closed when the dispatcher reaches it.
+type routed struct {
+	m       *push.Message
+	targets []string
+	synced  chan struct{}
+}
+
+// Sync returns once every message accepted before the call has been
+// offered to this node's live sessions (or the service stopped).
+func (s *Service) Sync() {
+	r := routed{synced: make(chan struct{})}
+	select {
+	case s.routes <- r:
+	case <-s.done:
+		return
+	}
+	select {
+	case <-r.synced:
+	case <-s.done:
+	}
+}
+
+// dispatch routes accepted messages, in order, until the service stops.
+// Messages still queued then are in the store: devices get them when they
+// next read their inbox.
+func (s *Service) dispatch() {
+	for {
+		select {
+		case r := <-s.routes:
+			if r.m == nil {
+				close(r.synced)
+				continue
+			}
+			s.router.Route(r.m, r.targets)
+		case <-s.done:
+			return
+		}
 	}
 }
 
@@ -146,9 +193,18 @@ func (s *Service) PushBatch(ctx context.Context, app push.App, reqs []*push.Requ
 }
 
 // route hands m to live sessions now, or when it is due.
+//
+// Routing happens on the dispatcher goroutine, not the caller's: the
+// provider's 202 waits for the durable write, never for a broadcast's
+// fan-out to thousands of connections. One dispatcher keeps the order in
+// which messages were accepted; a full queue makes pushers wait, which is
+// the backpressure a slow fan-out should cause.
 func (s *Service) route(m *push.Message, targets []string, now time.Time) {
 	if m.Due(now) {
-		s.router.Route(m, targets)
+		select {
+		case s.routes <- routed{m: m, targets: targets}:
+		case <-s.done:
+		}
 		return
 	}
 	s.mu.Lock()
@@ -161,7 +217,7 @@ func (s *Service) route(m *push.Message, targets []string, now time.Time) {
 		s.mu.Lock()
 		delete(s.timers, t)
 		s.mu.Unlock()
-		s.router.Route(m, targets)
+		s.route(m, targets, m.SendAt)
 	})
 	s.timers[t] = struct{}{}
 }
@@ -359,6 +415,9 @@ func (s *Service) Run(ctx context.Context) {
 func (s *Service) stop() {
 	s.mu.Lock()
 	defer s.mu.Unlock()
+	if !s.closed {
+		close(s.done)
+	}
 	s.closed = true
 	for t := range s.timers {
 		t.Stop()

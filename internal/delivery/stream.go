@@ -36,7 +36,12 @@ type Stream struct {
 	// Nil while nothing is in flight, so an idle stream costs no map.
 	inflight map[string]struct{}
 	backlog  bool // a message could not be sent for the window; guarded by mu
-	closed   bool // guarded by mu
+	// refilling is set while refill reads the inbox; offers that arrive
+	// meanwhile are deferred (deferred is set) and picked up by reading
+	// again, so that nothing overtakes an older message being read.
+	refilling bool // guarded by mu
+	deferred  bool // guarded by mu
+	closed    bool // guarded by mu
 }
 
 // Attach opens a stream for device d: it registers it with the hub (so no
@@ -63,6 +68,10 @@ func (st *Stream) Offer(m *push.Message) {
 		return
 	}
 	if _, sent := st.inflight[m.ID]; sent {
+		return
+	}
+	if st.refilling {
+		st.deferred = true
 		return
 	}
 	if len(st.inflight) >= st.window || st.backlog {
@@ -113,44 +122,60 @@ func (st *Stream) acked(ctx context.Context, ids []string) error {
 	return nil
 }
 
-// refill reads the inbox and sends what is not in flight, up to the window.
-// The read happens outside the lock; pushes offered meanwhile set backlog
-// again, so nothing is lost between the read and the sends.
+// refill reads the inbox and sends what is not in flight, up to the window,
+// in inbox (acceptance) order. The read happens outside the lock; pushes
+// offered meanwhile are deferred, and if any were, the inbox is read again:
+// they are durable, so the next read has them in their place.
 func (st *Stream) refill(ctx context.Context) error {
-	st.mu.Lock()
-	st.backlog = false
-	room := st.window - len(st.inflight)
-	want := room + len(st.inflight)
-	st.mu.Unlock()
-	if room <= 0 {
-		return nil
-	}
-	msgs, err := st.svc.Pending(ctx, st.dev, want)
-	if err != nil {
-		return err
-	}
-	st.mu.Lock()
-	defer st.mu.Unlock()
-	if st.closed {
-		return nil
-	}
-	full := false
-	for i := range msgs {
-		m := &msgs[i]
-		if _, sent := st.inflight[m.ID]; sent {
-			continue
+	for {
+		st.mu.Lock()
+		if st.refilling || st.closed {
+			// Another refill is reading; it will see what we would.
+			st.deferred = true
+			st.mu.Unlock()
+			return nil
 		}
-		if len(st.inflight) >= st.window {
-			full = true
-			break
+		st.backlog, st.deferred = false, false
+		room := st.window - len(st.inflight)
+		want := room + len(st.inflight)
+		if room <= 0 {
+			st.backlog = true
+			st.mu.Unlock()
+			return nil
 		}
-		st.sendLocked(m, st.svc.wasSent(st.dev.ID, m.ID))
-	}
-	if full || len(msgs) == want {
+		st.refilling = true
+		st.mu.Unlock()
+
+		msgs, err := st.svc.Pending(ctx, st.dev, want)
+
+		st.mu.Lock()
+		st.refilling = false
+		if err != nil || st.closed {
+			st.backlog = st.backlog || st.deferred
+			st.mu.Unlock()
+			return err
+		}
+		full := false
+		for i := range msgs {
+			m := &msgs[i]
+			if _, sent := st.inflight[m.ID]; sent {
+				continue
+			}
+			if len(st.inflight) >= st.window {
+				full = true
+				break
+			}
+			st.sendLocked(m, st.svc.wasSent(st.dev.ID, m.ID))
+		}
 		// There may be more than we asked for: read again on the next ack.
-		st.backlog = true
+		more := full || len(msgs) == want
+		again := st.deferred && !more && len(st.inflight) < st.window
+		st.backlog = more || (st.deferred && !again)
+		st.mu.Unlock()
+		if !again {
+			return nil
+		}
 	}
-	return nil
 }
 
 // Detach unregisters the stream and remembers what was in flight, so that

@@ -72,12 +72,15 @@ func newFixture(t *testing.T) *fixture {
 	return &fixture{svc: svc, app: app, dev: dev}
 }
 
+// push accepts a message and returns once it has been offered to the
+// live sessions (routing is asynchronous).
 func (f *fixture) push(t *testing.T, aud *push.Audience) string {
 	t.Helper()
 	res, err := f.svc.Push(context.Background(), f.app, &push.Request{Audience: aud, Message: []byte(`1`)})
 	if err != nil {
 		t.Fatal(err)
 	}
+	f.svc.Sync()
 	return res.MsgID
 }
 
