@@ -13,105 +13,32 @@ import (
 	"os"
 	"os/exec"
 	"path/filepath"
-	"regexp"
 	"slices"
 	"strings"
 	"sync"
-	"syscall"
 	"testing"
 	"time"
 
 	"github.com/heraldpush/herald/client"
+	"github.com/heraldpush/herald/test/heraldtest"
 )
 
-var heraldBin string
+func TestMain(m *testing.M) { heraldtest.Main(m) }
 
-func TestMain(m *testing.M) {
-	dir, err := os.MkdirTemp("", "herald-e2e")
-	if err != nil {
-		panic(err)
-	}
-	heraldBin = filepath.Join(dir, "herald")
-	build := exec.Command("go", "build", "-o", heraldBin, "../../cmd/herald")
-	build.Stderr = os.Stderr
-	if err := build.Run(); err != nil {
-		fmt.Fprintln(os.Stderr, "building herald:", err)
-		os.Exit(1)
-	}
-	code := m.Run()
-	os.RemoveAll(dir)
-	os.Exit(code)
-}
-
-// server is a `herald serve` process.
-type server struct {
-	cmd    *exec.Cmd
-	url    string
-	appKey string
-	secret string
-	done   chan struct{}
-	log    *bytes.Buffer
-}
-
-var bannerLine = regexp.MustCompile(`^\s+(HTTP API|app_key|master_secret)\s+(\S+)`)
+// server is a `herald serve` process (test/heraldtest) with the provider
+// calls these tests make.
+type server struct{ *heraldtest.Server }
 
 // startServer runs `herald serve` on dataDir with a free port and waits for
-// its banner.
+// its banner; extra flags override the defaults.
 func startServer(t *testing.T, dataDir string, extra ...string) *server {
-	t.Helper()
-	args := append([]string{"serve", "--data", dataDir, "--http", "127.0.0.1:0", "--mqtt", ""}, extra...)
-	cmd := exec.Command(heraldBin, args...)
-	stdout, _ := cmd.StdoutPipe()
-	s := &server{cmd: cmd, done: make(chan struct{}), log: &bytes.Buffer{}}
-	cmd.Stderr = s.log
-	if err := cmd.Start(); err != nil {
-		t.Fatalf("starting herald: %v", err)
-	}
-	ready := make(chan struct{})
-	go func() {
-		sc := bufio.NewScanner(stdout)
-		signalled := false
-		for sc.Scan() {
-			if m := bannerLine.FindStringSubmatch(sc.Text()); m != nil {
-				switch m[1] {
-				case "HTTP API":
-					s.url = m[2]
-				case "app_key":
-					s.appKey = m[2]
-				case "master_secret":
-					if !strings.HasPrefix(m[2], "(") {
-						s.secret = m[2]
-					}
-				}
-			}
-			if strings.HasPrefix(sc.Text(), "For the client commands") && !signalled {
-				signalled = true
-				close(ready)
-			}
-		}
-	}()
-	go func() { cmd.Wait(); close(s.done) }()
-	select {
-	case <-ready:
-	case <-s.done:
-		t.Fatalf("herald exited before serving: %s", s.log)
-	case <-time.After(30 * time.Second):
-		cmd.Process.Kill()
-		t.Fatalf("herald printed no banner in 30 s: %s", s.log)
-	}
-	t.Cleanup(func() { s.kill() })
-	return s
-}
-
-func (s *server) kill() {
-	s.cmd.Process.Signal(syscall.SIGKILL)
-	<-s.done
+	return &server{heraldtest.Start(t, dataDir, extra...)}
 }
 
 func (s *server) push(t *testing.T, body string) (string, int) {
 	t.Helper()
-	req, _ := http.NewRequest("POST", s.url+"/v1/push", strings.NewReader(body))
-	req.SetBasicAuth(s.appKey, s.secret)
+	req, _ := http.NewRequest("POST", s.URL+"/v1/push", strings.NewReader(body))
+	req.SetBasicAuth(s.AppKey, s.Secret)
 	req.Header.Set("Content-Type", "application/json")
 	resp, err := http.DefaultClient.Do(req)
 	if err != nil {
@@ -132,8 +59,8 @@ func (s *server) push(t *testing.T, body string) (string, int) {
 func TestAcceptedMessageSurvivesKill9(t *testing.T) {
 	data := t.TempDir()
 	srv := startServer(t, data)
-	appKey, secret := srv.appKey, srv.secret
-	reg, err := client.Register(context.Background(), nil, srv.url, client.RegisterRequest{AppKey: appKey, Platform: "android"})
+	appKey, secret := srv.AppKey, srv.Secret
+	reg, err := client.Register(context.Background(), nil, srv.URL, client.RegisterRequest{AppKey: appKey, Platform: "android"})
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -167,18 +94,17 @@ func TestAcceptedMessageSurvivesKill9(t *testing.T) {
 			})
 		}
 		<-killNow
-		srv.cmd.Process.Signal(syscall.SIGKILL)
-		<-srv.done
+		srv.Kill()
 		wg.Wait()
 
 		srv = startServer(t, data)
-		srv.appKey, srv.secret = appKey, secret
+		srv.AppKey, srv.Secret = appKey, secret
 	}
 	if len(accepted) == 0 {
 		t.Fatal("no push was accepted")
 	}
 
-	reg.Server = srv.url
+	reg.Server = srv.URL
 	dev := client.NewDevice(*reg, nil)
 	got := map[string]bool{}
 	ctx := context.Background()
@@ -214,7 +140,7 @@ func TestAcceptedMessageSurvivesKill9(t *testing.T) {
 // herald runs a client command of the binary.
 func herald(t *testing.T, ctx context.Context, env []string, args ...string) (string, error) {
 	t.Helper()
-	cmd := exec.CommandContext(ctx, heraldBin, args...)
+	cmd := exec.CommandContext(ctx, heraldtest.Bin(), args...)
 	cmd.Env = append(os.Environ(), env...)
 	cmd.Dir = t.TempDir()
 	var out, errOut bytes.Buffer
@@ -240,7 +166,7 @@ func testCLI(t *testing.T, via string, serverArgs ...string) {
 	ctx, cancel := context.WithTimeout(context.Background(), 60*time.Second)
 	defer cancel()
 
-	out, err := herald(t, ctx, nil, "app", "create", "shop", "--server", srv.url, "--data", data)
+	out, err := herald(t, ctx, nil, "app", "create", "shop", "--server", srv.URL, "--data", data)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -255,10 +181,10 @@ func testCLI(t *testing.T, via string, serverArgs ...string) {
 	if appKey == "" || secret == "" {
 		t.Fatalf("app create printed no credentials: %q", out)
 	}
-	env := []string{"HERALD_SERVER=" + srv.url, "HERALD_APP_KEY=" + appKey, "HERALD_MASTER_SECRET=" + secret}
+	env := []string{"HERALD_SERVER=" + srv.URL, "HERALD_APP_KEY=" + appKey, "HERALD_MASTER_SECRET=" + secret}
 
 	state := filepath.Join(t.TempDir(), "device.json")
-	listen := exec.CommandContext(ctx, heraldBin, "listen", "--alias", "ann", "--tag", "vip", "--state", state, "--count", "4")
+	listen := exec.CommandContext(ctx, heraldtest.Bin(), "listen", "--alias", "ann", "--tag", "vip", "--state", state, "--count", "4")
 	listen.Env = append(os.Environ(), env...)
 	var listenOut bytes.Buffer
 	listenErr, _ := listen.StderrPipe()

@@ -86,10 +86,10 @@ func TestClientOverEveryMQTTListener(t *testing.T) {
 	}{
 		{"tcp", func(reg *client.Registration) string { return reg.MQTTURL }},
 		{"tls", func(*client.Registration) string { return "mqtts://" + mqtts }},
-		{"websocket", func(*client.Registration) string { return "ws" + strings.TrimPrefix(srv.url, "http") + "/mqtt" }},
+		{"websocket", func(*client.Registration) string { return "ws" + strings.TrimPrefix(srv.URL, "http") + "/mqtt" }},
 	} {
 		t.Run(tr.name, func(t *testing.T) {
-			reg, err := client.Register(ctx, hc, srv.url, client.RegisterRequest{AppKey: srv.appKey, Platform: "android"})
+			reg, err := client.Register(ctx, hc, srv.URL, client.RegisterRequest{AppKey: srv.AppKey, Platform: "android"})
 			if err != nil {
 				t.Fatal(err)
 			}

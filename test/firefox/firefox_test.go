@@ -18,6 +18,8 @@ import (
 	"syscall"
 	"testing"
 	"time"
+
+	"github.com/heraldpush/herald/test/heraldtest"
 )
 
 // TestFirefox: a real Firefox ESR, headless, with Herald as its push
@@ -33,24 +35,24 @@ func TestFirefox(t *testing.T) {
 	herald := startServer(t, t.TempDir(), "127.0.0.1:0")
 	vapid := newVAPID(t)
 	site := startSite(t, vapid.public)
-	prof := newProfile(t, strings.Replace(herald.url, "http://", "ws://", 1)+"/mozpush")
-	out := &syncBuffer{}
+	prof := newProfile(t, strings.Replace(herald.URL, "http://", "ws://", 1)+"/mozpush")
+	out := &heraldtest.SyncBuffer{}
 	ff := startFirefox(t, firefox, prof, site.url+"/", out)
 	defer func() {
 		switch {
 		case os.Getenv("FIREFOX_LOG") != "":
-			t.Logf("herald's log:\n%s", herald.log.String())
+			t.Logf("herald's log:\n%s", herald.Log.String())
 			t.Logf("firefox's output:\n%s", out.String())
 		case t.Failed():
-			t.Logf("herald's log:\n%s", tail(herald.log.String(), 4000))
+			t.Logf("herald's log:\n%s", tail(herald.Log.String(), 4000))
 			t.Logf("firefox's output:\n%s", tail(out.String(), 12000))
 		}
 	}()
 
 	ev := site.wait(t, "subscription", 90*time.Second)
 	sub := ev.Subscription
-	if !strings.HasPrefix(sub.Endpoint, herald.url+"/wpush/") || sub.Keys.P256DH == "" || sub.Keys.Auth == "" {
-		t.Fatalf("subscription %+v: want an endpoint under %s/wpush/ and keys", sub, herald.url)
+	if !strings.HasPrefix(sub.Endpoint, herald.URL+"/wpush/") || sub.Keys.P256DH == "" || sub.Keys.Auth == "" {
+		t.Fatalf("subscription %+v: want an endpoint under %s/wpush/ and keys", sub, herald.URL)
 	}
 	t.Logf("subscribed on attempt %d: %s", ev.Attempt, sub.Endpoint)
 
@@ -365,13 +367,13 @@ func newProfile(t *testing.T, pushURL string) string {
 
 // browserProc is a running Firefox.
 type browserProc struct {
-	out  *syncBuffer
+	out  *heraldtest.SyncBuffer
 	stop func() // SIGTERM to its process group, SIGKILL after 10 s; idempotent
 }
 
 // startFirefox runs headless Firefox on profile at url, and stops it (and
 // its content processes) at the test's end at the latest.
-func startFirefox(t *testing.T, bin, profile, url string, out *syncBuffer) *browserProc {
+func startFirefox(t *testing.T, bin, profile, url string, out *heraldtest.SyncBuffer) *browserProc {
 	t.Helper()
 	cmd := exec.Command(bin, "--headless", "--no-remote", "--profile", profile, url)
 	cmd.Env = append(os.Environ(), "MOZ_HEADLESS=1", "MOZ_CRASHREPORTER_DISABLE=1", "HOME="+t.TempDir())

@@ -37,7 +37,7 @@ const (
 func TestProtocol(t *testing.T) {
 	data := t.TempDir()
 	srv := startServer(t, data, "127.0.0.1:0")
-	ua := dialMozpush(t, srv.url)
+	ua := dialMozpush(t, srv.URL)
 	uaid := ua.hello("")
 	ua.ping()
 
@@ -47,7 +47,7 @@ func TestProtocol(t *testing.T) {
 	}
 	epA := ua.register(chanA)
 	epB := ua.register(chanB)
-	if !strings.HasPrefix(epA, srv.url+"/wpush/") || epA == epB {
+	if !strings.HasPrefix(epA, srv.URL+"/wpush/") || epA == epB {
 		t.Fatalf("endpoints %q and %q", epA, epB)
 	}
 
@@ -73,11 +73,11 @@ func TestProtocol(t *testing.T) {
 	}
 	ua.close()
 	msgC := post(t, epA, encrypt(t, keys, []byte("while offline")), http.StatusCreated)
-	addr := strings.TrimPrefix(srv.url, "http://")
+	addr := strings.TrimPrefix(srv.URL, "http://")
 	srv.stop()
 	srv = startServer(t, data, addr)
 
-	ua = dialMozpush(t, srv.url)
+	ua = dialMozpush(t, srv.URL)
 	if again := ua.hello(uaid); again != uaid {
 		t.Fatalf("hello with UAID %q answered %q: the UAID must be stable", uaid, again)
 	}

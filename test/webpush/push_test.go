@@ -20,7 +20,7 @@ func TestPushErrors(t *testing.T) {
 	key := newVAPIDKey(t)
 	open := subscribe(t, d, client.WebPushOptions{})
 	signed := subscribe(t, d, client.WebPushOptions{ApplicationServerKey: key.pub})
-	aud := srv.url // the origin of the endpoints
+	aud := srv.URL // the origin of the endpoints
 	soon := time.Now().Add(time.Hour)
 	ok := []byte("ciphertext")
 
@@ -32,7 +32,7 @@ func TestPushErrors(t *testing.T) {
 		status int
 		code   string
 	}{
-		{"unknown endpoint", srv.url + "/wpush/nosuchtoken", ok, []string{"TTL", "60"}, 404, "subscription_not_found"},
+		{"unknown endpoint", srv.URL + "/wpush/nosuchtoken", ok, []string{"TTL", "60"}, 404, "subscription_not_found"},
 		{"missing TTL", open.Endpoint, ok, nil, 400, "missing_ttl"},
 		{"negative TTL", open.Endpoint, ok, []string{"TTL", "-1"}, 400, "bad_ttl"},
 		{"TTL not a number", open.Endpoint, ok, []string{"TTL", "soon"}, 400, "bad_ttl"},
@@ -161,7 +161,7 @@ func TestRecall(t *testing.T) {
 	msgID := first[strings.LastIndex(first, "/")+1:]
 
 	want(t, "recall through another subscription", send(t, "DELETE", b.Endpoint+"/messages/"+msgID, nil), 404, "message_not_found")
-	want(t, "recall through an unknown endpoint", send(t, "DELETE", srv.url+"/wpush/nope/messages/"+msgID, nil), 404, "subscription_not_found")
+	want(t, "recall through an unknown endpoint", send(t, "DELETE", srv.URL+"/wpush/nope/messages/"+msgID, nil), 404, "subscription_not_found")
 	want(t, "recall of an unknown message", send(t, "DELETE", a.Endpoint+"/messages/m_nope", nil), 404, "message_not_found")
 	want(t, "recall", send(t, "DELETE", first, nil), 204, "")
 	want(t, "recall again", send(t, "DELETE", first, nil), 204, "")

@@ -5,7 +5,6 @@
 package webpush
 
 import (
-	"bufio"
 	"bytes"
 	"context"
 	"crypto/ecdsa"
@@ -13,106 +12,31 @@ import (
 	"crypto/rand"
 	"encoding/base64"
 	"encoding/json"
-	"fmt"
 	"io"
 	"net/http"
-	"os"
-	"os/exec"
-	"path/filepath"
-	"regexp"
 	"strings"
-	"syscall"
 	"testing"
 	"time"
 
 	"github.com/golang-jwt/jwt/v5"
 
 	"github.com/heraldpush/herald/client"
+	"github.com/heraldpush/herald/test/heraldtest"
 )
 
-var heraldBin string
+func TestMain(m *testing.M) { heraldtest.Main(m) }
 
-func TestMain(m *testing.M) {
-	dir, err := os.MkdirTemp("", "herald-webpush")
-	if err != nil {
-		panic(err)
-	}
-	heraldBin = filepath.Join(dir, "herald")
-	build := exec.Command("go", "build", "-o", heraldBin, "../../cmd/herald")
-	build.Stderr = os.Stderr
-	if err := build.Run(); err != nil {
-		fmt.Fprintln(os.Stderr, "building herald:", err)
-		os.Exit(1)
-	}
-	code := m.Run()
-	os.RemoveAll(dir)
-	os.Exit(code)
-}
-
-// server is a `herald serve` process.
-type server struct {
-	cmd    *exec.Cmd
-	url    string
-	appKey string
-	done   chan struct{}
-	log    *bytes.Buffer
-}
-
-var bannerLine = regexp.MustCompile(`^\s+(HTTP API|app_key)\s+(\S+)`)
+// server is a `herald serve` process (test/heraldtest).
+type server struct{ *heraldtest.Server }
 
 // startServer runs `herald serve` on dataDir, listening on addr
 // ("127.0.0.1:0" for any port), and waits for its banner.
 func startServer(t *testing.T, dataDir, addr string) *server {
-	t.Helper()
-	cmd := exec.Command(heraldBin, "serve", "--data", dataDir, "--http", addr, "--mqtt", "")
-	stdout, _ := cmd.StdoutPipe()
-	s := &server{cmd: cmd, done: make(chan struct{}), log: &bytes.Buffer{}}
-	cmd.Stderr = s.log
-	if err := cmd.Start(); err != nil {
-		t.Fatalf("starting herald: %v", err)
-	}
-	ready := make(chan struct{})
-	go func() {
-		sc := bufio.NewScanner(stdout)
-		signalled := false
-		for sc.Scan() {
-			if m := bannerLine.FindStringSubmatch(sc.Text()); m != nil {
-				switch m[1] {
-				case "HTTP API":
-					s.url = m[2]
-				case "app_key":
-					s.appKey = m[2]
-				}
-			}
-			if strings.HasPrefix(sc.Text(), "For the client commands") && !signalled {
-				signalled = true
-				close(ready)
-			}
-		}
-	}()
-	go func() { cmd.Wait(); close(s.done) }()
-	select {
-	case <-ready:
-	case <-s.done:
-		t.Fatalf("herald exited before serving: %s", s.log)
-	case <-time.After(30 * time.Second):
-		cmd.Process.Kill()
-		t.Fatalf("herald printed no banner in 30 s: %s", s.log)
-	}
-	t.Cleanup(s.stop)
-	return s
+	return &server{heraldtest.Start(t, dataDir, "--http", addr)}
 }
 
 // stop ends the server as an operator does, with SIGTERM.
-func (s *server) stop() {
-	s.cmd.Process.Signal(syscall.SIGTERM)
-	select {
-	case <-s.done:
-	case <-time.After(15 * time.Second):
-		s.cmd.Process.Kill()
-		<-s.done
-	}
-}
+func (s *server) stop() { s.Stop() }
 
 // device is a registered device: its credentials and its client.
 type device struct {
@@ -123,7 +47,7 @@ type device struct {
 // device registers a web device.
 func (s *server) device(t *testing.T) *device {
 	t.Helper()
-	reg, err := client.Register(context.Background(), nil, s.url, client.RegisterRequest{AppKey: s.appKey, Platform: "web"})
+	reg, err := client.Register(context.Background(), nil, s.URL, client.RegisterRequest{AppKey: s.AppKey, Platform: "web"})
 	if err != nil {
 		t.Fatalf("register: %v", err)
 	}
@@ -282,7 +206,7 @@ func TestSubscriptions(t *testing.T) {
 		t.Errorf("another device lists %+v", subs)
 	}
 
-	base := srv.url + "/v1/webpush/subscriptions"
+	base := srv.URL + "/v1/webpush/subscriptions"
 	for _, c := range []struct {
 		name, body, code string
 		status           int

@@ -1,0 +1,158 @@
+// Package heraldtest runs the real herald binary for black-box tests: it
+// builds cmd/herald once per test process and starts `herald serve`
+// processes on free ports, reading their addresses and credentials from the
+// start-up banner as a user would.
+package heraldtest
+
+import (
+	"bufio"
+	"bytes"
+	"fmt"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"regexp"
+	"runtime"
+	"strings"
+	"sync"
+	"syscall"
+	"testing"
+	"time"
+)
+
+var bin string
+
+// Main builds the binary, runs the tests and removes the binary. Call it
+// from TestMain.
+func Main(m *testing.M) {
+	dir, err := os.MkdirTemp("", "herald-bin")
+	if err != nil {
+		panic(err)
+	}
+	bin = filepath.Join(dir, "herald")
+	_, here, _, _ := runtime.Caller(0)
+	build := exec.Command("go", "build", "-o", bin, "./cmd/herald")
+	build.Dir = filepath.Join(filepath.Dir(here), "..", "..")
+	build.Stderr = os.Stderr
+	if err := build.Run(); err != nil {
+		fmt.Fprintln(os.Stderr, "building herald:", err)
+		os.Exit(1)
+	}
+	code := m.Run()
+	os.RemoveAll(dir)
+	os.Exit(code)
+}
+
+// Bin is the path of the binary Main built.
+func Bin() string { return bin }
+
+// Server is one `herald serve` process.
+type Server struct {
+	Cmd      *exec.Cmd
+	URL      string      // HTTP API base URL
+	AppKey   string      // the default app's key
+	Secret   string      // its master secret; empty when the app existed before this start
+	MQTTURL  string      // mqtt://host:port, empty when MQTT is off
+	MQTTSURL string      // mqtts://host:port, empty when MQTT over TLS is off
+	Log      *SyncBuffer // what the server wrote to stderr
+	done     chan struct{}
+	stopOnce sync.Once
+}
+
+var bannerLine = regexp.MustCompile(`^\s+(HTTP API|app_key|master_secret|MQTT over TLS|MQTT over WS|MQTT)\s+(\S+)`)
+
+// Start runs `herald serve --data dataDir --http 127.0.0.1:0 --mqtt ""` plus
+// args (a later flag overrides an earlier one) and waits for its banner. The
+// process is stopped with SIGTERM when the test ends.
+func Start(t testing.TB, dataDir string, args ...string) *Server {
+	t.Helper()
+	cmd := exec.Command(bin, append([]string{"serve", "--data", dataDir, "--http", "127.0.0.1:0", "--mqtt", ""}, args...)...)
+	stdout, _ := cmd.StdoutPipe()
+	s := &Server{Cmd: cmd, Log: &SyncBuffer{}, done: make(chan struct{})}
+	cmd.Stderr = s.Log
+	if err := cmd.Start(); err != nil {
+		t.Fatalf("starting herald: %v", err)
+	}
+	ready := make(chan struct{})
+	go func() {
+		sc := bufio.NewScanner(stdout)
+		signalled := false
+		for sc.Scan() {
+			if m := bannerLine.FindStringSubmatch(sc.Text()); m != nil {
+				switch m[1] {
+				case "HTTP API":
+					s.URL = m[2]
+				case "app_key":
+					s.AppKey = m[2]
+				case "master_secret":
+					if !strings.HasPrefix(m[2], "(") {
+						s.Secret = m[2]
+					}
+				case "MQTT":
+					s.MQTTURL = m[2]
+				case "MQTT over TLS":
+					s.MQTTSURL = m[2]
+				}
+			}
+			if strings.HasPrefix(sc.Text(), "For the client commands") && !signalled {
+				signalled = true
+				close(ready)
+			}
+		}
+	}()
+	go func() { cmd.Wait(); close(s.done) }()
+	select {
+	case <-ready:
+	case <-s.done:
+		t.Fatalf("herald exited before serving: %s", s.Log)
+	case <-time.After(30 * time.Second):
+		cmd.Process.Kill()
+		t.Fatalf("herald printed no banner in 30 s: %s", s.Log)
+	}
+	t.Cleanup(s.Stop)
+	return s
+}
+
+// PID is the server's process ID.
+func (s *Server) PID() int { return s.Cmd.Process.Pid }
+
+// Done is closed when the process has exited.
+func (s *Server) Done() <-chan struct{} { return s.done }
+
+// Stop ends the server as an operator does, with SIGTERM, killing it if it
+// has not exited in 15 s. Later calls wait for the same exit.
+func (s *Server) Stop() {
+	s.stopOnce.Do(func() {
+		s.Cmd.Process.Signal(syscall.SIGTERM)
+		select {
+		case <-s.done:
+		case <-time.After(15 * time.Second):
+			s.Cmd.Process.Kill()
+		}
+	})
+	<-s.done
+}
+
+// Kill ends the server with SIGKILL, as a crash would, and waits for it.
+func (s *Server) Kill() {
+	s.stopOnce.Do(func() { s.Cmd.Process.Signal(syscall.SIGKILL) })
+	<-s.done
+}
+
+// SyncBuffer is a bytes.Buffer that a process and the test may use at once.
+type SyncBuffer struct {
+	mu sync.Mutex
+	b  bytes.Buffer // guarded by mu
+}
+
+func (s *SyncBuffer) Write(p []byte) (int, error) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return s.b.Write(p)
+}
+
+func (s *SyncBuffer) String() string {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return s.b.String()
+}
