@@ -25,6 +25,7 @@ func serve(ctx context.Context, args []string, stdout, stderr io.Writer) error {
 	fs.StringVar(&cfg.TLSKey, "tls-key", cfg.TLSKey, "TLS private key file (PEM)")
 	fs.StringVar(&cfg.PublicURL, "public-url", cfg.PublicURL, "base URL devices and providers use to reach the HTTP listener")
 	fs.StringVar(&cfg.AdminToken, "admin-token", cfg.AdminToken, "admin bearer token; generated and kept in the data directory when empty")
+	fs.StringVar(&cfg.DebugAddr, "debug-addr", cfg.DebugAddr, "serve Go's profiler (net/http/pprof) on this address, e.g. 127.0.0.1:6060; off when empty")
 	fs.StringVar(&cfg.PostgresURL, "postgres", cfg.PostgresURL, "PostgreSQL URL: store everything there (cluster mode)")
 	fs.StringVar(&cfg.PostgresSchema, "postgres-schema", cfg.PostgresSchema, "PostgreSQL schema for Herald's tables (default: the connection's search_path)")
 	fs.StringVar(&cfg.NATSURL, "nats", cfg.NATSURL, "NATS URL: route between nodes (cluster mode)")

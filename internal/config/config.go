@@ -20,6 +20,7 @@ type Config struct {
 	TLSKey      string
 	PublicURL   string // how devices and providers reach HTTPAddr; derived when empty
 	AdminToken  string // bearer token for admin calls; generated on first start when empty
+	DebugAddr   string // net/http/pprof on its own listener; empty (the default) turns it off
 	PostgresURL string // cluster mode: the system of record
 	// PostgresSchema keeps Herald's tables in that schema (created if
 	// needed) rather than the connection's default search_path.
@@ -84,7 +85,7 @@ func (c *Config) Validate() error {
 	if c.DataDir == "" {
 		errs = append(errs, errors.New("data directory must be set"))
 	}
-	for name, addr := range map[string]string{"http": c.HTTPAddr, "mqtt": c.MQTTAddr, "mqtts": c.MQTTSAddr} {
+	for name, addr := range map[string]string{"http": c.HTTPAddr, "mqtt": c.MQTTAddr, "mqtts": c.MQTTSAddr, "debug-addr": c.DebugAddr} {
 		if addr == "" && name != "http" {
 			continue
 		}

@@ -38,7 +38,8 @@ type Server struct {
 	deliv *delivery.Service
 	api   *api.API
 	http  *http.Server
-	mqtt  *mqttNode // nil until buildMQTT
+	mqtt  *mqttNode    // nil until buildMQTT
+	debug *http.Server // the profiler's, when --debug-addr is set
 
 	httpLn net.Listener
 	info   Info
@@ -130,6 +131,9 @@ func (s *Server) build(ctx context.Context) error {
 	s.api.Register(mux)
 	pollGW.Register(mux)
 	s.mountWeb(mux)
+	if err := s.startDebug(); err != nil {
+		return err
+	}
 	mux.HandleFunc("GET /healthz", func(w http.ResponseWriter, r *http.Request) {
 		w.Header().Set("Content-Type", "application/json")
 		w.Write([]byte(`{"status":"ok"}` + "\n"))
@@ -217,6 +221,9 @@ func (s *Server) Run(ctx context.Context) error {
 	}
 	stopBG()
 	wg.Wait()
+	if s.debug != nil {
+		s.debug.Close()
+	}
 	if cerr := s.store.Close(); cerr != nil && err == nil {
 		err = cerr
 	}

@@ -276,6 +276,11 @@ func (s *Store) Pending(ctx context.Context, d *push.Device, now time.Time, limi
 			return err
 		}
 		defer fan.close()
+		if !inbox.ok && !fan.ok {
+			// Nothing waits, the usual case when a device connects:
+			// spare the two lookup iterators below.
+			return errors.Join(inbox.err(), fan.err())
+		}
 		// Messages and acks are looked up in rising Seq order, so one
 		// iterator per table seeking forward costs far less than a Get
 		// (which builds an iterator) per lookup.
