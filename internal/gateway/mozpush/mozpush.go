@@ -20,13 +20,9 @@
 package mozpush
 
 import (
-	"bufio"
-	"bytes"
 	"context"
 	"errors"
-	"io"
 	"log/slog"
-	"net"
 	"net/http"
 	"strings"
 	"sync"
@@ -36,6 +32,7 @@ import (
 
 	"github.com/heraldpush/herald/internal/apierr"
 	"github.com/heraldpush/herald/internal/delivery"
+	"github.com/heraldpush/herald/internal/netpoll"
 	"github.com/heraldpush/herald/internal/push"
 	"github.com/heraldpush/herald/internal/registry"
 	"github.com/heraldpush/herald/internal/webpush"
@@ -173,7 +170,7 @@ func (g *Gateway) serve(w http.ResponseWriter, r *http.Request) {
 		}
 		return
 	}
-	ws, err := websocket.Accept(smallBuffers{w}, r, &websocket.AcceptOptions{
+	ws, err := websocket.Accept(netpoll.SmallBuffers(w, bufSize), r, &websocket.AcceptOptions{
 		Subprotocols: []string{Subprotocol},
 		// Firefox opens the socket from its chrome, with no Origin a page
 		// controls; the UAID is the credential.
@@ -268,25 +265,3 @@ func closeCode(reason error) (websocket.StatusCode, string) {
 // 512 bytes cost no system calls that matter, where net/http's 4 KiB each
 // would be kept by every idle connection.
 const bufSize = 512
-
-// smallBuffers gives the hijacked connection small buffers of its own in
-// place of net/http's.
-type smallBuffers struct{ http.ResponseWriter }
-
-func (s smallBuffers) Hijack() (net.Conn, *bufio.ReadWriter, error) {
-	nc, brw, err := http.NewResponseController(s.ResponseWriter).Hijack()
-	if err != nil {
-		return nil, nil, err
-	}
-	// Bytes the client sent right after its handshake (Firefox's hello
-	// often comes in the same packet) must be in the new reader's buffer,
-	// not merely behind it: websocket.Accept keeps only what is buffered
-	// and reads the rest from the connection itself.
-	n := brw.Reader.Buffered()
-	held, _ := brw.Reader.Peek(n)
-	br := bufio.NewReaderSize(io.MultiReader(bytes.NewReader(bytes.Clone(held)), nc), max(bufSize, n))
-	if n > 0 {
-		br.Peek(n) // served by the bytes.Reader alone: no network read
-	}
-	return nc, bufio.NewReadWriter(br, bufio.NewWriterSize(nc, bufSize)), nil
-}

@@ -10,12 +10,9 @@
 package ws
 
 import (
-	"bufio"
-	"bytes"
 	"context"
 	"errors"
 	"fmt"
-	"io"
 	"log/slog"
 	"net"
 	"net/http"
@@ -28,6 +25,7 @@ import (
 
 	"github.com/heraldpush/herald/internal/apierr"
 	"github.com/heraldpush/herald/internal/delivery"
+	"github.com/heraldpush/herald/internal/netpoll"
 	"github.com/heraldpush/herald/internal/push"
 	"github.com/heraldpush/herald/internal/registry"
 )
@@ -144,7 +142,7 @@ func (g *Gateway) serve(w http.ResponseWriter, r *http.Request) {
 		apierr.Write(w, authErr)
 		return
 	}
-	c, err := websocket.Accept(smallBuffers{w}, r, &websocket.AcceptOptions{
+	c, err := websocket.Accept(netpoll.SmallBuffers(w, bufSize), r, &websocket.AcceptOptions{
 		// Credentials travel in the URL or the Authorization header, never
 		// in cookies, so a page of another origin gains nothing it does not
 		// already hold: pages anywhere may use the service.
@@ -176,28 +174,6 @@ func (g *Gateway) serve(w http.ResponseWriter, r *http.Request) {
 // through, so 512 bytes cost no system calls that matter, where net/http's
 // 4 KiB each would be kept by every idle connection.
 const bufSize = 512
-
-// smallBuffers gives the hijacked connection small buffers of its own in
-// place of net/http's.
-type smallBuffers struct{ http.ResponseWriter }
-
-func (s smallBuffers) Hijack() (net.Conn, *bufio.ReadWriter, error) {
-	conn, brw, err := http.NewResponseController(s.ResponseWriter).Hijack()
-	if err != nil {
-		return nil, nil, err
-	}
-	// Bytes the client sent right after its handshake sit in net/http's
-	// reader. The WebSocket library keeps only what is buffered in the
-	// reader it gets back, so they must be in the new reader's buffer, not
-	// behind it: Peek pulls them in from the bytes.Reader, with no network read.
-	n := brw.Reader.Buffered()
-	held, _ := brw.Reader.Peek(n)
-	br := bufio.NewReaderSize(io.MultiReader(bytes.NewReader(bytes.Clone(held)), conn), max(bufSize, n))
-	if n > 0 {
-		br.Peek(n)
-	}
-	return conn, bufio.NewReadWriter(br, bufio.NewWriterSize(conn, bufSize)), nil
-}
 
 // auth authenticates the request; errors are apierr values.
 func (g *Gateway) auth(r *http.Request) (*push.Device, error) {
