@@ -1,6 +1,7 @@
 package server
 
 import (
+	"context"
 	"crypto/tls"
 	"errors"
 	"fmt"
@@ -67,7 +68,7 @@ func (s *Server) buildMQTT(mux *http.ServeMux) error {
 // WebSocket becomes a net.Conn of binary messages and goes through the same
 // gateway.
 func (m *mqttNode) serveWebSocket(w http.ResponseWriter, r *http.Request) {
-	c, err := websocket.Accept(w, r, &websocket.AcceptOptions{Subprotocols: []string{"mqtt"}})
+	c, err := websocket.Accept(netpoll.SmallBuffers(w, 512), r, &websocket.AcceptOptions{Subprotocols: []string{"mqtt"}})
 	if err != nil {
 		return // Accept has answered
 	}
@@ -78,7 +79,11 @@ func (m *mqttNode) serveWebSocket(w http.ResponseWriter, r *http.Request) {
 	// A message may carry several MQTT packets; the gateway enforces the
 	// packet limit itself.
 	c.SetReadLimit(int64(max(2*m.maxPacket, 64<<10)))
-	m.engine.ServeConn(websocket.NetConn(r.Context(), c, websocket.MessageBinary))
+	// Served on a goroutine of its own, with a context of its own, so that
+	// net/http's state for this request (its goroutine, request and
+	// buffers) is freed when the handler returns, not kept while the
+	// device stays connected.
+	go m.engine.ServeConn(websocket.NetConn(context.Background(), c, websocket.MessageBinary))
 }
 
 // serveMQTT starts serving the MQTT listeners; a listener that fails sends
