@@ -140,7 +140,7 @@ func (s *Server) build(ctx context.Context) error {
 	})
 	mux.HandleFunc("GET /readyz", s.readyz)
 	s.http = &http.Server{
-		Handler:           mux,
+		Handler:           deviceCORS(mux),
 		ReadHeaderTimeout: 10 * time.Second,
 		IdleTimeout:       2 * time.Minute,
 		ErrorLog:          slog.NewLogLogger(s.log.Handler(), slog.LevelDebug),

@@ -483,3 +483,43 @@ func TestRestartKeepsEverything(t *testing.T) {
 		t.Errorf("after restart, poll = %v, want %v", got, []string{id, bcast})
 	}
 }
+
+// TestDeviceCORS: a page on another origin may register and poll (the
+// preflight is answered), but provider calls get no CORS headers.
+func TestDeviceCORS(t *testing.T) {
+	n := startNode(t, testConfig(t))
+	preflight := func(path, method string) *http.Response {
+		req, _ := http.NewRequest("OPTIONS", n.url+path, nil)
+		req.Header.Set("Origin", "https://app.example")
+		req.Header.Set("Access-Control-Request-Method", method)
+		req.Header.Set("Access-Control-Request-Headers", "authorization, content-type")
+		resp, err := http.DefaultClient.Do(req)
+		if err != nil {
+			t.Fatal(err)
+		}
+		resp.Body.Close()
+		return resp
+	}
+	for _, c := range []struct{ path, method string }{{"/v1/devices", "POST"}, {"/v1/inbox", "GET"}, {"/v1/inbox/ack", "POST"}} {
+		resp := preflight(c.path, c.method)
+		if resp.StatusCode != http.StatusNoContent || resp.Header.Get("Access-Control-Allow-Origin") != "*" ||
+			!strings.Contains(resp.Header.Get("Access-Control-Allow-Headers"), "Authorization") {
+			t.Errorf("preflight %s %s: %d %v", c.method, c.path, resp.StatusCode, resp.Header)
+		}
+	}
+	if resp := preflight("/v1/push", "POST"); resp.Header.Get("Access-Control-Allow-Origin") != "" {
+		t.Errorf("the provider API answered a cross-origin preflight: %v", resp.Header)
+	}
+	dev := n.register("")
+	req, _ := http.NewRequest("GET", n.url+"/v1/inbox", nil)
+	req.Header.Set("Origin", "https://app.example")
+	deviceAuth(dev)(req)
+	resp, err := http.DefaultClient.Do(req)
+	if err != nil {
+		t.Fatal(err)
+	}
+	resp.Body.Close()
+	if resp.StatusCode != 200 || resp.Header.Get("Access-Control-Allow-Origin") != "*" {
+		t.Errorf("cross-origin poll: %d, Allow-Origin %q", resp.StatusCode, resp.Header.Get("Access-Control-Allow-Origin"))
+	}
+}
