@@ -129,35 +129,43 @@ func registryError(err error) error {
 	return err
 }
 
-// pushError maps a push validation or delivery error onto the catalogue.
-func pushError(err error) error {
-	detail := func() string {
-		msg := err.Error()
-		if i := strings.Index(msg, ": "); i >= 0 {
-			return msg[i+2:]
-		}
-		return msg
-	}
-	for _, m := range []struct {
-		sentinel error
-		api      *apierr.Error
-	}{
-		{push.ErrBadJSON, apierr.BadJSON},
-		{push.ErrBadAudience, apierr.BadAudience},
-		{push.ErrEmptyAudience, apierr.EmptyAudience},
-		{push.ErrTooManyIDs, apierr.TooManyIDs},
-		{push.ErrEmptyMessage, apierr.EmptyMessage},
-		{push.ErrPayloadTooLarge, apierr.PayloadTooLarge},
-		{push.ErrBadTTL, apierr.BadTTL},
-		{push.ErrBadOption, apierr.BadOption},
-		{push.ErrBadPlatform, apierr.BadPlatform},
-		{push.ErrBadTag, apierr.BadName},
-		{delivery.ErrNoDevices, apierr.DeviceNotFound},
-		{delivery.ErrNotFound, apierr.MessageNotFound},
-	} {
+// mapping pairs a package's sentinel error with its catalogue entry.
+type mapping struct {
+	sentinel error
+	api      *apierr.Error
+}
+
+// mapError returns the catalogue entry of the first sentinel err wraps,
+// with err's own detail (the text after its package prefix) as the message;
+// err itself when none matches.
+func mapError(err error, table []mapping) error {
+	for _, m := range table {
 		if errors.Is(err, m.sentinel) {
-			return m.api.With("%s", detail())
+			msg := err.Error()
+			if i := strings.Index(msg, ": "); i >= 0 {
+				msg = msg[i+2:]
+			}
+			return m.api.With("%s", msg)
 		}
 	}
 	return err
 }
+
+// pushErrors maps push validation and delivery errors onto the catalogue.
+var pushErrors = []mapping{
+	{push.ErrBadJSON, apierr.BadJSON},
+	{push.ErrBadAudience, apierr.BadAudience},
+	{push.ErrEmptyAudience, apierr.EmptyAudience},
+	{push.ErrTooManyIDs, apierr.TooManyIDs},
+	{push.ErrEmptyMessage, apierr.EmptyMessage},
+	{push.ErrPayloadTooLarge, apierr.PayloadTooLarge},
+	{push.ErrBadTTL, apierr.BadTTL},
+	{push.ErrBadOption, apierr.BadOption},
+	{push.ErrBadPlatform, apierr.BadPlatform},
+	{push.ErrBadTag, apierr.BadName},
+	{delivery.ErrNoDevices, apierr.DeviceNotFound},
+	{delivery.ErrNotFound, apierr.MessageNotFound},
+}
+
+// pushError maps a push validation or delivery error onto the catalogue.
+func pushError(err error) error { return mapError(err, pushErrors) }

@@ -159,43 +159,31 @@ func (wp *webPushAPI) recall(w http.ResponseWriter, r *http.Request) error {
 	return nil
 }
 
+// webPushErrors maps the push service's errors onto the catalogue.
+var webPushErrors = []mapping{
+	{webpush.ErrNotFound, apierr.SubscriptionNotFound},
+	{webpush.ErrGone, apierr.SubscriptionGone},
+	{webpush.ErrNoVAPID, apierr.VAPIDRequired},
+	{webpush.ErrBadVAPID, apierr.VAPIDInvalid},
+	{webpush.ErrNoTTL, apierr.MissingTTL},
+	{webpush.ErrBadTTL, apierr.BadTTL},
+	{webpush.ErrBadUrgency, apierr.BadUrgency},
+	{webpush.ErrBadTopic, apierr.BadTopic},
+	{webpush.ErrBadHeader, apierr.BadHeader},
+	{webpush.ErrTooLarge, apierr.PayloadTooLarge},
+	{webpush.ErrNoMessage, apierr.MessageNotFound},
+	{webpush.ErrBadKey, apierr.BadKey},
+	{webpush.ErrBadLabel, apierr.BadName},
+	{webpush.ErrTooManySubscriptions, apierr.TooManySubscriptions},
+}
+
 // webPushError maps the push service's errors onto the catalogue, keeping
 // the service's detail as the message.
 func webPushError(err error) error {
-	detail := func() string {
-		msg := err.Error()
-		if i := strings.Index(msg, ": "); i >= 0 {
-			return msg[i+2:]
-		}
-		return msg
+	if errors.Is(err, webpush.ErrNoVAPID) {
+		return apierr.VAPIDRequired // its own message says what to send
 	}
-	for _, m := range []struct {
-		sentinel error
-		api      *apierr.Error
-	}{
-		{webpush.ErrNotFound, apierr.SubscriptionNotFound},
-		{webpush.ErrGone, apierr.SubscriptionGone},
-		{webpush.ErrNoVAPID, apierr.VAPIDRequired},
-		{webpush.ErrBadVAPID, apierr.VAPIDInvalid},
-		{webpush.ErrNoTTL, apierr.MissingTTL},
-		{webpush.ErrBadTTL, apierr.BadTTL},
-		{webpush.ErrBadUrgency, apierr.BadUrgency},
-		{webpush.ErrBadTopic, apierr.BadTopic},
-		{webpush.ErrBadHeader, apierr.BadHeader},
-		{webpush.ErrTooLarge, apierr.PayloadTooLarge},
-		{webpush.ErrNoMessage, apierr.MessageNotFound},
-		{webpush.ErrBadKey, apierr.BadKey},
-		{webpush.ErrBadLabel, apierr.BadName},
-		{webpush.ErrTooManySubscriptions, apierr.TooManySubscriptions},
-	} {
-		if errors.Is(err, m.sentinel) {
-			if errors.Is(err, webpush.ErrNoVAPID) {
-				return m.api // its own message says what to send
-			}
-			return m.api.With("%s", detail())
-		}
-	}
-	return err
+	return mapError(err, webPushErrors)
 }
 
 // vapidChallenge makes a 401 from a push endpoint name the vapid scheme
