@@ -25,6 +25,7 @@ import (
 	"github.com/heraldpush/herald/internal/delivery"
 	"github.com/heraldpush/herald/internal/push"
 	"github.com/heraldpush/herald/internal/registry"
+	"github.com/heraldpush/herald/internal/session"
 )
 
 // Inbox is what the transport needs of delivery.
@@ -85,16 +86,15 @@ type Gateway struct {
 	inbox Inbox              // never nil
 	opts  Options
 
-	mu sync.Mutex
-	// byDevice holds each device's open streams, oldest first, to enforce
-	// MaxPerDevice; guarded by mu.
-	byDevice map[string][]*stream
+	// conns holds each device's open streams, oldest first, to enforce
+	// MaxPerDevice.
+	conns session.Conns[*stream]
 }
 
 // New returns the SSE transport.
 func New(reg *registry.Registry, inbox Inbox, o Options) *Gateway {
 	o.defaults()
-	return &Gateway{reg: reg, inbox: inbox, opts: o, byDevice: make(map[string][]*stream)}
+	return &Gateway{reg: reg, inbox: inbox, opts: o}
 }
 
 // Register adds the route to mux.
@@ -187,7 +187,7 @@ func (g *Gateway) serve(w http.ResponseWriter, r *http.Request) error {
 	s.timer = time.AfterFunc(time.Hour, s.heartbeat)
 	s.timer.Reset(g.opts.Heartbeat)
 
-	for _, old := range g.track(s) {
+	for _, old := range g.conns.Add(s.dev.ID, s, g.opts.MaxPerDevice) {
 		old.Close(ErrReplaced)
 	}
 	// The request's context ends with this handler; the stream outlives it.
@@ -220,30 +220,6 @@ const responseHeader = "Content-Type: text/event-stream\r\n" +
 	"Access-Control-Allow-Origin: *\r\n"
 
 var errAttach = errors.New("sse: attaching the device failed")
-
-func (g *Gateway) track(s *stream) []*stream {
-	g.mu.Lock()
-	defer g.mu.Unlock()
-	list := append(g.byDevice[s.dev.ID], s)
-	var evicted []*stream
-	if n := len(list) - g.opts.MaxPerDevice; n > 0 {
-		evicted = slices.Clone(list[:n])
-		list = slices.Delete(list, 0, n)
-	}
-	g.byDevice[s.dev.ID] = list
-	return evicted
-}
-
-func (g *Gateway) untrack(s *stream) {
-	g.mu.Lock()
-	defer g.mu.Unlock()
-	list := slices.DeleteFunc(g.byDevice[s.dev.ID], func(o *stream) bool { return o == s })
-	if len(list) == 0 {
-		delete(g.byDevice, s.dev.ID)
-	} else {
-		g.byDevice[s.dev.ID] = list
-	}
-}
 
 // stream is one device's event stream and the delivery.Sender of its
 // delivery.Stream. Events are queued and written by a goroutine that exists
@@ -454,7 +430,7 @@ func (s *stream) end() {
 	if st != nil {
 		st.Detach()
 	}
-	s.gw.untrack(s)
+	s.gw.conns.Remove(s.dev.ID, s)
 }
 
 // heartbeat runs on the heartbeat timer: a comment line after Heartbeat of

@@ -16,7 +16,6 @@ import (
 	"log/slog"
 	"net"
 	"net/http"
-	"slices"
 	"sync"
 	"sync/atomic"
 	"time"
@@ -28,6 +27,7 @@ import (
 	"github.com/heraldpush/herald/internal/netpoll"
 	"github.com/heraldpush/herald/internal/push"
 	"github.com/heraldpush/herald/internal/registry"
+	"github.com/heraldpush/herald/internal/session"
 )
 
 // Close codes. 1000–3999 mean the client may reconnect (with back-off);
@@ -102,16 +102,15 @@ type Gateway struct {
 	inbox Inbox              // never nil
 	opts  Options
 
-	mu sync.Mutex
-	// byDevice holds each device's open connections, oldest first, to
-	// enforce MaxPerDevice; guarded by mu.
-	byDevice map[string][]*conn
+	// conns holds each device's open connections, oldest first, to
+	// enforce MaxPerDevice.
+	conns session.Conns[*conn]
 }
 
 // New returns the WebSocket transport.
 func New(reg *registry.Registry, inbox Inbox, o Options) *Gateway {
 	o.defaults()
-	return &Gateway{reg: reg, inbox: inbox, opts: o, byDevice: make(map[string][]*conn)}
+	return &Gateway{reg: reg, inbox: inbox, opts: o}
 }
 
 // Register adds the route to mux.
@@ -196,32 +195,6 @@ func isUpgrade(r *http.Request) bool {
 	return r.Header.Get("Sec-WebSocket-Key") != ""
 }
 
-// track adds c to its device's connections and returns the oldest ones
-// past MaxPerDevice, for the caller to close outside the lock.
-func (g *Gateway) track(c *conn) []*conn {
-	g.mu.Lock()
-	defer g.mu.Unlock()
-	list := append(g.byDevice[c.dev.ID], c)
-	var evicted []*conn
-	if n := len(list) - g.opts.MaxPerDevice; n > 0 {
-		evicted = slices.Clone(list[:n])
-		list = slices.Delete(list, 0, n)
-	}
-	g.byDevice[c.dev.ID] = list
-	return evicted
-}
-
-func (g *Gateway) untrack(c *conn) {
-	g.mu.Lock()
-	defer g.mu.Unlock()
-	list := slices.DeleteFunc(g.byDevice[c.dev.ID], func(o *conn) bool { return o == c })
-	if len(list) == 0 {
-		delete(g.byDevice, c.dev.ID)
-	} else {
-		g.byDevice[c.dev.ID] = list
-	}
-}
-
 // conn is one device's WebSocket. It is the delivery.Sender of its stream.
 type conn struct {
 	gw  *Gateway
@@ -262,10 +235,10 @@ func (c *conn) serve() {
 		Type: TypeHello, PingInterval: int(o.PingInterval / time.Second), Window: o.Window,
 		MaxFrame: int(o.MaxFrame), MaxAckIDs: o.MaxAckIDs,
 	}))
-	for _, old := range c.gw.track(c) {
+	for _, old := range c.gw.conns.Add(c.dev.ID, c, c.gw.opts.MaxPerDevice) {
 		old.Close(ErrReplaced)
 	}
-	defer c.gw.untrack(c)
+	defer c.gw.conns.Remove(c.dev.ID, c)
 	// The stream's context outlives the handshake request: the request's
 	// context must not be used after the hijack.
 	ctx := context.Background()
