@@ -214,7 +214,7 @@ func (s *Server) Run(ctx context.Context) error {
 	// end at once with what they have; other requests finish.
 	s.stopMQTT()
 	for _, sess := range s.hub.All() {
-		sess.Close(ErrShuttingDown)
+		sess.Close(session.ErrShuttingDown)
 	}
 	if shutErr := s.http.Shutdown(drain); shutErr != nil {
 		s.http.Close()
@@ -233,10 +233,6 @@ func (s *Server) Run(ctx context.Context) error {
 	s.log.Info("herald stopped")
 	return err
 }
-
-// ErrShuttingDown is the reason sessions are closed with on shutdown;
-// transports map it to their own code (MQTT 5: 0x8B).
-var ErrShuttingDown = errors.New("server shutting down")
 
 // reachable turns a listener address into one a client on this machine can
 // dial: an unspecified host becomes 127.0.0.1.

@@ -5,6 +5,7 @@
 package session
 
 import (
+	"errors"
 	"runtime"
 	"slices"
 	"sync"
@@ -22,6 +23,11 @@ type Session interface {
 	// can (for example that another connection took over).
 	Close(reason error)
 }
+
+// ErrShuttingDown is the reason the server closes every session with when
+// it stops; transports map it to their own code (MQTT 5: 0x8B, WebSocket:
+// 1001).
+var ErrShuttingDown = errors.New("session: server shutting down")
 
 // Hub indexes the live sessions of this node by device and by app.
 // The zero value is not usable; call NewHub.

@@ -13,7 +13,6 @@ import (
 	"context"
 	"errors"
 	"log/slog"
-	"strings"
 	"sync"
 	"sync/atomic"
 	"time"
@@ -210,7 +209,7 @@ func reasonFor(err error) packet.ReasonCode {
 		return packet.ReasonNormalDisconnection
 	case errors.Is(err, errTakenOver):
 		return packet.ReasonSessionTakenOver
-	case errors.Is(err, errShutdown), strings.Contains(err.Error(), "shutting down"):
+	case errors.Is(err, errShutdown), errors.Is(err, session.ErrShuttingDown):
 		return packet.ReasonServerShuttingDown
 	case errors.Is(err, registry.ErrNotFound):
 		return packet.ReasonNotAuthorized
