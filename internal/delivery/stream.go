@@ -3,6 +3,7 @@ package delivery
 import (
 	"context"
 	"sync"
+	"sync/atomic"
 
 	"github.com/heraldpush/herald/internal/push"
 )
@@ -198,6 +199,10 @@ func (st *Stream) Detach() {
 // ended before they were acknowledged. It is bounded: past its size the
 // oldest device is forgotten, which only costs a redelivery flag.
 type sentLedger struct {
+	// devices mirrors len(byDev), so that the hot path (every offer of a
+	// broadcast asks wasSent) skips the lock while the ledger is empty.
+	devices atomic.Int64
+
 	mu     sync.Mutex
 	byDev  map[string]map[string]struct{} // guarded by mu
 	order  []string                       // devices, oldest first; guarded by mu
@@ -228,10 +233,14 @@ func (s *Service) rememberSent(dev string, ids map[string]struct{}) {
 		delete(l.byDev, l.order[0])
 		l.order = l.order[1:]
 	}
+	l.devices.Store(int64(len(l.byDev)))
 }
 
 func (s *Service) wasSent(dev, id string) bool {
 	l := &s.sent
+	if l.devices.Load() == 0 {
+		return false
+	}
 	l.mu.Lock()
 	defer l.mu.Unlock()
 	_, ok := l.byDev[dev][id]
@@ -240,6 +249,9 @@ func (s *Service) wasSent(dev, id string) bool {
 
 func (s *Service) forgetSent(dev string, ids []string) {
 	l := &s.sent
+	if l.devices.Load() == 0 {
+		return // every ack asks; most find nothing to forget
+	}
 	l.mu.Lock()
 	defer l.mu.Unlock()
 	set := l.byDev[dev]
@@ -251,6 +263,7 @@ func (s *Service) forgetSent(dev string, ids []string) {
 	}
 	if len(set) == 0 {
 		delete(l.byDev, dev)
+		l.devices.Store(int64(len(l.byDev)))
 		// order keeps the stale entry; it falls off the front in time.
 	}
 }
