@@ -4,6 +4,7 @@ import (
 	"context"
 	"sync"
 	"sync/atomic"
+	"time"
 
 	"github.com/heraldpush/herald/internal/push"
 )
@@ -36,12 +37,24 @@ type Stream struct {
 	// inflight holds the IDs sent and not yet acknowledged; guarded by mu.
 	// Nil while nothing is in flight, so an idle stream costs no map.
 	inflight map[string]struct{}
-	backlog  bool // a message could not be sent for the window; guarded by mu
+	// ackedInRead holds the IDs acknowledged while refill reads the inbox;
+	// nil otherwise; guarded by mu. The read may have begun before those
+	// acks were committed, so it can return messages that have just left
+	// inflight: refill must not send them again.
+	ackedInRead map[string]struct{}
+	// sentSeq and sentDue are the highest Seq and the latest SendAt (Unix
+	// ns) of the messages sent on this connection; guarded by mu. An offer
+	// above either was certainly not sent yet; one below both may have been
+	// (see mayHaveSent).
+	sentSeq uint64
+	sentDue int64
+	backlog bool // a message could not be sent for the window; guarded by mu
 	// refilling is set while refill reads the inbox; offers that arrive
 	// meanwhile are deferred (deferred is set) and picked up by reading
 	// again, so that nothing overtakes an older message being read.
 	refilling bool // guarded by mu
 	deferred  bool // guarded by mu
+	kicked    bool // a refillDetached is on its way; guarded by mu
 	closed    bool // guarded by mu
 }
 
@@ -75,11 +88,39 @@ func (st *Stream) Offer(m *push.Message) {
 		st.deferred = true
 		return
 	}
-	if len(st.inflight) >= st.window || st.backlog {
+	// When m may have been sent already (a read of the inbox sent it and
+	// the device acknowledged it before this offer came, or m is older
+	// than what was sent and was never read), only the inbox can tell:
+	// read it, as for a message held back by the window.
+	if st.mayHaveSent(m) || len(st.inflight) >= st.window || st.backlog {
 		st.backlog = true
+		if len(st.inflight) < st.window && !st.kicked {
+			// There is room, so no ack needs to come first: read now,
+			// without making the broadcast that offers m wait for the
+			// store.
+			st.kicked = true
+			go st.refillDetached()
+		}
 		return
 	}
 	st.sendLocked(m, st.svc.wasSent(st.dev.ID, m.ID))
+}
+
+// mayHaveSent reports whether m, not in flight, may already have been sent
+// on this connection and acknowledged. Offers lag behind the store (the
+// dispatcher routes each message after it is durable, and a broadcast's
+// fan-out takes time), so a stream that read the inbox at attach or on an
+// ack may be offered, afterwards, messages that read returned. A message
+// with a higher Seq or a later SendAt than every message sent cannot be one
+// of them. A message that is never live (a TTL of 0) is never in a read,
+// and is offered once, so it cannot have been sent either.
+//
+// mu must be held.
+func (st *Stream) mayHaveSent(m *push.Message) bool {
+	if !m.ExpiresAt.After(m.SendAt) {
+		return false
+	}
+	return m.Seq <= st.sentSeq && m.SendAt.UnixNano() <= st.sentDue
 }
 
 // Close implements session.Session: the hub or the server ends the stream.
@@ -96,6 +137,8 @@ func (st *Stream) sendLocked(m *push.Message, redelivery bool) {
 		st.inflight = make(map[string]struct{}, st.window)
 	}
 	st.inflight[m.ID] = struct{}{}
+	st.sentSeq = max(st.sentSeq, m.Seq)
+	st.sentDue = max(st.sentDue, m.SendAt.UnixNano())
 }
 
 // Ack acknowledges messages the device received. It goes through
@@ -111,6 +154,14 @@ func (st *Stream) acked(ctx context.Context, ids []string) error {
 	st.mu.Lock()
 	for _, id := range ids {
 		delete(st.inflight, id)
+	}
+	if st.refilling {
+		if st.ackedInRead == nil {
+			st.ackedInRead = make(map[string]struct{}, len(ids))
+		}
+		for _, id := range ids {
+			st.ackedInRead[id] = struct{}{}
+		}
 	}
 	if len(st.inflight) == 0 {
 		st.inflight = nil
@@ -130,6 +181,7 @@ func (st *Stream) acked(ctx context.Context, ids []string) error {
 func (st *Stream) refill(ctx context.Context) error {
 	for {
 		st.mu.Lock()
+		st.kicked = false // whatever a detached refill would read, this one reads
 		if st.refilling || st.closed {
 			// Another refill is reading; it will see what we would.
 			st.deferred = true
@@ -151,8 +203,10 @@ func (st *Stream) refill(ctx context.Context) error {
 
 		st.mu.Lock()
 		st.refilling = false
+		acked := st.ackedInRead
+		st.ackedInRead = nil
 		if err != nil || st.closed {
-			st.backlog = st.backlog || st.deferred
+			st.backlog = true
 			st.mu.Unlock()
 			return err
 		}
@@ -162,20 +216,37 @@ func (st *Stream) refill(ctx context.Context) error {
 			if _, sent := st.inflight[m.ID]; sent {
 				continue
 			}
+			if _, gone := acked[m.ID]; gone {
+				continue // sent, then acknowledged while we read
+			}
 			if len(st.inflight) >= st.window {
 				full = true
 				break
 			}
 			st.sendLocked(m, st.svc.wasSent(st.dev.ID, m.ID))
 		}
-		// There may be more than we asked for: read again on the next ack.
+		// There may be more than we asked for. With the window full, the
+		// next ack reads again; with room left (what we skipped was
+		// acknowledged meanwhile, and the next read no longer has it), or
+		// with offers deferred, read again now.
 		more := full || len(msgs) == want
-		again := st.deferred && !more && len(st.inflight) < st.window
-		st.backlog = more || (st.deferred && !again)
+		again := (st.deferred || more) && len(st.inflight) < st.window
+		st.backlog = !again && (more || st.deferred)
 		st.mu.Unlock()
 		if !again {
 			return nil
 		}
+	}
+}
+
+// refillDetached refills from a goroutine of its own, for an offer that
+// must not wait for the store. It also retries a read that failed while
+// nothing was in flight, which no ack would retry.
+func (st *Stream) refillDetached() {
+	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
+	defer cancel()
+	if err := st.refill(ctx); err != nil {
+		st.svc.log.Error("delivery: reading the inbox for a live stream", "device", st.dev.ID, "err", err)
 	}
 }
 
