@@ -4,13 +4,16 @@ import (
 	"context"
 	"encoding/json"
 	"fmt"
+	"math/rand/v2"
 	"net/http"
+	"os"
 	"path/filepath"
 	"sync"
 	"testing"
 	"time"
 
 	paho "github.com/eclipse/paho.mqtt.golang"
+	"github.com/jackc/pgx/v5"
 
 	"github.com/heraldpush/herald/client"
 )
@@ -68,12 +71,21 @@ func connectDevice(t *testing.T, mqttURL string, reg *client.Registration, a *ar
 // message (not due yet), and then receives it over the same connection,
 // without another reconnect, at its due time.
 func TestScheduledPushSurvivesRestart(t *testing.T) {
+	t.Run("embedded", func(t *testing.T) { testScheduledRestart(t) })
+	t.Run("postgres", func(t *testing.T) {
+		url, schema := postgresSchema(t)
+		testScheduledRestart(t, "--postgres", url, "--postgres-schema", schema)
+	})
+}
+
+func testScheduledRestart(t *testing.T, storeArgs ...string) {
 	const (
 		lead = 5 * time.Second // from the push to its send_at: room for a restart
 		late = 2 * time.Second // how late after send_at it may arrive
 	)
 	data := filepath.Join(t.TempDir(), "data")
-	srv := startServer(t, data, "--mqtt", "127.0.0.1:0")
+	args := append([]string{"--mqtt", "127.0.0.1:0"}, storeArgs...)
+	srv := startServer(t, data, args...)
 	appKey, secret := srv.AppKey, srv.Secret
 	ctx, cancel := context.WithTimeout(context.Background(), time.Minute)
 	defer cancel()
@@ -93,7 +105,7 @@ func TestScheduledPushSurvivesRestart(t *testing.T) {
 
 	srv.Stop()
 	first.Disconnect(0)
-	srv = startServer(t, data, "--mqtt", "127.0.0.1:0")
+	srv = startServer(t, data, args...)
 	srv.AppKey, srv.Secret = appKey, secret
 	regNow := *reg
 	regNow.Server, regNow.MQTTURL = srv.URL, mqttURLOf(t, srv)
@@ -145,4 +157,34 @@ func mqttURLOf(t *testing.T, srv *server) string {
 		t.Fatal("the server reports no MQTT listener")
 	}
 	return srv.MQTTURL
+}
+
+// postgresSchema returns the test database's URL and a fresh schema in it,
+// dropped when the test ends. It skips the test when PostgreSQL cannot be
+// reached, except under CI=true, where it fails.
+func postgresSchema(t *testing.T) (url, schema string) {
+	t.Helper()
+	url = os.Getenv("HERALD_TEST_POSTGRES")
+	if url == "" {
+		url = "postgres://postgres@127.0.0.1:5432/test?sslmode=disable"
+	}
+	ctx, cancel := context.WithTimeout(context.Background(), 3*time.Second)
+	defer cancel()
+	conn, err := pgx.Connect(ctx, url)
+	if err != nil {
+		if os.Getenv("CI") == "true" {
+			t.Fatalf("PostgreSQL is required under CI=true and is not reachable: %v", err)
+		}
+		t.Skipf("PostgreSQL not reachable (set HERALD_TEST_POSTGRES): %v", err)
+	}
+	conn.Close(ctx)
+	schema = fmt.Sprintf("herald_e2e_%d", rand.Uint64())
+	t.Cleanup(func() {
+		ctx := context.Background()
+		if conn, err := pgx.Connect(ctx, url); err == nil {
+			conn.Exec(ctx, "DROP SCHEMA IF EXISTS "+schema+" CASCADE")
+			conn.Close(ctx)
+		}
+	})
+	return url, schema
 }
