@@ -113,8 +113,8 @@ type Store interface {
 	// is still for the devices connected then.
 	//
 	// Due and Fired serve one scheduler. Several nodes sharing a store
-	// (cluster mode) would each fire every message; making one of them
-	// claim it is a change to these two methods, not to their callers.
+	// (cluster mode) would each fire every message: cluster mode must make
+	// one node claim each, and these two methods are where that belongs.
 	Due(ctx context.Context, now time.Time, limit int) (due []Scheduled, next time.Time, err error)
 	// Fired records that the scheduled messages in due, as Due returned
 	// them, were handed to live sessions, so that Due lists them no more.
