@@ -48,9 +48,10 @@ type Service struct {
 	routes chan routed   // accepted messages for the dispatcher
 	done   chan struct{} // closed when the service stops
 
+	sched scheduler // the one timer for scheduled messages (schedule.go)
+
 	mu     sync.Mutex
-	timers map[*time.Timer]struct{} // scheduled routes; guarded by mu
-	closed bool                     // guarded by mu
+	closed bool // guarded by mu
 }
 
 // Options configure a Service.
@@ -73,7 +74,7 @@ func New(s store.Store, reg *registry.Registry, r router.Router, hub *session.Hu
 	svc := &Service{
 		store: s, reg: reg, router: r, hub: hub, now: o.Now, limits: o.Limits, log: o.Log,
 		sweepEvery: o.SweepInterval, retain: o.ReportRetain,
-		timers: make(map[*time.Timer]struct{}),
+		sched:  scheduler{timer: newStoppedTimer()},
 		routes: make(chan routed, 4096), done: make(chan struct{}),
 	}
 	go svc.dispatch()
@@ -187,39 +188,36 @@ func (s *Service) PushBatch(ctx context.Context, app push.App, reqs []*push.Requ
 		}
 		m := batch[j].Msg
 		m.Seq = a.Seq
-		s.route(m, batch[j].Targets, now)
+		s.route(m, batch[j].Targets)
 	}
 	return results, errs, nil
 }
 
-// route hands m to live sessions now, or when it is due.
+// route hands m to live sessions now or, if it is scheduled, makes sure the
+// scheduler wakes when it is due; the store holds it until then (see
+// schedule.go), so nothing of it is kept here.
 //
 // Routing happens on the dispatcher goroutine, not the caller's: the
 // provider's 202 waits for the durable write, never for a broadcast's
 // fan-out to thousands of connections. One dispatcher keeps the order in
 // which messages were accepted; a full queue makes pushers wait, which is
 // the backpressure a slow fan-out should cause.
-func (s *Service) route(m *push.Message, targets []string, now time.Time) {
-	if m.Due(now) {
-		select {
-		case s.routes <- routed{m: m, targets: targets}:
-		case <-s.done:
-		}
+func (s *Service) route(m *push.Message, targets []string) {
+	if m.SendAt.After(m.AcceptedAt) {
+		// Even one due by now goes through the store's schedule, which
+		// has it: routing it here too would offer it twice.
+		s.armAt(m.SendAt)
 		return
 	}
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	if s.closed {
-		return
+	s.enqueue(routed{m: m, targets: targets})
+}
+
+// enqueue queues r for the dispatcher, unless the service stopped.
+func (s *Service) enqueue(r routed) {
+	select {
+	case s.routes <- r:
+	case <-s.done:
 	}
-	var t *time.Timer
-	t = time.AfterFunc(m.SendAt.Sub(now), func() {
-		s.mu.Lock()
-		delete(s.timers, t)
-		s.mu.Unlock()
-		s.route(m, targets, m.SendAt)
-	})
-	s.timers[t] = struct{}{}
 }
 
 // Pending returns up to limit messages waiting for device d, oldest first.
@@ -387,10 +385,14 @@ func (s *Service) Report(ctx context.Context, app, id string) (Report, error) {
 	return r, nil
 }
 
-// Run sweeps expired messages every sweep interval until ctx ends, then
-// stops the timers of scheduled messages.
+// Run fires scheduled messages when they are due, starting with those the
+// store holds from before (due already: at once), and sweeps expired
+// messages every sweep interval, until ctx ends.
 func (s *Service) Run(ctx context.Context) {
 	defer s.stop()
+	var wg sync.WaitGroup
+	defer wg.Wait()
+	wg.Go(func() { s.schedule(ctx) })
 	if s.sweepEvery <= 0 {
 		<-ctx.Done()
 		return
@@ -419,8 +421,5 @@ func (s *Service) stop() {
 		close(s.done)
 	}
 	s.closed = true
-	for t := range s.timers {
-		t.Stop()
-	}
-	clear(s.timers)
+	s.sched.stop()
 }

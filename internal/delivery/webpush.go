@@ -34,7 +34,7 @@ func (s *Service) PushMessage(ctx context.Context, m *push.Message, targets []st
 		return fmt.Errorf("delivery: store: %w", err)
 	}
 	m.Seq = accepted[0].Seq
-	s.route(m, targets, now)
+	s.route(m, targets)
 	return nil
 }
 

@@ -92,8 +92,34 @@ type Store interface {
 	// Sweep deletes what can never be delivered any more: inbox entries and
 	// acknowledgements of expired, recalled or replaced messages, and
 	// messages whose ExpiresAt is older than now minus retain (reports are
-	// kept that long after expiry). It returns how many messages it purged.
+	// kept that long after expiry), with their schedule entries (see Due).
+	// It returns how many messages it purged.
 	Sweep(ctx context.Context, now time.Time, retain time.Duration) (int, error)
+
+	// Due returns up to limit scheduled messages that are due at now
+	// (SendAt <= now) and not yet marked Fired, in due order (SendAt, then
+	// Seq), and the SendAt of the earliest scheduled message it did not
+	// return (zero when there is none): the caller looks again then, or at
+	// once when that time has passed already (the page was full). It reads
+	// no message bodies, so that a node can wait for thousands of scheduled
+	// messages without holding them.
+	//
+	// A message is scheduled when its SendAt is after its AcceptedAt. Append
+	// records it in the same atomic write as the message, so a restart
+	// finds every scheduled message that was not fired. Recall and a
+	// fan-out collapse that replaces it remove it; so does Sweep when it
+	// purges the message. One that merely expired stays until fired or
+	// purged: a message with a TTL of 0 expires the instant it is due and
+	// is still for the devices connected then.
+	//
+	// Due and Fired serve one scheduler. Several nodes sharing a store
+	// (cluster mode) would each fire every message: cluster mode must make
+	// one node claim each, and these two methods are where that belongs.
+	Due(ctx context.Context, now time.Time, limit int) (due []Scheduled, next time.Time, err error)
+	// Fired records that the scheduled messages in due, as Due returned
+	// them, were handed to live sessions, so that Due lists them no more.
+	// Entries already gone (recalled, swept, fired) are ignored.
+	Fired(ctx context.Context, due []Scheduled) error
 
 	// CreateSubscription stores a new push subscription (a Web Push
 	// endpoint that Herald hosts, RFC 8030). ErrExists if its token hash
@@ -139,6 +165,21 @@ type Subscription struct {
 
 // Revoked reports whether the subscription was revoked.
 func (s *Subscription) Revoked() bool { return !s.RevokedAt.IsZero() }
+
+// Scheduled is what waking the devices of a scheduled message needs: who it
+// is for and when, not its body.
+type Scheduled struct {
+	Seq    uint64
+	ID     string
+	App    string
+	SendAt time.Time
+	// Fanout is push.Message.Fanout: the app's devices that match the
+	// message's selector get it, as well as Targets.
+	Fanout bool
+	// Targets are the explicit targets whose inbox entry still holds the
+	// message (not replaced by a newer collapse, not deleted), in ID order.
+	Targets []string
+}
 
 // Accept is one message to append.
 type Accept struct {

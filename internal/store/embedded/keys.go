@@ -30,6 +30,7 @@ import (
 //	'K' lp(app) collapseID               seq          the app's fan-out message with that collapse ID
 //	'r' seq deviceID                     -            fan-out acknowledgement
 //	'x' expiresAt seq                    -            expiry index
+//	'q' sendAt seq                       schedule     scheduled message not yet fired (schedule.go)
 //
 // Acknowledgements are keyed by message first: Pending asks "has d acked
 // seq" (a point lookup either way), while purging a message must drop all
@@ -54,6 +55,7 @@ const (
 	tFanColl  = 'K'
 	tAck      = 'r'
 	tExpiry   = 'x'
+	tSched    = 'q'
 )
 
 // formatVersion is written at creation; Open refuses a store it does not know.
@@ -94,6 +96,9 @@ func kAckPrefix(seq uint64) []byte          { return u64(key(tAck), seq) }
 func kAck(seq uint64, dev string) []byte    { return append(kAckPrefix(seq), dev...) }
 func kExpiry(at time.Time, seq uint64) []byte {
 	return u64(u64(key(tExpiry), timeOrder(at)), seq)
+}
+func kSched(at time.Time, seq uint64) []byte {
+	return u64(u64(key(tSched), timeOrder(at)), seq)
 }
 
 // timeOrder maps t to a uint64 whose order is t's order, times before 1970

@@ -106,6 +106,7 @@ func (w *writeTx) append(a store.Accept) (store.Accepted, error) {
 	w.set(kMsgID(m.App, m.ID), binary.BigEndian.AppendUint64(nil, m.Seq))
 	w.set(kCounters(m.Seq), encodeCounters(counters{targeted: uint64(len(targets))}))
 	w.set(kExpiry(m.ExpiresAt, m.Seq), nil)
+	w.schedule(m)
 	if m.IdempotencyKey != "" {
 		w.set(kIdem(m.App, m.IdempotencyKey), append(binary.BigEndian.AppendUint64(nil, m.Seq), m.ID...))
 	}
@@ -135,6 +136,7 @@ func (w *writeTx) append(a store.Accept) (store.Accepted, error) {
 		if replaced != nil {
 			replaced.Replaced = true
 			w.set(kMsg(replaced.Seq), encodeMessage(replaced))
+			w.unschedule(replaced)
 			if err := w.retire(replaced); err != nil {
 				return store.Accepted{}, err
 			}
@@ -252,6 +254,7 @@ func (s *Store) Recall(ctx context.Context, app, id string) error {
 		}
 		m.Recalled = true
 		w.set(kMsg(seq), encodeMessage(m))
+		w.unschedule(m)
 		return w.retire(m)
 	})
 }

@@ -166,6 +166,7 @@ func (w *writeTx) purgeMessage(m *push.Message) error {
 			}
 		}
 	}
+	w.unschedule(m)
 	w.del(kMsg(seq))
 	w.del(kMsgID(m.App, m.ID))
 	w.del(kCounters(seq))

@@ -147,7 +147,9 @@ const onConflictKey = `
 	DO UPDATE SET idempotency_key = messages.idempotency_key
 `
 
-const insertBatchTail = `	RETURNING seq, app, id, idempotency_key, xmax = 0 AS inserted
+const insertBatchTail = `	RETURNING seq, app, id, idempotency_key, xmax = 0 AS inserted, send_at, send_at > accepted_at AS scheduled
+), sched AS (
+	INSERT INTO scheduled (seq, send_at) SELECT seq, send_at FROM m WHERE inserted AND scheduled
 ), found AS (
 	-- Every join an equality, so that big batches hash rather than loop.
 	SELECT seqs.ord, m.seq, m.id, true AS inserted FROM m JOIN seqs ON seqs.seq = m.seq WHERE m.inserted
@@ -185,12 +187,16 @@ FROM (SELECT seq, count(*) AS n FROM gone GROUP BY seq) g
 WHERE messages.seq = g.seq`
 
 // collapseFanout marks older live fan-out messages with the same collapse ID
-// replaced.
+// replaced, and takes those still scheduled off the schedule.
 const collapseFanout = `
-UPDATE messages o SET replaced = true
-FROM (SELECT seq FROM messages WHERE app = $1 AND id = $2) k
-WHERE o.app = $1 AND o.collapse_id = $3 AND o.fanout AND o.seq < k.seq
-	AND NOT o.recalled AND NOT o.replaced AND o.expires_at > $4`
+WITH r AS (
+	UPDATE messages o SET replaced = true
+	FROM (SELECT seq FROM messages WHERE app = $1 AND id = $2) k
+	WHERE o.app = $1 AND o.collapse_id = $3 AND o.fanout AND o.seq < k.seq
+		AND NOT o.recalled AND NOT o.replaced AND o.expires_at > $4
+	RETURNING o.seq
+)
+DELETE FROM scheduled s USING r WHERE s.seq = r.seq`
 
 // Append implements store.Store. The batch is one implicit transaction in
 // one round trip: a single statement stores every message and inbox entry,
@@ -401,11 +407,15 @@ func (s *Store) Recall(ctx context.Context, app, id string) error {
 	if err := s.check(); err != nil {
 		return err
 	}
-	tag, err := s.pool.Exec(ctx, `UPDATE messages SET recalled = true WHERE app = $1 AND id = $2`, app, id)
+	var n int
+	err := s.pool.QueryRow(ctx, `
+		WITH r AS (UPDATE messages SET recalled = true WHERE app = $1 AND id = $2 RETURNING seq),
+		unscheduled AS (DELETE FROM scheduled s USING r WHERE s.seq = r.seq)
+		SELECT count(*) FROM r`, app, id).Scan(&n)
 	if err != nil {
 		return s.wrap("recall", err)
 	}
-	if tag.RowsAffected() == 0 {
+	if n == 0 {
 		return fmt.Errorf("postgres: recall %q: %w", id, store.ErrNotFound)
 	}
 	return nil
@@ -556,13 +566,16 @@ UPDATE messages m SET swept = true, delivered = m.delivered + coalesce(n.n, 0)
 FROM dead LEFT JOIN n ON n.seq = dead.seq
 WHERE m.seq = dead.seq`
 
-// purge deletes up to $2 swept messages that expired before $1. They have
-// no inbox entries or acks left: Sweep deleted those when it marked them
-// swept, and nothing adds any to a swept message.
+// purge deletes up to $2 swept messages that expired before $1, and their
+// schedule rows if they never fired. They have no inbox entries or acks
+// left: Sweep deleted those when it marked them swept, and nothing adds any
+// to a swept message.
 const purge = `
 WITH gone AS (
 	DELETE FROM messages WHERE seq IN (SELECT seq FROM messages WHERE swept AND expires_at < $1 LIMIT $2)
-	RETURNING 1
+	RETURNING seq
+), unscheduled AS (
+	DELETE FROM scheduled s USING gone WHERE s.seq = gone.seq
 )
 SELECT count(*) FROM gone`
 
