@@ -76,6 +76,10 @@ func New(ctx context.Context, cfg config.Config, log *slog.Logger) (*Server, err
 	if err := cfg.Validate(); err != nil {
 		return nil, fmt.Errorf("config: %w", err)
 	}
+	dir, err := inspectDataDir(cfg, log)
+	if err != nil {
+		return nil, err
+	}
 	if err := os.MkdirAll(cfg.DataDir, 0o700); err != nil {
 		return nil, fmt.Errorf("data directory: %w", err)
 	}
@@ -85,14 +89,14 @@ func New(ctx context.Context, cfg config.Config, log *slog.Logger) (*Server, err
 	}
 	s := &Server{cfg: cfg, log: log, store: st.Store, storeHealth: st.health, hub: session.NewHub()}
 	s.info.Store = st.desc
-	if err := s.build(ctx); err != nil {
+	if err := s.build(ctx, dir); err != nil {
 		st.Close()
 		return nil, err
 	}
 	return s, nil
 }
 
-func (s *Server) build(ctx context.Context) error {
+func (s *Server) build(ctx context.Context, dir dataDir) error {
 	cfg := s.cfg
 	s.reg = registry.New(s.store, time.Now, cfg.MaxTags)
 	app, secret, err := s.reg.EnsureApp(ctx, cfg.DefaultAppName)
@@ -100,7 +104,13 @@ func (s *Server) build(ctx context.Context) error {
 		return fmt.Errorf("default app: %w", err)
 	}
 	s.info.AppName, s.info.AppKey, s.info.AppSecret = app.Name, app.Key, secret
+	if err := s.refuseLostToken(dir); err != nil {
+		return err
+	}
 	if err := s.adminToken(); err != nil {
+		return err
+	}
+	if err := s.markDataDir(dir); err != nil {
 		return err
 	}
 
