@@ -44,6 +44,7 @@ type Service struct {
 	retain     time.Duration
 
 	sent sentLedger // unacknowledged sends of ended streams, for redelivery flags
+	kept keptAcks   // acknowledgements the store could not record yet
 
 	routes chan routed   // accepted messages for the dispatcher
 	done   chan struct{} // closed when the service stops
@@ -75,8 +76,10 @@ func New(s store.Store, reg *registry.Registry, r router.Router, hub *session.Hu
 		sweepEvery: o.SweepInterval, retain: o.ReportRetain,
 		timers: make(map[*time.Timer]struct{}),
 		routes: make(chan routed, 4096), done: make(chan struct{}),
+		kept: keptAcks{wake: make(chan struct{}, 1)},
 	}
 	go svc.dispatch()
+	go svc.retryAcks()
 	return svc
 }
 
@@ -300,9 +303,14 @@ func (w *waiter) take() []*push.Message {
 // Ack acknowledges messages for d and returns how many were newly acked.
 // Whatever transport the ack came through, d's streams on this node learn
 // of it, so that their windows refill: an SSE device, whose stream cannot
-// carry acks, acknowledges with POST /v1/inbox/ack.
+// carry acks, acknowledges with POST /v1/inbox/ack. An ack the store is
+// unavailable for is returned as the error and also kept and retried (see
+// keptAcks), since an MQTT device has no answer to its PUBACK.
 func (s *Service) Ack(ctx context.Context, d *push.Device, ids []string) (int, error) {
 	n, err := s.store.Ack(ctx, d, ids)
+	if errors.Is(err, store.ErrUnavailable) {
+		s.keepAck(d, ids)
+	}
 	if err != nil {
 		return n, err
 	}
