@@ -3,7 +3,10 @@ package delivery
 import (
 	"context"
 	"errors"
+	"maps"
+	"slices"
 	"sync"
+	"sync/atomic"
 	"time"
 
 	"github.com/heraldpush/herald/internal/push"
@@ -21,14 +24,17 @@ const (
 )
 
 // keptAcks holds acknowledgements the store could not record because it
-// was unavailable (a full disk), until it can. A device that acknowledged
-// has the message: its stream keeps the message in its window meanwhile,
-// so that nothing is sent past the window, and frees it when the retry
-// succeeds. Without the retry the window of a device that acknowledged
-// during the fault stayed full, and the device received nothing more until
-// it reconnected; freeing the window without recording the ack would send
-// the same messages again as soon as the inbox is read.
+// was unavailable (a full disk, a removed directory), until it can. They
+// count as acknowledged meanwhile: the device's window frees as for a
+// recorded ack, and Pending leaves them out, so they are not sent again.
+// Without them the window of a device that acknowledged during the fault
+// stayed full, and the device received nothing more, even what was
+// accepted before the fault, until it reconnected; freeing the window
+// without leaving them out would send the same messages again at every
+// read of the inbox.
 type keptAcks struct {
+	count atomic.Int64 // mirrors n, so that Pending skips the lock while none is kept
+
 	mu   sync.Mutex
 	devs map[string]*keptAck // by device ID; guarded by mu
 	n    int                 // IDs held; guarded by mu
@@ -58,6 +64,7 @@ func (s *Service) keepAck(d *push.Device, ids []string) {
 			k.n++
 		}
 	}
+	k.count.Store(int64(k.n))
 	k.mu.Unlock()
 	select {
 	case k.wake <- struct{}{}:
@@ -65,15 +72,61 @@ func (s *Service) keepAck(d *push.Device, ids []string) {
 	}
 }
 
-// take returns every kept ack and forgets them.
-func (k *keptAcks) take() []*keptAck {
+// all returns a copy of every kept ack.
+func (k *keptAcks) all() []keptAck {
 	k.mu.Lock()
 	defer k.mu.Unlock()
-	out := make([]*keptAck, 0, len(k.devs))
+	out := make([]keptAck, 0, len(k.devs))
 	for _, a := range k.devs {
-		out = append(out, a)
+		out = append(out, keptAck{dev: a.dev, ids: maps.Clone(a.ids)})
 	}
-	k.devs, k.n = nil, 0
+	return out
+}
+
+// of returns the IDs kept for device dev, nil when none.
+func (k *keptAcks) of(dev string) map[string]struct{} {
+	if k.count.Load() == 0 {
+		return nil
+	}
+	k.mu.Lock()
+	defer k.mu.Unlock()
+	if a := k.devs[dev]; a != nil {
+		return maps.Clone(a.ids)
+	}
+	return nil
+}
+
+// forget drops dev's ids once the store recorded them.
+func (k *keptAcks) forget(dev string, ids []string) {
+	if k.count.Load() == 0 {
+		return
+	}
+	k.mu.Lock()
+	defer k.mu.Unlock()
+	a := k.devs[dev]
+	if a == nil {
+		return
+	}
+	for _, id := range ids {
+		if _, ok := a.ids[id]; ok {
+			delete(a.ids, id)
+			k.n--
+		}
+	}
+	if len(a.ids) == 0 {
+		delete(k.devs, dev)
+	}
+	k.count.Store(int64(k.n))
+}
+
+// dropKept returns msgs without those in kept, at most limit.
+func dropKept(msgs []push.Message, kept map[string]struct{}, limit int) []push.Message {
+	out := msgs[:0]
+	for _, m := range msgs {
+		if _, ok := kept[m.ID]; !ok && len(out) < limit {
+			out = append(out, m)
+		}
+	}
 	return out
 }
 
@@ -88,20 +141,18 @@ func (s *Service) retryAcks() {
 			return
 		case <-s.kept.wake:
 		}
-		for kept := s.kept.take(); len(kept) > 0; kept = s.kept.take() {
+		for kept := s.kept.all(); len(kept) > 0; kept = s.kept.all() {
 			unavailable := false
 			for _, a := range kept {
-				ids := make([]string, 0, len(a.ids))
-				for id := range a.ids {
-					ids = append(ids, id)
-				}
+				ids := slices.Collect(maps.Keys(a.ids))
 				ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
-				_, err := s.Ack(ctx, a.dev, ids) // keeps them again if it fails so
+				_, err := s.Ack(ctx, a.dev, ids)
 				cancel()
 				switch {
 				case errors.Is(err, store.ErrUnavailable):
 					unavailable = true
 				case err != nil:
+					s.kept.forget(a.dev.ID, ids)
 					s.log.Warn("a kept acknowledgement failed; its messages will be sent again", "device", a.dev.ID, "err", err)
 				}
 			}

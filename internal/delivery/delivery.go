@@ -227,7 +227,12 @@ func (s *Service) route(m *push.Message, targets []string, now time.Time) {
 
 // Pending returns up to limit messages waiting for device d, oldest first.
 func (s *Service) Pending(ctx context.Context, d *push.Device, limit int) ([]push.Message, error) {
-	return s.store.Pending(ctx, d, s.now(), limit)
+	kept := s.kept.of(d.ID)
+	if kept == nil {
+		return s.store.Pending(ctx, d, s.now(), limit)
+	}
+	msgs, err := s.store.Pending(ctx, d, s.now(), limit+len(kept))
+	return dropKept(msgs, kept, limit), err
 }
 
 // Wait returns d's pending messages, waiting up to wait for one to arrive
@@ -304,16 +309,24 @@ func (w *waiter) take() []*push.Message {
 // Whatever transport the ack came through, d's streams on this node learn
 // of it, so that their windows refill: an SSE device, whose stream cannot
 // carry acks, acknowledges with POST /v1/inbox/ack. An ack the store is
-// unavailable for is returned as the error and also kept and retried (see
-// keptAcks), since an MQTT device has no answer to its PUBACK.
+// unavailable for is returned as the error, and also kept, counted as
+// acknowledged and retried (see keptAcks), since an MQTT device has no
+// answer to its PUBACK.
 func (s *Service) Ack(ctx context.Context, d *push.Device, ids []string) (int, error) {
 	n, err := s.store.Ack(ctx, d, ids)
 	if errors.Is(err, store.ErrUnavailable) {
 		s.keepAck(d, ids)
+		for _, sess := range s.hub.Sessions(d.ID) {
+			if st, ok := sess.(*Stream); ok {
+				st.acked(ctx, ids)
+			}
+		}
+		return n, err
 	}
 	if err != nil {
 		return n, err
 	}
+	s.kept.forget(d.ID, ids)
 	s.forgetSent(d.ID, ids)
 	for _, sess := range s.hub.Sessions(d.ID) {
 		if st, ok := sess.(*Stream); ok {

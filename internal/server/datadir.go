@@ -179,9 +179,17 @@ func (s *Server) refuseLostToken(d dataDir) error {
 // markDataDir writes the marker once the embedded store, its default app
 // and the admin token are in place. It is written last: a start that dies
 // before it leaves a store without a marker, which the next start adopts.
+// The admin token is synced first, since the marker vouches for it: a
+// token file written and not synced was lost when the file system failed
+// soon after a first start, while the marker survived.
 func (s *Server) markDataDir(d dataDir) error {
 	if d.postgres || d.marker {
 		return nil
+	}
+	if d.tokenKept {
+		if err := syncFile(filepath.Join(d.path, tokenFile)); err != nil {
+			return fmt.Errorf("admin token: %w", err)
+		}
 	}
 	path := filepath.Join(d.path, markerFile)
 	text := fmt.Sprintf("Herald data directory, initialised %s.\n"+
@@ -218,6 +226,17 @@ func writeDurably(path string, b []byte) error {
 	}
 	defer dir.Close()
 	return dir.Sync()
+}
+
+// syncFile makes a file written earlier durable. Its directory entry is
+// made durable by writeDurably's sync of the directory.
+func syncFile(path string) error {
+	f, err := os.Open(path)
+	if err != nil {
+		return err
+	}
+	defer f.Close()
+	return f.Sync()
 }
 
 func exists(path string) (bool, error) {

@@ -191,10 +191,13 @@ func (s *stream) count(f func(outcome) bool) int {
 	return n
 }
 
-// end stops the stream and returns every answer.
+// end stops the stream and returns every answer. It closes the client's
+// idle connections: one the transport dialled and never used counts for
+// net/http's Shutdown as a request about to come, for 5 s.
 func (s *stream) end() []outcome {
 	close(s.stop)
 	s.wg.Wait()
+	s.hc.CloseIdleConnections()
 	s.mu.Lock()
 	defer s.mu.Unlock()
 	return s.outs
