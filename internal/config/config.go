@@ -57,9 +57,10 @@ type Config struct {
 	// none. CockroachDB refuses to start below half its ballast (at most
 	// 512 MiB) for the same reason; Herald's engine is configured smaller.
 	StoreMinFree int64
-	// Init lets a start create what is missing in the data directory (the
-	// store, the admin token, the marker) where one existed before; without
-	// it such a start is refused. A one-off, not a setting to keep.
+	// Init lets a start initialise a data directory that is not the
+	// default, or create what is missing in one initialised before (the
+	// store, the admin token); without it such a start is refused. A
+	// one-off, not a setting to keep.
 	Init bool
 }
 
