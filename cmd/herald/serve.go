@@ -49,6 +49,8 @@ func serve(ctx context.Context, args []string, stdout, stderr io.Writer) error {
 	fs.StringVar(&cfg.LogFormat, "log-format", cfg.LogFormat, "text or json")
 	fs.StringVar(&cfg.LogLevel, "log-level", cfg.LogLevel, "debug, info, warn or error")
 	fs.StringVar(&cfg.DefaultAppName, "default-app", cfg.DefaultAppName, "name of the app created on first start")
+	fs.Int64Var(&cfg.StoreMinFree, "store-min-free", cfg.StoreMinFree, "free disk space, in bytes, below which the embedded store refuses writes (503); 0 keeps no reserve")
+	fs.BoolVar(&cfg.Init, "init", cfg.Init, "initialise the data directory: needed once for a new --data (the default ./herald-data needs none) and to recreate a lost store or admin token; creates only what is missing")
 	if err := fs.Parse(args); err != nil {
 		return err
 	}

@@ -61,6 +61,11 @@ var (
 	RateLimited      = newError(429, "rate_limited", "too many requests; retry later")
 	Internal         = newError(500, "internal", "internal error")
 	Unavailable      = newError(503, "unavailable", "the server is shutting down or not ready")
+	// StoreUnavailable: the store cannot make a change durable now (its
+	// disk is full or read-only, its directory is gone). The change may
+	// or may not have been stored; retry later, with an idempotency key
+	// where the call takes one.
+	StoreUnavailable = newError(503, "store_unavailable", "the server cannot store anything now; retry later")
 
 	// The push service (RFC 8030 endpoints, /wpush/ and /v1/webpush/).
 	MissingTTL           = newError(400, "missing_ttl", "a push to a Web Push endpoint needs a TTL header")
@@ -75,18 +80,39 @@ var (
 	SubscriptionGone     = newError(410, "subscription_gone", "the push subscription was revoked")
 )
 
+// unavailable is implemented by errors that mean a dependency cannot serve
+// for now (store.ErrUnavailable): this package is a leaf and cannot name
+// them, so it recognises them by this method.
+type unavailable interface{ Unavailable() bool }
+
+// isUnavailable reports whether err, or an error it wraps, says it is
+// unavailable.
+func isUnavailable(err error) bool {
+	var u unavailable
+	return errors.As(err, &u) && u.Unavailable()
+}
+
 // Write renders err as the JSON error body. Errors outside the catalogue
-// are written as Internal; their text is not shown to the client.
+// are written as Internal, or as StoreUnavailable when they report
+// Unavailable() true; their text is not shown to the client.
 func Write(w http.ResponseWriter, err error) {
 	var e *Error
 	if !errors.As(err, &e) {
 		e = Internal
+		if isUnavailable(err) {
+			e = StoreUnavailable
+		}
 	}
 	if e.Status == http.StatusUnauthorized {
 		w.Header().Set("WWW-Authenticate", `Basic realm="herald"`)
 	}
 	if e.Status == http.StatusTooManyRequests {
 		w.Header().Set("Retry-After", "1")
+	}
+	if e.Code == StoreUnavailable.Code {
+		// A full disk takes an operator to clear: a client that retries
+		// at once only adds load.
+		w.Header().Set("Retry-After", "5")
 	}
 	w.Header().Set("Content-Type", "application/json")
 	w.WriteHeader(e.Status)
@@ -108,7 +134,13 @@ func Handle(log *slog.Logger, f HandlerFunc) http.Handler {
 			return
 		}
 		var e *Error
-		if !errors.As(err, &e) {
+		switch {
+		case errors.As(err, &e):
+		case isUnavailable(err):
+			// The store logs the fault once; a line per refused
+			// request would bury it.
+			log.Debug("request refused", "method", r.Method, "path", r.URL.Path, "err", err)
+		default:
 			log.Error("request failed", "method", r.Method, "path", r.URL.Path, "err", err)
 		}
 		Write(w, err)

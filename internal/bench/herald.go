@@ -107,9 +107,13 @@ func (h *herald) spawn(ctx context.Context, o *Options) error {
 	}
 	h.base = fmt.Sprintf("http://127.0.0.1:%d", httpPort)
 	h.mqtt = netip.AddrPortFrom(netip.MustParseAddr("127.0.0.1"), uint16(mqttPort))
-	args := []string{"serve", "--data", filepath.Join(o.Dir, "herald-data"),
+	data := filepath.Join(o.Dir, "herald-data")
+	args := []string{"serve", "--data", data,
 		"--http", fmt.Sprintf("127.0.0.1:%d", httpPort), "--mqtt", h.mqtt.String(),
 		"--admin-token", h.cache.AdminToken, "--log-level", "warn"}
+	if entries, err := os.ReadDir(data); err != nil || len(entries) == 0 {
+		args = append(args, "--init") // the first run; later ones reuse the store and its devices
+	}
 	args = append(args, o.ServeArgs...)
 	h.proc, err = startProcess(bin, args, o.ServeEnv, o.ServerCPUs, filepath.Join(o.Dir, "herald-serve.log"))
 	if err != nil {

@@ -48,6 +48,20 @@ type Config struct {
 	LogFormat      string        // "text" or "json"
 	LogLevel       string        // "debug", "info", "warn", "error"
 	DefaultAppName string        // created on first start
+
+	// Store faults and the data directory (docs/operations.md, "Store faults").
+	// StoreMinFree is the free disk, in bytes, the embedded store keeps in
+	// reserve: below it writes are refused, while the engine can still
+	// finish flushing its memtables (up to two of 64 MiB) and the
+	// compactions after them, and a restart can replay its log. 0 keeps
+	// none. CockroachDB refuses to start below half its ballast (at most
+	// 512 MiB) for the same reason; Herald's engine is configured smaller.
+	StoreMinFree int64
+	// Init lets a start initialise a data directory that is not the
+	// default, or create what is missing in one initialised before (the
+	// store, the admin token); without it such a start is refused. A
+	// one-off, not a setting to keep.
+	Init bool
 }
 
 // Default returns the settings `herald serve` starts with.
@@ -76,6 +90,7 @@ func Default() Config {
 		LogFormat:          "text",
 		LogLevel:           "info",
 		DefaultAppName:     "default",
+		StoreMinFree:       256 << 20,
 	}
 }
 
@@ -132,6 +147,9 @@ func (c *Config) Validate() error {
 	case "debug", "info", "warn", "error":
 	default:
 		errs = append(errs, fmt.Errorf("log-level must be debug, info, warn or error, not %q", c.LogLevel))
+	}
+	if c.StoreMinFree < 0 {
+		errs = append(errs, errors.New("store-min-free must be 0 or more"))
 	}
 	if c.DefaultAppName == "" {
 		errs = append(errs, errors.New("default-app must be set"))

@@ -44,6 +44,7 @@ type Service struct {
 	retain     time.Duration
 
 	sent sentLedger // unacknowledged sends of ended streams, for redelivery flags
+	kept keptAcks   // acknowledgements the store could not record yet
 
 	routes chan routed   // accepted messages for the dispatcher
 	done   chan struct{} // closed when the service stops
@@ -76,8 +77,10 @@ func New(s store.Store, reg *registry.Registry, r router.Router, hub *session.Hu
 		sweepEvery: o.SweepInterval, retain: o.ReportRetain,
 		sched:  scheduler{timer: newStoppedTimer()},
 		routes: make(chan routed, 4096), done: make(chan struct{}),
+		kept: keptAcks{wake: make(chan struct{}, 1)},
 	}
 	go svc.dispatch()
+	go svc.retryAcks()
 	return svc
 }
 
@@ -222,7 +225,12 @@ func (s *Service) enqueue(r routed) {
 
 // Pending returns up to limit messages waiting for device d, oldest first.
 func (s *Service) Pending(ctx context.Context, d *push.Device, limit int) ([]push.Message, error) {
-	return s.store.Pending(ctx, d, s.now(), limit)
+	kept := s.kept.of(d.ID)
+	if kept == nil {
+		return s.store.Pending(ctx, d, s.now(), limit)
+	}
+	msgs, err := s.store.Pending(ctx, d, s.now(), limit+len(kept))
+	return dropKept(msgs, kept, limit), err
 }
 
 // Wait returns d's pending messages, waiting up to wait for one to arrive
@@ -298,12 +306,25 @@ func (w *waiter) take() []*push.Message {
 // Ack acknowledges messages for d and returns how many were newly acked.
 // Whatever transport the ack came through, d's streams on this node learn
 // of it, so that their windows refill: an SSE device, whose stream cannot
-// carry acks, acknowledges with POST /v1/inbox/ack.
+// carry acks, acknowledges with POST /v1/inbox/ack. An ack the store is
+// unavailable for is returned as the error, and also kept, counted as
+// acknowledged and retried (see keptAcks), since an MQTT device has no
+// answer to its PUBACK.
 func (s *Service) Ack(ctx context.Context, d *push.Device, ids []string) (int, error) {
 	n, err := s.store.Ack(ctx, d, ids)
+	if errors.Is(err, store.ErrUnavailable) {
+		s.keepAck(d, ids)
+		for _, sess := range s.hub.Sessions(d.ID) {
+			if st, ok := sess.(*Stream); ok {
+				st.acked(ctx, ids)
+			}
+		}
+		return n, err
+	}
 	if err != nil {
 		return n, err
 	}
+	s.kept.forget(d.ID, ids)
 	s.forgetSent(d.ID, ids)
 	for _, sess := range s.hub.Sessions(d.ID) {
 		if st, ok := sess.(*Stream); ok {

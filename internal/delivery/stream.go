@@ -148,8 +148,9 @@ func (st *Stream) Ack(ctx context.Context, ids ...string) (int, error) {
 	return st.svc.Ack(ctx, st.dev, ids)
 }
 
-// acked takes ids out of the window after the store recorded their ack, and
-// refills the window from the inbox if pushes were held back.
+// acked takes ids out of the window after the store recorded their ack (or
+// the service kept it, see keptAcks), and refills the window from the inbox
+// if pushes were held back.
 func (st *Stream) acked(ctx context.Context, ids []string) error {
 	st.mu.Lock()
 	for _, id := range ids {

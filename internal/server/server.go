@@ -18,6 +18,7 @@ import (
 	"time"
 
 	"github.com/heraldpush/herald/internal/api"
+	"github.com/heraldpush/herald/internal/apierr"
 	"github.com/heraldpush/herald/internal/config"
 	"github.com/heraldpush/herald/internal/delivery"
 	"github.com/heraldpush/herald/internal/gateway/poll"
@@ -44,6 +45,10 @@ type Server struct {
 	httpLn net.Listener
 	info   Info
 	ready  atomic.Bool
+
+	// storeHealth says why the store cannot take changes, for /readyz;
+	// nil when the store has no such check.
+	storeHealth func() error
 }
 
 // Info is what an operator needs after start: credentials created on this
@@ -71,23 +76,27 @@ func New(ctx context.Context, cfg config.Config, log *slog.Logger) (*Server, err
 	if err := cfg.Validate(); err != nil {
 		return nil, fmt.Errorf("config: %w", err)
 	}
-	if err := os.MkdirAll(cfg.DataDir, 0o700); err != nil {
-		return nil, fmt.Errorf("data directory: %w", err)
-	}
-	st, desc, err := openStore(ctx, cfg, log)
+	dir, err := inspectDataDir(cfg, log)
 	if err != nil {
 		return nil, err
 	}
-	s := &Server{cfg: cfg, log: log, store: st, hub: session.NewHub()}
-	s.info.Store = desc
-	if err := s.build(ctx); err != nil {
+	if err := os.MkdirAll(cfg.DataDir, 0o700); err != nil {
+		return nil, fmt.Errorf("data directory: %w", err)
+	}
+	st, err := openStore(ctx, cfg, log)
+	if err != nil {
+		return nil, err
+	}
+	s := &Server{cfg: cfg, log: log, store: st.Store, storeHealth: st.health, hub: session.NewHub()}
+	s.info.Store = st.desc
+	if err := s.build(ctx, dir); err != nil {
 		st.Close()
 		return nil, err
 	}
 	return s, nil
 }
 
-func (s *Server) build(ctx context.Context) error {
+func (s *Server) build(ctx context.Context, dir dataDir) error {
 	cfg := s.cfg
 	s.reg = registry.New(s.store, time.Now, cfg.MaxTags)
 	app, secret, err := s.reg.EnsureApp(ctx, cfg.DefaultAppName)
@@ -95,7 +104,13 @@ func (s *Server) build(ctx context.Context) error {
 		return fmt.Errorf("default app: %w", err)
 	}
 	s.info.AppName, s.info.AppKey, s.info.AppSecret = app.Name, app.Key, secret
+	if err := s.refuseLostToken(dir); err != nil {
+		return err
+	}
 	if err := s.adminToken(); err != nil {
+		return err
+	}
+	if err := s.markDataDir(dir); err != nil {
 		return err
 	}
 
@@ -172,16 +187,29 @@ func (s *Server) adminToken() error {
 	return nil
 }
 
+// readyz answers 200 while the node serves and its store can read and
+// take changes, else 503 with the reason: a load balancer sends pushes
+// elsewhere while the disk is full.
 func (s *Server) readyz(w http.ResponseWriter, r *http.Request) {
 	ctx, cancel := context.WithTimeout(r.Context(), 2*time.Second)
 	defer cancel()
-	w.Header().Set("Content-Type", "application/json")
-	if _, err := s.store.App(ctx, s.info.AppKey); err != nil || !s.ready.Load() {
-		w.WriteHeader(http.StatusServiceUnavailable)
-		w.Write([]byte(`{"status":"unavailable"}` + "\n"))
+	var reason error
+	switch {
+	case !s.ready.Load():
+		reason = errors.New("not serving (starting or draining)")
+	case s.storeHealth != nil:
+		reason = s.storeHealth()
+	}
+	if reason == nil {
+		if _, err := s.store.App(ctx, s.info.AppKey); err != nil {
+			reason = fmt.Errorf("store: reading: %w", err)
+		}
+	}
+	if reason != nil {
+		apierr.WriteJSON(w, http.StatusServiceUnavailable, map[string]string{"status": "unavailable", "reason": reason.Error()})
 		return
 	}
-	w.Write([]byte(`{"status":"ready"}` + "\n"))
+	apierr.WriteJSON(w, http.StatusOK, map[string]string{"status": "ready"})
 }
 
 // Info returns the node's credentials and URLs.

@@ -29,6 +29,7 @@ type node struct {
 func testConfig(t testing.TB) config.Config {
 	cfg := config.Default()
 	cfg.DataDir = t.TempDir()
+	cfg.Init = true // a fresh directory that is not the default
 	cfg.HTTPAddr = "127.0.0.1:0"
 	cfg.MQTTAddr = ""
 	cfg.ShutdownGrace = time.Second

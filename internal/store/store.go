@@ -23,7 +23,21 @@ var (
 	ErrNotFound = errors.New("store: not found")
 	ErrExists   = errors.New("store: already exists")
 	ErrClosed   = errors.New("store: closed")
+	// ErrUnavailable is returned by a change the store cannot make durable
+	// now: its disk is full or read-only, its directory is gone, or a
+	// write is waiting for the disk. It is wrapped with the reason. Reads
+	// may still work. A change that failed with it may or may not have
+	// been stored (a write that was waiting can complete later), so it is
+	// safe to retry only what is idempotent or carries an idempotency key.
+	// Its value reports Unavailable() true, which the HTTP error catalogue
+	// (a leaf that cannot import this package) renders as a 503.
+	ErrUnavailable error = unavailableError{}
 )
+
+type unavailableError struct{}
+
+func (unavailableError) Error() string     { return "store: unavailable" }
+func (unavailableError) Unavailable() bool { return true }
 
 // Store is everything Herald persists. Every method is safe for concurrent use.
 //

@@ -77,7 +77,7 @@ var bannerLine = regexp.MustCompile(`^\s+(HTTP API|app_key|master_secret)\s+(\S+
 
 func startServer(t *testing.T) *server {
 	t.Helper()
-	cmd := exec.Command(heraldBin, "serve", "--data", t.TempDir(), "--http", "127.0.0.1:0", "--mqtt", "")
+	cmd := exec.Command(heraldBin, "serve", "--data", t.TempDir(), "--init", "--http", "127.0.0.1:0", "--mqtt", "")
 	stdout, _ := cmd.StdoutPipe()
 	s := &server{log: &bytes.Buffer{}}
 	cmd.Stderr = s.log

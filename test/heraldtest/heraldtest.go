@@ -63,10 +63,16 @@ var bannerLine = regexp.MustCompile(`^\s+(HTTP API|app_key|master_secret|MQTT ov
 
 // Start runs `herald serve --data dataDir --http 127.0.0.1:0 --mqtt ""` plus
 // args (a later flag overrides an earlier one) and waits for its banner. The
-// process is stopped with SIGTERM when the test ends.
+// process is stopped with SIGTERM when the test ends. A dataDir that is
+// missing or empty gets --init, as a first start needs; a restart on the
+// same directory does not, so it finds what the last start left.
 func Start(t testing.TB, dataDir string, args ...string) *Server {
 	t.Helper()
-	cmd := exec.Command(bin, append([]string{"serve", "--data", dataDir, "--http", "127.0.0.1:0", "--mqtt", ""}, args...)...)
+	base := []string{"serve", "--data", dataDir, "--http", "127.0.0.1:0", "--mqtt", ""}
+	if entries, err := os.ReadDir(dataDir); err != nil || len(entries) == 0 {
+		base = append(base, "--init")
+	}
+	cmd := exec.Command(bin, append(base, args...)...)
 	stdout, _ := cmd.StdoutPipe()
 	s := &Server{Cmd: cmd, Log: &SyncBuffer{}, done: make(chan struct{})}
 	cmd.Stderr = s.Log

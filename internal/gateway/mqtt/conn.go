@@ -12,6 +12,7 @@ import (
 	"github.com/heraldpush/herald/internal/netpoll"
 	"github.com/heraldpush/herald/internal/push"
 	"github.com/heraldpush/herald/internal/registry"
+	"github.com/heraldpush/herald/internal/store"
 )
 
 // conn is one MQTT connection. The read side (partial, the parse state) is
@@ -552,7 +553,12 @@ func (g *Gateway) ackWorker() {
 func (g *Gateway) doAck(r ackReq) {
 	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
 	defer cancel()
-	if _, err := g.inbox.Ack(ctx, r.dev, []string{r.id}); err != nil {
+	_, err := g.inbox.Ack(ctx, r.dev, []string{r.id})
+	switch {
+	case errors.Is(err, store.ErrUnavailable):
+		// Kept and retried by the core; the store logs the fault once.
+		g.opts.Log.Debug("mqtt: acknowledging: store unavailable", "device", r.dev.ID, "msg", r.id, "err", err)
+	case err != nil:
 		g.opts.Log.Error("mqtt: acknowledging", "device", r.dev.ID, "msg", r.id, "err", err)
 	}
 }

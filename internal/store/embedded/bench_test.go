@@ -106,3 +106,19 @@ func BenchmarkPending(b *testing.B) {
 		}
 	}
 }
+
+// BenchmarkFaultCheck measures what every commit group pays for the fault
+// checks: a statfs of the directory for the reserve and two stats for its
+// identity.
+func BenchmarkFaultCheck(b *testing.B) {
+	s, err := Open(b.TempDir(), Options{MinFree: 1 << 20})
+	if err != nil {
+		b.Fatal(err)
+	}
+	defer s.Close()
+	for b.Loop() {
+		if err := s.faults.check(); err != nil {
+			b.Fatal(err)
+		}
+	}
+}

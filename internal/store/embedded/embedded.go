@@ -15,6 +15,11 @@
 //     writer changes.
 //
 // Reads run concurrently on a consistent snapshot of the engine.
+//
+// Faults of the disk (full, read-only, the directory removed) make changes
+// fail with store.ErrUnavailable and never reach the engine as errors; see
+// faultFS and faults. Reads go on meanwhile, and writes resume by
+// themselves when the fault passes.
 package embedded
 
 import (
@@ -24,8 +29,10 @@ import (
 	"fmt"
 	"log/slog"
 	"sync"
+	"sync/atomic"
 
 	"github.com/cockroachdb/pebble/v2"
+	"github.com/cockroachdb/pebble/v2/vfs"
 
 	"github.com/heraldpush/herald/internal/store"
 )
@@ -48,12 +55,19 @@ type Options struct {
 	// 1024. Larger groups mean fewer fsyncs but a longer wait for the
 	// first caller of a group.
 	MaxGroup int
+	// MinFree is the free space, in bytes, that changes may not eat into:
+	// below it every change fails with store.ErrUnavailable, so that the
+	// engine keeps room to finish its flushes and a restart room to
+	// replay its log. 0 keeps no reserve (a fault is still caught when a
+	// write fails); herald serve's default is in config.
+	MinFree int64
 }
 
 // Store is the embedded store. It is safe for concurrent use.
 type Store struct {
 	db       *pebble.DB // immutable; closed by Close
 	maxGroup int        // immutable
+	faults   *faults    // immutable
 
 	// mu guards closed and the sending side of reqs; reads hold it shared
 	// for their whole duration so that Close waits for them before it
@@ -77,14 +91,66 @@ type request struct {
 	fn   func(w *writeTx) error
 	err  error
 	done chan struct{}
+
+	// state says whether the writer took the request or its caller gave
+	// up on it first; see write.
+	state atomic.Int32
+	// applied is closed once fn has run, so that a caller who stops
+	// waiting (see write) knows fn no longer writes to its variables.
+	// Set by the writer before it takes the request.
+	applied chan struct{}
 }
+
+// The states of a request.
+const (
+	queued    = iota // waiting for the writer
+	taken            // the writer runs it
+	abandoned        // its caller answered store.ErrUnavailable; the writer skips it
+)
 
 // Open opens the store in dir, creating it if needed.
 func Open(dir string, opts ...Options) (*Store, error) {
+	return OpenContext(context.Background(), dir, opts...)
+}
+
+// OpenContext is Open that gives up when ctx ends. Opening replays the log
+// and flushes it, which waits for the disk while it is full or read-only
+// (the wait is logged); the engine keeps waiting in the background and is
+// closed if it ever opens.
+func OpenContext(ctx context.Context, dir string, opts ...Options) (*Store, error) {
 	var o Options
 	if len(opts) > 0 {
 		o = opts[0]
 	}
+	log := o.Logger
+	if log == nil {
+		log = slog.New(slog.DiscardHandler)
+	}
+	f := newFaults(vfs.Default, dir, uint64(max(o.MinFree, 0)), log)
+	type opened struct {
+		s   *Store
+		err error
+	}
+	// Buffered: the opening goroutine must not wait for a caller who left.
+	res := make(chan opened, 1)
+	go func() {
+		s, err := open(dir, o, f)
+		res <- opened{s, err}
+	}()
+	select {
+	case r := <-res:
+		return r.s, r.err
+	case <-ctx.Done():
+		go func() {
+			if r := <-res; r.s != nil {
+				r.s.Close()
+			}
+		}()
+		return nil, fmt.Errorf("embedded: open %s: %w", dir, context.Cause(ctx))
+	}
+}
+
+func open(dir string, o Options, f *faults) (*Store, error) {
 	if o.CacheSize <= 0 {
 		o.CacheSize = 64 << 20
 	}
@@ -100,7 +166,8 @@ func Open(dir string, opts ...Options) (*Store, error) {
 		Cache:              cache,
 		MemTableSize:       o.MemTableSize,
 		FormatMajorVersion: pebble.FormatValueSeparation, // pinned: a library upgrade must not silently ratchet the on-disk format
-		Logger:             logger{o.Logger},
+		Logger:             logger{o.Logger, f},
+		FS:                 &faultFS{FS: vfs.Default, f: f},
 	})
 	if err != nil {
 		return nil, fmt.Errorf("embedded: open %s: %w", dir, err)
@@ -108,6 +175,7 @@ func Open(dir string, opts ...Options) (*Store, error) {
 	s := &Store{
 		db:       db,
 		maxGroup: o.MaxGroup,
+		faults:   f,
 		reqs:     make(chan *request, o.MaxGroup),
 		done:     make(chan struct{}),
 	}
@@ -115,9 +183,19 @@ func Open(dir string, opts ...Options) (*Store, error) {
 		db.Close()
 		return nil, err
 	}
+	if err := f.watch(); err != nil {
+		db.Close()
+		return nil, err
+	}
 	go s.writer()
 	return s, nil
 }
+
+// Health reports why the store cannot take changes now (an error wrapping
+// store.ErrUnavailable and one of ErrLowSpace, ErrDirGone, ErrStalled or
+// ErrFailed), or nil. It looks at the disk as it is, so it also notices a
+// fault that passed.
+func (s *Store) Health() error { return s.faults.check() }
 
 // load checks the format version (writing it into a new store) and reads
 // the Seq high-water mark.
@@ -149,6 +227,11 @@ func (s *Store) load() error {
 // Close waits for the changes already submitted to commit, then closes the
 // engine. Calls after Close return store.ErrClosed; a second Close returns
 // nil.
+//
+// While a write waits for the disk, Close does not wait for it: it returns
+// an error wrapping store.ErrUnavailable and leaves the engine as it is
+// (its goroutines keep waiting until the process exits). Every change it
+// leaves behind was answered with an error, never as stored.
 func (s *Store) Close() error {
 	s.mu.Lock()
 	if s.closed {
@@ -158,35 +241,96 @@ func (s *Store) Close() error {
 	s.closed = true
 	close(s.reqs)
 	s.mu.Unlock()
-	<-s.done
-	// No reader holds mu any more (Lock waited for them) and none can
-	// start, so the engine has no users left.
-	if err := s.db.Close(); err != nil {
-		return fmt.Errorf("embedded: close: %w", err)
+	stuck := s.faults.stuck()
+	select {
+	case <-s.done:
+	case <-stuck:
+		return fmt.Errorf("embedded: close: %w", s.faults.engine())
 	}
-	return nil
+	// No reader holds mu any more (Lock waited for them) and none can
+	// start, so the engine has no users left. Closing syncs the log, which
+	// may wait for the disk too.
+	closed := make(chan error, 1)
+	go func() { closed <- s.db.Close() }()
+	select {
+	case err := <-closed:
+		if err != nil {
+			return fmt.Errorf("embedded: close: %w", err)
+		}
+		return nil
+	case <-stuck:
+		return fmt.Errorf("embedded: close: %w", s.faults.engine())
+	}
 }
 
 // write runs fn in the writer goroutine and returns once its group is
 // durable. The context is only checked before fn is queued: once queued, a
 // change commits whatever happens to the caller, so the caller must learn
 // the outcome rather than guess it.
+//
+// The one exception is a write of the engine that waits for the disk (see
+// faultFS), which may take as long as the fault lasts: then every caller
+// is answered store.ErrUnavailable at once. A request still queued is
+// abandoned and never runs; one whose group is committing may still be
+// stored when the disk comes back, which is why ErrUnavailable never
+// promises that nothing was stored.
 func (s *Store) write(ctx context.Context, fn func(w *writeTx) error) error {
 	if err := ctx.Err(); err != nil {
 		return err
 	}
 	r := &request{fn: fn, done: make(chan struct{})}
+	if err := s.enqueue(r); err != nil {
+		return err
+	}
+	for {
+		select {
+		case <-r.done:
+			return r.err
+		case <-s.faults.stuck():
+		}
+		err := s.faults.engine()
+		if err == nil {
+			continue // the stall passed already
+		}
+		if !r.state.CompareAndSwap(queued, abandoned) {
+			// Taken: fn runs or ran; wait until it is done with the
+			// caller's variables.
+			select {
+			case <-r.done:
+				return r.err
+			case <-r.applied:
+			}
+		}
+		return err
+	}
+}
+
+// enqueue hands r to the writer, unless the engine is stuck.
+func (s *Store) enqueue(r *request) error {
 	s.mu.RLock()
+	defer s.mu.RUnlock()
 	if s.closed {
-		s.mu.RUnlock()
 		return store.ErrClosed
 	}
-	// Sending under the shared lock keeps Close from closing reqs under us;
-	// the writer keeps draining reqs, so this cannot block Close forever.
-	s.reqs <- r
-	s.mu.RUnlock()
-	<-r.done
-	return r.err
+	// Sending under the shared lock keeps Close from closing reqs under
+	// us. The writer drains reqs unless it is stuck, and then this send
+	// gives up.
+	for {
+		stuck := s.faults.stuck()
+		select {
+		case <-stuck:
+			if err := s.faults.engine(); err != nil {
+				return err
+			}
+			continue
+		default:
+		}
+		select {
+		case s.reqs <- r:
+			return nil
+		case <-stuck:
+		}
+	}
 }
 
 // read runs fn on a consistent snapshot of the store.
@@ -244,6 +388,31 @@ func (s *Store) writer() {
 
 // commit applies group to one batch and makes it durable.
 func (s *Store) commit(group []*request) {
+	applied := make(chan struct{})
+	defer func() {
+		for _, r := range group {
+			close(r.done)
+		}
+	}()
+	// A fault known now fails the group before it costs anything; the
+	// callers that gave up on a stall are skipped.
+	fault := s.faults.check()
+	live := 0
+	for _, r := range group {
+		r.applied = applied // before the swap, which publishes it
+		if r.state.CompareAndSwap(queued, taken) {
+			group[live] = r
+			live++
+		}
+	}
+	group = group[:live]
+	if fault != nil {
+		close(applied)
+		for _, r := range group {
+			r.err = fault
+		}
+		return
+	}
 	w := &writeTx{s: s, b: s.db.NewIndexedBatch()}
 	seq := s.seq
 	var err error
@@ -254,14 +423,21 @@ func (s *Store) commit(group []*request) {
 			break
 		}
 	}
+	close(applied)
 	if err == nil && !w.b.Empty() {
 		if s.seq != seq {
 			w.set(key(tSeq), binary.BigEndian.AppendUint64(nil, s.seq))
 		}
 		err = w.b.Commit(pebble.Sync)
+		if err == nil {
+			// A directory removed during the commit took it along: the
+			// files were still open, so the commit succeeded, and it is
+			// lost all the same. Answer it as such.
+			err = s.faults.identity()
+		}
 	}
 	w.b.Close()
-	if err != nil {
+	if err != nil && !errors.Is(err, store.ErrUnavailable) {
 		// Nothing of the group is stored. Seqs handed out in it are not
 		// reused: a gap is harmless, a reuse would not be.
 		err = fmt.Errorf("embedded: group not committed: %w", err)
@@ -270,7 +446,6 @@ func (s *Store) commit(group []*request) {
 		if err != nil {
 			r.err = err
 		}
-		close(r.done)
 	}
 }
 
@@ -347,7 +522,10 @@ func scanRange(r pebble.Reader, lo, hi []byte, fn func(k, v []byte) (bool, error
 }
 
 // logger adapts slog to the engine's logger.
-type logger struct{ l *slog.Logger }
+type logger struct {
+	l *slog.Logger
+	f *faults
+}
 
 func (l logger) Infof(format string, args ...any) {
 	if l.l != nil {
@@ -361,13 +539,18 @@ func (l logger) Errorf(format string, args ...any) {
 	}
 }
 
-// Fatalf is called on an unrecoverable engine error (a corrupt or failed
-// disk). Continuing could acknowledge writes that are not stored, so it
+// Fatalf is called on an unrecoverable engine error. Faults of the disk
+// never reach the engine as errors (see faultFS), so what is left is
+// corruption or a broken invariant of the engine. Continuing could
+// acknowledge writes that are not stored or serve corrupt data, so it
 // panics, as the engine's own default (log.Fatalf) would exit.
 func (l logger) Fatalf(format string, args ...any) {
 	msg := fmt.Sprintf(format, args...)
 	if l.l != nil {
 		l.l.Error(msg, "component", "pebble")
+	}
+	if l.f != nil {
+		l.f.fail(errors.New(msg))
 	}
 	panic("embedded: " + msg)
 }
