@@ -107,11 +107,15 @@ func (h *herald) spawn(ctx context.Context, o *Options) error {
 	}
 	h.base = fmt.Sprintf("http://127.0.0.1:%d", httpPort)
 	h.mqtt = netip.AddrPortFrom(netip.MustParseAddr("127.0.0.1"), uint16(mqttPort))
+	// The admin token goes in the environment, out of ps; the push rate
+	// is raised so that the per-app limit never shapes a figure (a later
+	// --app-push-rate in ServeArgs still wins).
 	args := []string{"serve", "--data", filepath.Join(o.Dir, "herald-data"),
 		"--http", fmt.Sprintf("127.0.0.1:%d", httpPort), "--mqtt", h.mqtt.String(),
-		"--admin-token", h.cache.AdminToken, "--log-level", "warn"}
+		"--app-push-rate", "1e9", "--app-push-burst", "1000000000", "--log-level", "warn"}
 	args = append(args, o.ServeArgs...)
-	h.proc, err = startProcess(bin, args, o.ServeEnv, o.ServerCPUs, filepath.Join(o.Dir, "herald-serve.log"))
+	env := append([]string{"HERALD_ADMIN_TOKEN=" + h.cache.AdminToken}, o.ServeEnv...)
+	h.proc, err = startProcess(bin, args, env, o.ServerCPUs, filepath.Join(o.Dir, "herald-serve.log"))
 	if err != nil {
 		return err
 	}

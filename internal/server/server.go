@@ -5,6 +5,7 @@ package server
 
 import (
 	"context"
+	"crypto/tls"
 	"errors"
 	"fmt"
 	"log/slog"
@@ -40,6 +41,7 @@ type Server struct {
 	http  *http.Server
 	mqtt  *mqttNode    // nil until buildMQTT
 	debug *http.Server // the profiler's, when --debug-addr is set
+	tls   *tls.Config  // from --tls-cert and --tls-key, for HTTPS and MQTTS; nil without them
 
 	httpLn net.Listener
 	info   Info
@@ -53,6 +55,8 @@ type Info struct {
 	MQTTURL    string // mqtt://host:port; empty when --mqtt is off
 	MQTTSURL   string // mqtts://host:port; empty when --mqtts is off
 	MQTTWSURL  string // MQTT over WebSocket
+	WSURL      string // the device WebSocket, /v1/inbox/ws
+	MozPushURL string // Firefox's push service (dom.push.serverURL), /mozpush
 	Store      string // "embedded (DIR)" or "postgres"
 	AppName    string
 	AppKey     string
@@ -89,24 +93,29 @@ func New(ctx context.Context, cfg config.Config, log *slog.Logger) (*Server, err
 
 func (s *Server) build(ctx context.Context) error {
 	cfg := s.cfg
+	// The admin token first: a start it refuses must not create the
+	// default app, whose master secret is shown only on the start that
+	// creates it.
+	if err := s.adminToken(); err != nil {
+		return err
+	}
 	s.reg = registry.New(s.store, time.Now, cfg.MaxTags)
 	app, secret, err := s.reg.EnsureApp(ctx, cfg.DefaultAppName)
 	if err != nil {
 		return fmt.Errorf("default app: %w", err)
 	}
 	s.info.AppName, s.info.AppKey, s.info.AppSecret = app.Name, app.Key, secret
-	if err := s.adminToken(); err != nil {
+
+	if s.tls, err = loadTLS(cfg); err != nil {
 		return err
 	}
-
 	s.httpLn, err = net.Listen("tcp", cfg.HTTPAddr)
 	if err != nil {
 		return fmt.Errorf("http listener: %w", err)
 	}
-	s.info.HTTPURL = cfg.PublicURL
-	if s.info.HTTPURL == "" {
-		s.info.HTTPURL = "http://" + reachable(s.httpLn.Addr())
-	}
+	s.httpLn = s.secureHTTP(s.httpLn)
+	s.info.HTTPURL = s.httpURL()
+	s.info.WSURL, s.info.MozPushURL = wsURL(s.info.HTTPURL, "/v1/inbox/ws"), wsURL(s.info.HTTPURL, "/mozpush")
 
 	limits := push.DefaultLimits()
 	limits.MaxPayload, limits.MaxIDs = cfg.MaxPayload, cfg.MaxIDs
@@ -123,7 +132,8 @@ func (s *Server) build(ctx context.Context) error {
 	s.api = api.New(s.reg, s.deliv, s.hub, api.Options{
 		AdminToken: s.info.AdminToken, MaxBody: cfg.MaxBody, MaxBatch: cfg.MaxBatch,
 		RegisterRate: cfg.RegisterRate, RegisterBurst: cfg.RegisterBurst,
-		Links: api.Links{HTTP: s.info.HTTPURL, MQTT: s.info.MQTTURL}, Log: s.log,
+		AppPushRate: cfg.AppPushRate, AppPushBurst: cfg.AppPushBurst,
+		Links: api.Links{HTTP: s.info.HTTPURL, MQTT: s.deviceMQTTURL()}, Log: s.log,
 	})
 	pollGW := poll.New(s.reg, s.deliv, poll.Options{
 		MaxWait: cfg.LongPollMax, MaxBody: cfg.MaxBody, MaxBatch: cfg.MaxBatch, Log: s.log,
@@ -148,18 +158,34 @@ func (s *Server) build(ctx context.Context) error {
 	return nil
 }
 
-// adminToken takes the configured token, or the one generated on an earlier
-// start, or generates and keeps one.
+// adminToken takes the configured token (--admin-token or
+// --admin-token-file), or the one generated on an earlier start, or
+// generates and keeps one. A token weaker than 128 bits is refused.
 func (s *Server) adminToken() error {
-	if s.cfg.AdminToken != "" {
-		s.info.AdminToken = s.cfg.AdminToken
+	tok, source := s.cfg.AdminToken, "--admin-token (or HERALD_ADMIN_TOKEN)"
+	if path := s.cfg.AdminTokenFile; path != "" {
+		var err error
+		if tok, err = s.readAdminTokenFile(path); err != nil {
+			return err
+		}
+		source = "--admin-token-file " + path
+	}
+	if tok != "" {
+		if err := checkAdminToken(tok, source); err != nil {
+			return err
+		}
+		s.info.AdminToken = tok
 		return nil
 	}
 	path := filepath.Join(s.cfg.DataDir, "admin-token")
 	s.info.AdminTokenFile = path
 	b, err := os.ReadFile(path)
 	if err == nil && len(strings.TrimSpace(string(b))) > 0 {
-		s.info.AdminToken = strings.TrimSpace(string(b))
+		tok := strings.TrimSpace(string(b))
+		if err := checkAdminToken(tok, path); err != nil {
+			return err
+		}
+		s.info.AdminToken = tok
 		return nil
 	}
 	if err != nil && !errors.Is(err, os.ErrNotExist) {
