@@ -32,3 +32,14 @@ func TestAppLimiterTake(t *testing.T) {
 		t.Errorf("more than the burst at once: ok %v, wait %s; want never", ok, wait)
 	}
 }
+
+// BenchmarkAppLimiterTake is the cost the limit adds to every push, from
+// parallel callers of one app (the contended case).
+func BenchmarkAppLimiterTake(b *testing.B) {
+	l := newAppLimiter(1e9, 1e9)
+	b.RunParallel(func(pb *testing.PB) {
+		for pb.Next() {
+			l.take("ak_bench", 1, time.Now())
+		}
+	})
+}
