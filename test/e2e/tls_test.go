@@ -197,6 +197,23 @@ func adminCall(t *testing.T, srv *server, token, name string) int {
 
 const cmdlineWarning = "--admin-token on the command line"
 
+// logAfterStart is the server's log up to its "herald serving" line, which
+// follows every warning of the start: stderr is read apart from the banner
+// on stdout, so it may lag behind it.
+func logAfterStart(t *testing.T, srv *server) string {
+	t.Helper()
+	deadline := time.Now().Add(10 * time.Second)
+	for {
+		if log := srv.Log.String(); strings.Contains(log, "herald serving") {
+			return log
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("no \"herald serving\" in the log: %s", srv.Log)
+		}
+		time.Sleep(10 * time.Millisecond)
+	}
+}
+
 // TestAdminTokenSources: the admin token from HERALD_ADMIN_TOKEN or
 // --admin-token-file works and stays out of ps; on the command line it
 // works with a warning; a weak one stops the server with how to make one.
@@ -212,8 +229,8 @@ func TestAdminTokenSources(t *testing.T) {
 		if status := adminCall(t, srv, token, "from-env"); status != http.StatusCreated {
 			t.Errorf("admin call with the token from the environment: %d", status)
 		}
-		if strings.Contains(srv.Log.String(), cmdlineWarning) {
-			t.Errorf("a token from the environment was warned about: %s", srv.Log)
+		if log := logAfterStart(t, srv); strings.Contains(log, cmdlineWarning) {
+			t.Errorf("a token from the environment was warned about: %s", log)
 		}
 	})
 
@@ -227,15 +244,15 @@ func TestAdminTokenSources(t *testing.T) {
 		if status := adminCall(t, srv, token, "from-file"); status != http.StatusCreated {
 			t.Errorf("admin call with the token from the file: %d", status)
 		}
-		if log := srv.Log.String(); strings.Contains(log, "WARN") {
+		if log := logAfterStart(t, srv); strings.Contains(log, "WARN") {
 			t.Errorf("a private token file was warned about: %s", log)
 		}
 		srv.Stop()
 
 		os.Chmod(path, 0o644)
 		srv = startServer(t, t.TempDir(), "--admin-token-file", path)
-		if !strings.Contains(srv.Log.String(), "chmod 600") {
-			t.Errorf("a token file others may read was not warned about: %s", srv.Log)
+		if log := logAfterStart(t, srv); !strings.Contains(log, "chmod 600") {
+			t.Errorf("a token file others may read was not warned about: %s", log)
 		}
 	})
 
@@ -244,8 +261,8 @@ func TestAdminTokenSources(t *testing.T) {
 		if status := adminCall(t, srv, token, "from-flag"); status != http.StatusCreated {
 			t.Errorf("admin call with the token from the flag: %d", status)
 		}
-		if !strings.Contains(srv.Log.String(), cmdlineWarning) {
-			t.Errorf("no warning for a token on the command line: %s", srv.Log)
+		if log := logAfterStart(t, srv); !strings.Contains(log, cmdlineWarning) {
+			t.Errorf("no warning for a token on the command line: %s", log)
 		}
 	})
 
