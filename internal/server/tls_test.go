@@ -246,3 +246,14 @@ func TestPlainHTTPToTheHTTPSListener(t *testing.T) {
 		t.Errorf("after a plain HTTP registration the alias has %d devices (%d %s), want none", len(out.Devices), status, code)
 	}
 }
+
+// TestUnusableCertificateStopsTheStart: a certificate that cannot be
+// loaded stops the start rather than leaving the listener plaintext.
+func TestUnusableCertificateStopsTheStart(t *testing.T) {
+	pki := newTestPKI(t)
+	cfg := testConfig(t)
+	cfg.TLSCert, cfg.TLSKey = pki.CertFile, pki.CAFile // a certificate is no key
+	if _, _, err := startWithLog(t, cfg); !errors.Is(err, ErrTLS) {
+		t.Errorf("New with a certificate as the key: %v, want ErrTLS", err)
+	}
+}
