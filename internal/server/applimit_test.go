@@ -134,3 +134,26 @@ func TestAppPushRateLimit(t *testing.T) {
 		t.Errorf("the device had %d messages, want %d (the burst and the batch)", stored, 2*burst)
 	}
 }
+
+// TestRegistrationRetryAfter: the per-address registration limit says
+// when to retry, and the retry then succeeds.
+func TestRegistrationRetryAfter(t *testing.T) {
+	cfg := testConfig(t)
+	cfg.RegisterRate, cfg.RegisterBurst = 0.5, 1
+	n := startNode(t, cfg)
+	body := `{"app_key":"` + n.info.AppKey + `","platform":"web"}`
+	jsonType := http.Header{"Content-Type": {"application/json"}}
+	if c := n.raw("POST", n.url+"/v1/devices", nil, jsonType, body); c.status != http.StatusCreated {
+		t.Fatalf("first registration: %+v", c)
+	}
+	c := n.raw("POST", n.url+"/v1/devices", nil, jsonType, body)
+	// One registration at 0.5 a second is 2 s away, less what refilled.
+	if c.status != http.StatusTooManyRequests || (c.retryAfter != "2" && c.retryAfter != "1") {
+		t.Fatalf("second registration: %+v, want 429 with Retry-After 2 (or 1 on a slow machine)", c)
+	}
+	secs, _ := strconv.Atoi(c.retryAfter)
+	time.Sleep(time.Duration(secs) * time.Second)
+	if c := n.raw("POST", n.url+"/v1/devices", nil, jsonType, body); c.status != http.StatusCreated {
+		t.Errorf("registration after waiting Retry-After: %+v", c)
+	}
+}
