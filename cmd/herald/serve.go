@@ -21,10 +21,10 @@ func serve(ctx context.Context, args []string, stdout, stderr io.Writer) error {
 	fs.StringVar(&cfg.HTTPAddr, "http", cfg.HTTPAddr, "HTTP listen address (API, device HTTP transports, health)")
 	fs.StringVar(&cfg.MQTTAddr, "mqtt", cfg.MQTTAddr, "MQTT listen address; empty to disable")
 	fs.StringVar(&cfg.MQTTSAddr, "mqtts", cfg.MQTTSAddr, "MQTT over TLS listen address; empty to disable")
-	fs.StringVar(&cfg.TLSCert, "tls-cert", cfg.TLSCert, "TLS certificate file (PEM)")
-	fs.StringVar(&cfg.TLSKey, "tls-key", cfg.TLSKey, "TLS private key file (PEM)")
+	fs.StringVar(&cfg.TLSCert, "tls-cert", cfg.TLSCert, "TLS certificate file (PEM): the HTTP listener then serves only HTTPS (and HTTP/2), and --mqtts uses it too")
+	fs.StringVar(&cfg.TLSKey, "tls-key", cfg.TLSKey, "TLS private key file (PEM) of --tls-cert")
 	fs.StringVar(&cfg.PublicURL, "public-url", cfg.PublicURL, "base URL devices and providers use to reach the HTTP listener")
-	fs.StringVar(&cfg.AdminToken, "admin-token", cfg.AdminToken, "admin bearer token; generated and kept in the data directory when empty")
+	fs.StringVar(&cfg.AdminToken, "admin-token", cfg.AdminToken, "admin bearer token, at least 128 bits (openssl rand -hex 16); generated and kept in the data directory when empty. Prefer HERALD_ADMIN_TOKEN or --admin-token-file: a flag shows in ps")
 	fs.StringVar(&cfg.DebugAddr, "debug-addr", cfg.DebugAddr, "serve Go's profiler (net/http/pprof) on this address, e.g. 127.0.0.1:6060; off when empty")
 	fs.StringVar(&cfg.PostgresURL, "postgres", cfg.PostgresURL, "PostgreSQL URL: store everything there (cluster mode)")
 	fs.StringVar(&cfg.PostgresSchema, "postgres-schema", cfg.PostgresSchema, "PostgreSQL schema for Herald's tables (default: the connection's search_path)")
@@ -51,12 +51,19 @@ func serve(ctx context.Context, args []string, stdout, stderr io.Writer) error {
 	fs.StringVar(&cfg.DefaultAppName, "default-app", cfg.DefaultAppName, "name of the app created on first start")
 	fs.Int64Var(&cfg.StoreMinFree, "store-min-free", cfg.StoreMinFree, "free disk space, in bytes, below which the embedded store refuses writes (503); 0 keeps no reserve")
 	fs.BoolVar(&cfg.Init, "init", cfg.Init, "initialise the data directory: needed once for a new --data (the default ./herald-data needs none) and to recreate a lost store or admin token; creates only what is missing")
+	fs.StringVar(&cfg.AdminTokenFile, "admin-token-file", cfg.AdminTokenFile, "file holding the admin token (a trailing newline is dropped), instead of --admin-token")
+	fs.Float64Var(&cfg.AppPushRate, "app-push-rate", cfg.AppPushRate, "pushes per second per app over /v1/push, /v1/push/batch (one per push in it) and /wpush; beyond it 429 with Retry-After")
+	fs.IntVar(&cfg.AppPushBurst, "app-push-burst", cfg.AppPushBurst, "pushes an app may make at once; at least --max-batch")
 	if err := fs.Parse(args); err != nil {
 		return err
 	}
 	if fs.NArg() > 0 {
 		return fmt.Errorf("serve takes no arguments, got %q", fs.Args())
 	}
+	// Asked before applySources, which sets flags from the environment
+	// and the file: only a flag on the command line shows in ps.
+	tokenInArgs := false
+	fs.Visit(func(f *flag.Flag) { tokenInArgs = tokenInArgs || f.Name == "admin-token" })
 	if *configFile == "" {
 		*configFile = os.Getenv("HERALD_CONFIG")
 	}
@@ -65,6 +72,9 @@ func serve(ctx context.Context, args []string, stdout, stderr io.Writer) error {
 	}
 
 	log := newLogger(stderr, cfg.LogFormat, cfg.LogLevel)
+	if tokenInArgs {
+		log.Warn("--admin-token on the command line shows in ps to every user of this machine; use HERALD_ADMIN_TOKEN or --admin-token-file")
+	}
 	srv, err := server.New(ctx, cfg, log)
 	if err != nil {
 		return err
@@ -96,6 +106,8 @@ func printBanner(w io.Writer, in server.Info) {
 		fmt.Fprintf(w, "  MQTT over TLS   %s\n", in.MQTTSURL)
 	}
 	fmt.Fprintf(w, "  MQTT over WS    %s   (subprotocol mqtt)\n", in.MQTTWSURL)
+	fmt.Fprintf(w, "  WebSocket       %s\n", in.WSURL)
+	fmt.Fprintf(w, "  Firefox push    %s?app_key=%s   (dom.push.serverURL)\n", in.MozPushURL, in.AppKey)
 	fmt.Fprintf(w, "  health          %s/healthz  %s/readyz\n\n", in.HTTPURL, in.HTTPURL)
 	fmt.Fprintf(w, "  app             %s\n", in.AppName)
 	fmt.Fprintf(w, "  app_key         %s\n", in.AppKey)

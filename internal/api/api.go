@@ -12,6 +12,8 @@ import (
 	"strings"
 	"time"
 
+	"golang.org/x/time/rate"
+
 	"github.com/heraldpush/herald/internal/apierr"
 	"github.com/heraldpush/herald/internal/delivery"
 	"github.com/heraldpush/herald/internal/push"
@@ -26,6 +28,10 @@ type Options struct {
 	MaxBatch      int    // pushes in one batch call
 	RegisterRate  float64
 	RegisterBurst int
+	// AppPushRate and AppPushBurst bound each app's pushes (a token bucket;
+	// see appLimiter). A rate of zero does not limit.
+	AppPushRate  float64
+	AppPushBurst int
 	// Links are the device-facing URLs returned with a registration, so a
 	// device learns where to connect from the answer itself.
 	Links Links
@@ -35,7 +41,7 @@ type Options struct {
 // Links are the addresses a device connects to.
 type Links struct {
 	HTTP string // base URL of the HTTP listener
-	MQTT string // mqtt://host:port, empty when MQTT is off
+	MQTT string // mqtts://host:port when MQTT over TLS is on, else mqtt://; empty when neither is
 }
 
 // API serves the provider, registration and admin endpoints.
@@ -45,7 +51,9 @@ type API struct {
 	hub      *session.Hub       // to refresh live sessions when a device changes; never nil
 	opts     Options
 	limiter  *addrLimiter
-	log      *slog.Logger
+	// pushLimit is the per-app push budget; never nil.
+	pushLimit *appLimiter
+	log       *slog.Logger
 }
 
 // New returns the API over its services.
@@ -53,8 +61,13 @@ func New(reg *registry.Registry, d *delivery.Service, hub *session.Hub, o Option
 	if o.Log == nil {
 		o.Log = slog.Default()
 	}
+	pushRate := o.AppPushRate
+	if pushRate <= 0 {
+		pushRate = float64(rate.Inf)
+	}
 	return &API{reg: reg, delivery: d, hub: hub, opts: o, log: o.Log,
-		limiter: newAddrLimiter(o.RegisterRate, o.RegisterBurst)}
+		limiter:   newAddrLimiter(o.RegisterRate, o.RegisterBurst),
+		pushLimit: newAppLimiter(pushRate, o.AppPushBurst)}
 }
 
 // Register adds the API's routes to mux.

@@ -91,8 +91,8 @@ func (a *API) register(w http.ResponseWriter, r *http.Request) error {
 		if app.Key != req.AppKey {
 			return apierr.Unauthorized.With("the credentials are for another app")
 		}
-	} else if !a.limiter.allow(r, time.Now()) {
-		return apierr.RateLimited.With("too many registrations from this address; retry later")
+	} else if wait, ok := a.limiter.allow(r, time.Now()); !ok {
+		return apierr.RateLimited.RetryIn(wait).With("too many registrations from this address; retry in %s", wait.Round(time.Millisecond))
 	}
 	ch := push.Channel{Kind: push.ChannelHerald}
 	set := 0

@@ -10,6 +10,9 @@ import (
 )
 
 func (a *API) push(w http.ResponseWriter, r *http.Request, app push.App) error {
+	if err := a.spend(app.Key, 1); err != nil {
+		return err
+	}
 	body, err := apierr.ReadBody(r, a.opts.MaxBody)
 	if err != nil {
 		return err
@@ -36,7 +39,9 @@ type batchResult struct {
 
 // pushBatch accepts up to MaxBatch pushes in one durable write. Each push is
 // validated on its own; the answer lists a result or an error per push, in
-// order, and is 202 when at least one was accepted.
+// order, and is 202 when at least one was accepted. The batch spends one
+// push of the app's rate per push in it, all or none: one that does not
+// fit is refused whole with 429, before any of it is stored.
 func (a *API) pushBatch(w http.ResponseWriter, r *http.Request, app push.App) error {
 	body, err := apierr.ReadBody(r, a.opts.MaxBody)
 	if err != nil {
@@ -50,6 +55,9 @@ func (a *API) pushBatch(w http.ResponseWriter, r *http.Request, app push.App) er
 	}
 	if len(env.Pushes) == 0 || len(env.Pushes) > a.opts.MaxBatch {
 		return apierr.BadBatch.With("a batch holds 1 to %d pushes, not %d", a.opts.MaxBatch, len(env.Pushes))
+	}
+	if err := a.spend(app.Key, len(env.Pushes)); err != nil {
+		return err
 	}
 	out := make([]batchResult, len(env.Pushes))
 	reqs := make([]*push.Request, 0, len(env.Pushes))

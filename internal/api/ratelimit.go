@@ -1,6 +1,7 @@
 package api
 
 import (
+	"math"
 	"net"
 	"net/http"
 	"sync"
@@ -27,8 +28,9 @@ func newAddrLimiter(perSecond float64, burst int) *addrLimiter {
 	return &addrLimiter{rate: rate.Limit(perSecond), burst: burst, buckets: make(map[string]*bucket)}
 }
 
-// allow reports whether r's source address may make one more call now.
-func (l *addrLimiter) allow(r *http.Request, now time.Time) bool {
+// allow reports whether r's source address may make one more call now,
+// and if not, how long until it may.
+func (l *addrLimiter) allow(r *http.Request, now time.Time) (time.Duration, bool) {
 	host, _, err := net.SplitHostPort(r.RemoteAddr)
 	if err != nil {
 		host = r.RemoteAddr
@@ -41,7 +43,10 @@ func (l *addrLimiter) allow(r *http.Request, now time.Time) bool {
 	}
 	b.seen = now
 	l.mu.Unlock()
-	return b.lim.AllowN(now, 1)
+	if b.lim.AllowN(now, 1) {
+		return 0, true
+	}
+	return time.Duration(math.Ceil((1 - b.lim.TokensAt(now)) / float64(l.rate) * float64(time.Second))), false
 }
 
 // prune forgets addresses whose bucket has refilled, so the map holds only

@@ -30,7 +30,8 @@ type webPushAPI struct {
 // registerWebPush mounts the push service's routes on mux.
 func (a *API) registerWebPush(mux *http.ServeMux) {
 	wp := &webPushAPI{
-		svc: webpush.New(a.reg, a.delivery, webpush.Options{BaseURL: a.opts.Links.HTTP}),
+		svc: webpush.New(a.reg, a.delivery, webpush.Options{BaseURL: a.opts.Links.HTTP,
+			Admit: func(app string) error { return a.spend(app, 1) }}),
 		reg: a.reg, api: a,
 	}
 	h := func(f apierr.HandlerFunc) http.Handler { return apierr.Handle(a.log, f) }

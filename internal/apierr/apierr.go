@@ -12,7 +12,9 @@ import (
 	"log/slog"
 	"mime"
 	"net/http"
+	"strconv"
 	"strings"
+	"time"
 )
 
 // Error is one API error.
@@ -20,6 +22,9 @@ type Error struct {
 	Status  int    `json:"-"`
 	Code    string `json:"code"`
 	Message string `json:"message"`
+	// RetryAfter is how long a client should wait before trying again; a
+	// 429 says it in Retry-After, in whole seconds rounded up (1 when zero).
+	RetryAfter time.Duration `json:"-"`
 }
 
 func (e *Error) Error() string { return e.Code + ": " + e.Message }
@@ -28,6 +33,13 @@ func (e *Error) Error() string { return e.Code + ": " + e.Message }
 func (e *Error) With(format string, args ...any) *Error {
 	c := *e
 	c.Message = fmt.Sprintf(format, args...)
+	return &c
+}
+
+// RetryIn returns a copy of e that tells the client to retry after d.
+func (e *Error) RetryIn(d time.Duration) *Error {
+	c := *e
+	c.RetryAfter = d
 	return &c
 }
 
@@ -107,7 +119,8 @@ func Write(w http.ResponseWriter, err error) {
 		w.Header().Set("WWW-Authenticate", `Basic realm="herald"`)
 	}
 	if e.Status == http.StatusTooManyRequests {
-		w.Header().Set("Retry-After", "1")
+		secs := max(1, int64((e.RetryAfter+time.Second-1)/time.Second))
+		w.Header().Set("Retry-After", strconv.FormatInt(secs, 10))
 	}
 	if e.Code == StoreUnavailable.Code {
 		// A full disk takes an operator to clear: a client that retries

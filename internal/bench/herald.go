@@ -107,15 +107,19 @@ func (h *herald) spawn(ctx context.Context, o *Options) error {
 	}
 	h.base = fmt.Sprintf("http://127.0.0.1:%d", httpPort)
 	h.mqtt = netip.AddrPortFrom(netip.MustParseAddr("127.0.0.1"), uint16(mqttPort))
+	// The admin token goes in the environment, out of ps; the push rate
+	// is raised so that the per-app limit never shapes a figure (a later
+	// --app-push-rate in ServeArgs still wins).
 	data := filepath.Join(o.Dir, "herald-data")
 	args := []string{"serve", "--data", data,
 		"--http", fmt.Sprintf("127.0.0.1:%d", httpPort), "--mqtt", h.mqtt.String(),
-		"--admin-token", h.cache.AdminToken, "--log-level", "warn"}
+		"--app-push-rate", "1e9", "--app-push-burst", "1000000000", "--log-level", "warn"}
 	if entries, err := os.ReadDir(data); err != nil || len(entries) == 0 {
 		args = append(args, "--init") // the first run; later ones reuse the store and its devices
 	}
 	args = append(args, o.ServeArgs...)
-	h.proc, err = startProcess(bin, args, o.ServeEnv, o.ServerCPUs, filepath.Join(o.Dir, "herald-serve.log"))
+	env := append([]string{"HERALD_ADMIN_TOKEN=" + h.cache.AdminToken}, o.ServeEnv...)
+	h.proc, err = startProcess(bin, args, env, o.ServerCPUs, filepath.Join(o.Dir, "herald-serve.log"))
 	if err != nil {
 		return err
 	}

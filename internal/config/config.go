@@ -16,7 +16,7 @@ type Config struct {
 	HTTPAddr    string // REST API, device HTTP transports, health
 	MQTTAddr    string // MQTT over TCP; empty disables it
 	MQTTSAddr   string // MQTT over TLS; empty disables it
-	TLSCert     string // certificate file for MQTTS (and HTTPS when set)
+	TLSCert     string // certificate file: when set, HTTPS on HTTPAddr and the certificate of MQTTS
 	TLSKey      string
 	PublicURL   string // how devices and providers reach HTTPAddr; derived when empty
 	AdminToken  string // bearer token for admin calls; generated on first start when empty
@@ -62,6 +62,10 @@ type Config struct {
 	// store, the admin token); without it such a start is refused. A
 	// one-off, not a setting to keep.
 	Init bool
+	// The admin token's other source and the per-app push rate (issue 7).
+	AdminTokenFile string  // file holding the admin token, so that it stays out of ps; excludes AdminToken
+	AppPushRate    float64 // pushes per second per app, over /v1/push, /v1/push/batch and /wpush
+	AppPushBurst   int     // pushes an app may make at once; at least MaxBatch, so a full batch fits
 }
 
 // Default returns the settings `herald serve` starts with.
@@ -91,6 +95,9 @@ func Default() Config {
 		LogLevel:           "info",
 		DefaultAppName:     "default",
 		StoreMinFree:       256 << 20,
+		// FCM's default quota: 600,000 messages a minute per project.
+		AppPushRate:  10000,
+		AppPushBurst: 20000,
 	}
 }
 
@@ -150,6 +157,15 @@ func (c *Config) Validate() error {
 	}
 	if c.StoreMinFree < 0 {
 		errs = append(errs, errors.New("store-min-free must be 0 or more"))
+	}
+	if c.AdminToken != "" && c.AdminTokenFile != "" {
+		errs = append(errs, errors.New("give admin-token or admin-token-file, not both"))
+	}
+	if c.AppPushRate <= 0 {
+		errs = append(errs, errors.New("app-push-rate must be above zero"))
+	}
+	if c.AppPushBurst < c.MaxBatch {
+		errs = append(errs, fmt.Errorf("app-push-burst (%d) must be at least max-batch (%d): a batch of N pushes spends N at once", c.AppPushBurst, c.MaxBatch))
 	}
 	if c.DefaultAppName == "" {
 		errs = append(errs, errors.New("default-app must be set"))

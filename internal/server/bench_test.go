@@ -22,6 +22,7 @@ func benchNode(b *testing.B) *node {
 		cfg.PostgresURL, cfg.PostgresSchema = postgresConfig(b)
 	}
 	cfg.RegisterRate = 1e9
+	cfg.AppPushRate, cfg.AppPushBurst = 1e9, 1e9
 	return startNode(b, cfg)
 }
 

@@ -49,7 +49,7 @@ type dataDir struct {
 
 // tokenKept reports whether the admin token lives in the data directory
 // rather than in the configuration.
-func tokenKept(cfg config.Config) bool { return cfg.AdminToken == "" }
+func tokenKept(cfg config.Config) bool { return cfg.AdminToken == "" && cfg.AdminTokenFile == "" }
 
 // inspectDataDir looks at the data directory before anything is created in
 // it and refuses a start that would silently replace what was lost. The

@@ -45,20 +45,16 @@ func (s *Server) buildMQTT(mux *http.ServeMux) error {
 		s.info.MQTTURL = "mqtt://" + reachable(m.tcp.Addr())
 	}
 	if cfg.MQTTSAddr != "" {
-		cert, err := tls.LoadX509KeyPair(cfg.TLSCert, cfg.TLSKey)
-		if err != nil {
-			m.closeListeners()
-			return fmt.Errorf("mqtts certificate: %w", err)
-		}
+		// Validate made sure the certificate is set; loadTLS read it.
 		ln, err := net.Listen("tcp", cfg.MQTTSAddr)
 		if err != nil {
 			m.closeListeners()
 			return fmt.Errorf("mqtts listener: %w", err)
 		}
-		m.tls = tls.NewListener(ln, &tls.Config{Certificates: []tls.Certificate{cert}, MinVersion: tls.VersionTLS12})
+		m.tls = tls.NewListener(ln, s.tls.Clone())
 		s.info.MQTTSURL = "mqtts://" + reachable(ln.Addr())
 	}
-	s.info.MQTTWSURL = "ws" + s.info.HTTPURL[len("http"):] + "/mqtt"
+	s.info.MQTTWSURL = wsURL(s.info.HTTPURL, "/mqtt")
 	mux.HandleFunc("GET /mqtt", m.serveWebSocket)
 	s.mqtt = m
 	return nil

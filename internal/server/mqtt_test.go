@@ -434,18 +434,27 @@ func TestClientListenMQTT(t *testing.T) {
 }
 
 // TestMQTTOverTLS: --mqtts with certificate files, through the same gateway.
+// The same files make the HTTP listener HTTPS, so the node's calls trust
+// the certificate too.
 func TestMQTTOverTLS(t *testing.T) {
 	certFile, keyFile, der := selfSignedCert(t)
+	pool := x509.NewCertPool()
+	cert, _ := x509.ParseCertificate(der)
+	pool.AddCert(cert)
 
 	cfg := testConfig(t)
 	cfg.MQTTAddr, cfg.MQTTSAddr, cfg.TLSCert, cfg.TLSKey = "", "127.0.0.1:0", certFile, keyFile
 	n := startNode(t, cfg)
-	dev := n.register("")
+	n.hc = &http.Client{Transport: &http.Transport{TLSClientConfig: &tls.Config{RootCAs: pool}}}
+	dev, err := client.Register(context.Background(), n.hc, n.url, client.RegisterRequest{AppKey: n.info.AppKey, Platform: "android"})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if dev.MQTTURL != n.info.MQTTSURL {
+		t.Errorf("the registration answer gave MQTT URL %q, want the TLS listener's %q", dev.MQTTURL, n.info.MQTTSURL)
+	}
 	id := n.pushTo(dev, "over TLS")
 
-	pool := x509.NewCertPool()
-	cert, _ := x509.ParseCertificate(der)
-	pool.AddCert(cert)
 	opts := paho3.NewClientOptions().AddBroker("ssl://" + strings.TrimPrefix(n.info.MQTTSURL, "mqtts://")).
 		SetClientID(dev.RegistrationID).SetUsername(dev.RegistrationID).SetPassword(dev.DeviceSecret).
 		SetProtocolVersion(4).SetAutoReconnect(false).SetTLSConfig(&tls.Config{RootCAs: pool})

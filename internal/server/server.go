@@ -5,6 +5,7 @@ package server
 
 import (
 	"context"
+	"crypto/tls"
 	"errors"
 	"fmt"
 	"log/slog"
@@ -41,6 +42,7 @@ type Server struct {
 	http  *http.Server
 	mqtt  *mqttNode    // nil until buildMQTT
 	debug *http.Server // the profiler's, when --debug-addr is set
+	tls   *tls.Config  // from --tls-cert and --tls-key, for HTTPS and MQTTS; nil without them
 
 	httpLn net.Listener
 	info   Info
@@ -58,6 +60,8 @@ type Info struct {
 	MQTTURL    string // mqtt://host:port; empty when --mqtt is off
 	MQTTSURL   string // mqtts://host:port; empty when --mqtts is off
 	MQTTWSURL  string // MQTT over WebSocket
+	WSURL      string // the device WebSocket, /v1/inbox/ws
+	MozPushURL string // Firefox's push service (dom.push.serverURL), /mozpush
 	Store      string // "embedded (DIR)" or "postgres"
 	AppName    string
 	AppKey     string
@@ -98,6 +102,22 @@ func New(ctx context.Context, cfg config.Config, log *slog.Logger) (*Server, err
 
 func (s *Server) build(ctx context.Context, dir dataDir) error {
 	cfg := s.cfg
+	// Whatever can refuse the start comes before the default app is
+	// created: its master secret is shown only on the start that creates
+	// it.
+	var err error
+	if s.tls, err = loadTLS(cfg); err != nil {
+		return err
+	}
+	// A configured admin token is checked first: a start it refuses must
+	// not create the default app, whose master secret is shown only on
+	// the start that creates it. A kept one is read or generated after
+	// refuseLostToken, which must see whether it was lost.
+	if !dir.tokenKept {
+		if err := s.adminToken(); err != nil {
+			return err
+		}
+	}
 	s.reg = registry.New(s.store, time.Now, cfg.MaxTags)
 	app, secret, err := s.reg.EnsureApp(ctx, cfg.DefaultAppName)
 	if err != nil {
@@ -107,21 +127,21 @@ func (s *Server) build(ctx context.Context, dir dataDir) error {
 	if err := s.refuseLostToken(dir); err != nil {
 		return err
 	}
-	if err := s.adminToken(); err != nil {
-		return err
+	if dir.tokenKept {
+		if err := s.adminToken(); err != nil {
+			return err
+		}
 	}
 	if err := s.markDataDir(dir); err != nil {
 		return err
 	}
-
 	s.httpLn, err = net.Listen("tcp", cfg.HTTPAddr)
 	if err != nil {
 		return fmt.Errorf("http listener: %w", err)
 	}
-	s.info.HTTPURL = cfg.PublicURL
-	if s.info.HTTPURL == "" {
-		s.info.HTTPURL = "http://" + reachable(s.httpLn.Addr())
-	}
+	s.httpLn = s.secureHTTP(s.httpLn)
+	s.info.HTTPURL = s.httpURL()
+	s.info.WSURL, s.info.MozPushURL = wsURL(s.info.HTTPURL, "/v1/inbox/ws"), wsURL(s.info.HTTPURL, "/mozpush")
 
 	limits := push.DefaultLimits()
 	limits.MaxPayload, limits.MaxIDs = cfg.MaxPayload, cfg.MaxIDs
@@ -138,7 +158,8 @@ func (s *Server) build(ctx context.Context, dir dataDir) error {
 	s.api = api.New(s.reg, s.deliv, s.hub, api.Options{
 		AdminToken: s.info.AdminToken, MaxBody: cfg.MaxBody, MaxBatch: cfg.MaxBatch,
 		RegisterRate: cfg.RegisterRate, RegisterBurst: cfg.RegisterBurst,
-		Links: api.Links{HTTP: s.info.HTTPURL, MQTT: s.info.MQTTURL}, Log: s.log,
+		AppPushRate: cfg.AppPushRate, AppPushBurst: cfg.AppPushBurst,
+		Links: api.Links{HTTP: s.info.HTTPURL, MQTT: s.deviceMQTTURL()}, Log: s.log,
 	})
 	pollGW := poll.New(s.reg, s.deliv, poll.Options{
 		MaxWait: cfg.LongPollMax, MaxBody: cfg.MaxBody, MaxBatch: cfg.MaxBatch, Log: s.log,
@@ -163,18 +184,34 @@ func (s *Server) build(ctx context.Context, dir dataDir) error {
 	return nil
 }
 
-// adminToken takes the configured token, or the one generated on an earlier
-// start, or generates and keeps one.
+// adminToken takes the configured token (--admin-token or
+// --admin-token-file), or the one generated on an earlier start, or
+// generates and keeps one. A token weaker than 128 bits is refused.
 func (s *Server) adminToken() error {
-	if s.cfg.AdminToken != "" {
-		s.info.AdminToken = s.cfg.AdminToken
+	tok, source := s.cfg.AdminToken, "--admin-token (or HERALD_ADMIN_TOKEN)"
+	if path := s.cfg.AdminTokenFile; path != "" {
+		var err error
+		if tok, err = s.readAdminTokenFile(path); err != nil {
+			return err
+		}
+		source = "--admin-token-file " + path
+	}
+	if tok != "" {
+		if err := checkAdminToken(tok, source); err != nil {
+			return err
+		}
+		s.info.AdminToken = tok
 		return nil
 	}
 	path := filepath.Join(s.cfg.DataDir, "admin-token")
 	s.info.AdminTokenFile = path
 	b, err := os.ReadFile(path)
 	if err == nil && len(strings.TrimSpace(string(b))) > 0 {
-		s.info.AdminToken = strings.TrimSpace(string(b))
+		tok := strings.TrimSpace(string(b))
+		if err := checkAdminToken(tok, path); err != nil {
+			return err
+		}
+		s.info.AdminToken = tok
 		return nil
 	}
 	if err != nil && !errors.Is(err, os.ErrNotExist) {

@@ -24,6 +24,7 @@ type node struct {
 	url  string
 	info Info
 	stop func()
+	hc   *http.Client // for call; http.DefaultClient when nil (set it to trust a test CA)
 }
 
 func testConfig(t testing.TB) config.Config {
@@ -82,7 +83,11 @@ func (n *node) call(method, path string, auth func(*http.Request), body any, out
 	if auth != nil {
 		auth(req)
 	}
-	resp, err := http.DefaultClient.Do(req)
+	hc := n.hc
+	if hc == nil {
+		hc = http.DefaultClient
+	}
+	resp, err := hc.Do(req)
 	if err != nil {
 		n.t.Fatalf("%s %s: %v", method, path, err)
 	}

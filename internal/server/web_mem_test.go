@@ -4,6 +4,8 @@ import (
 	"bufio"
 	"bytes"
 	"context"
+	"crypto/tls"
+	"crypto/x509"
 	"encoding/json"
 	"fmt"
 	"io"
@@ -67,12 +69,17 @@ func TestIdleConnectionMemory(t *testing.T) {
 // connection with the readings.
 func measureIdle(t *testing.T, bin, transport string, steps []int) (float64, []int) {
 	var extra []string
+	var trust *x509.CertPool
 	if transport == "mqtt-tls" {
-		cert, key, _ := selfSignedCert(t)
+		cert, key, der := selfSignedCert(t)
 		extra = []string{"--mqtts", "127.0.0.1:0", "--tls-cert", cert, "--tls-key", key}
+		c, _ := x509.ParseCertificate(der)
+		trust = x509.NewCertPool()
+		trust.AddCert(c)
 	}
 	srv := startBinary(t, bin, extra...)
 	defer srv.stop()
+	srv.roots = trust
 	devs := srv.registerMany(t, steps[len(steps)-1])
 
 	ctx, cancel := context.WithCancel(context.Background())
@@ -214,7 +221,8 @@ func slopeKiB(conns, rss []int) float64 {
 type binary struct {
 	cmd                 *exec.Cmd
 	url, appKey, secret string
-	mqtts               string // host:port of the MQTT TLS listener, if any
+	mqtts               string         // host:port of the MQTT TLS listener, if any
+	roots               *x509.CertPool // trusted for HTTPS, when the server has a certificate
 	done                chan struct{}
 }
 
@@ -274,7 +282,7 @@ func (b *binary) stop() {
 // and returns their credentials.
 func (b *binary) registerMany(t *testing.T, n int) [][2]string {
 	out := make([][2]string, n)
-	hc := &http.Client{Transport: &http.Transport{MaxIdleConnsPerHost: 32}}
+	hc := &http.Client{Transport: &http.Transport{MaxIdleConnsPerHost: 32, TLSClientConfig: &tls.Config{RootCAs: b.roots}}}
 	body, _ := json.Marshal(map[string]string{"app_key": b.appKey, "platform": "web"})
 	var wg sync.WaitGroup
 	next := make(chan int)

@@ -79,6 +79,11 @@ type Options struct {
 	MaxTTL           time.Duration
 	MaxSubscriptions int
 	Now              func() time.Time // time.Now when nil
+	// Admit, when set, is asked once a push has passed every check and
+	// before it is stored, with the app it is for; an error refuses the
+	// push and Push returns it as it is. The API charges the app's push
+	// rate here, so that a push nobody may make costs nothing.
+	Admit func(app string) error
 }
 
 // Service is the push service. It holds no state of its own, so any number
@@ -217,8 +222,9 @@ type Result struct {
 // h are the request's headers, body its opaque body. Checks run in this
 // order, so that a caller learns no more than it may: the subscription
 // (ErrNotFound, ErrGone), its VAPID credentials when it has a key
-// (ErrNoVAPID, ErrBadVAPID), then the headers and the size. It returns once
-// the message is durable in the device's inbox.
+// (ErrNoVAPID, ErrBadVAPID), then the headers and the size, then
+// Options.Admit. It returns once the message is durable in the device's
+// inbox.
 func (s *Service) Push(ctx context.Context, token string, h http.Header, body []byte) (Result, error) {
 	sub, d, err := s.live(ctx, token)
 	if err != nil {
@@ -282,6 +288,11 @@ func (s *Service) Push(ctx context.Context, token string, h http.Header, body []
 	}
 	if topic != "" {
 		m.CollapseID = CollapsePrefix + sub.ID + "/" + topic
+	}
+	if s.opts.Admit != nil {
+		if err := s.opts.Admit(sub.App); err != nil {
+			return Result{}, err
+		}
 	}
 	if err := s.deliv.PushMessage(ctx, m, []string{d.ID}); err != nil {
 		return Result{}, err

@@ -69,7 +69,8 @@ func freePort(t *testing.T) string {
 // TestClientOverEveryMQTTListener: the public client receives a waiting
 // and a live push through the binary's three MQTT listeners (TCP, TLS with
 // certificate files, WebSocket at /mqtt), acknowledging each so that the
-// inbox is empty afterwards.
+// inbox is empty afterwards. The certificate makes the HTTP listener HTTPS
+// too, so every call trusts it and MQTT over WebSocket is wss.
 func TestClientOverEveryMQTTListener(t *testing.T) {
 	dir := t.TempDir()
 	certFile, keyFile, pool := selfSigned(t, dir)
@@ -84,20 +85,20 @@ func TestClientOverEveryMQTTListener(t *testing.T) {
 		name string
 		url  func(reg *client.Registration) string
 	}{
-		{"tcp", func(reg *client.Registration) string { return reg.MQTTURL }},
-		{"tls", func(*client.Registration) string { return "mqtts://" + mqtts }},
-		{"websocket", func(*client.Registration) string { return "ws" + strings.TrimPrefix(srv.URL, "http") + "/mqtt" }},
+		{"tcp", func(*client.Registration) string { return srv.MQTTURL }},
+		{"tls", func(reg *client.Registration) string { return reg.MQTTURL }},
+		{"websocket", func(*client.Registration) string { return "wss" + strings.TrimPrefix(srv.URL, "https") + "/mqtt" }},
 	} {
 		t.Run(tr.name, func(t *testing.T) {
 			reg, err := client.Register(ctx, hc, srv.URL, client.RegisterRequest{AppKey: srv.AppKey, Platform: "android"})
 			if err != nil {
 				t.Fatal(err)
 			}
-			if !strings.HasPrefix(reg.MQTTURL, "mqtt://127.0.0.1:") {
-				t.Fatalf("the registration answer gave MQTT URL %q", reg.MQTTURL)
+			if reg.MQTTURL != "mqtts://"+mqtts {
+				t.Fatalf("the registration answer gave MQTT URL %q, want the TLS listener mqtts://%s", reg.MQTTURL, mqtts)
 			}
 			push := func(text string) string {
-				id, status := srv.push(t, fmt.Sprintf(`{"audience":{"registration_id":[%q]},"message":{"text":%q}}`, reg.RegistrationID, text))
+				id, status := srv.pushVia(t, hc, fmt.Sprintf(`{"audience":{"registration_id":[%q]},"message":{"text":%q}}`, reg.RegistrationID, text))
 				if status != http.StatusAccepted {
 					t.Fatalf("push: status %d", status)
 				}
