@@ -80,6 +80,23 @@ func New(ctx context.Context, cfg config.Config, log *slog.Logger) (*Server, err
 	if err := cfg.Validate(); err != nil {
 		return nil, fmt.Errorf("config: %w", err)
 	}
+	s := &Server{cfg: cfg, log: log, hub: session.NewHub()}
+	// What can refuse the start is checked before anything is created: a
+	// refused start must leave the data directory as it found it (a store
+	// without its token, or a default app whose master secret was never
+	// shown). The TLS files and a configured admin token (flag,
+	// environment or file) come first.
+	var err error
+	if s.tls, err = loadTLS(cfg); err != nil {
+		return nil, err
+	}
+	// A kept admin token is read or generated in build, after
+	// refuseLostToken has seen whether it was lost.
+	if !tokenKept(cfg) {
+		if err := s.adminToken(); err != nil {
+			return nil, err
+		}
+	}
 	dir, err := inspectDataDir(cfg, log)
 	if err != nil {
 		return nil, err
@@ -91,7 +108,7 @@ func New(ctx context.Context, cfg config.Config, log *slog.Logger) (*Server, err
 	if err != nil {
 		return nil, err
 	}
-	s := &Server{cfg: cfg, log: log, store: st.Store, storeHealth: st.health, hub: session.NewHub()}
+	s.store, s.storeHealth = st.Store, st.health
 	s.info.Store = st.desc
 	if err := s.build(ctx, dir); err != nil {
 		st.Close()
@@ -102,22 +119,6 @@ func New(ctx context.Context, cfg config.Config, log *slog.Logger) (*Server, err
 
 func (s *Server) build(ctx context.Context, dir dataDir) error {
 	cfg := s.cfg
-	// Whatever can refuse the start comes before the default app is
-	// created: its master secret is shown only on the start that creates
-	// it.
-	var err error
-	if s.tls, err = loadTLS(cfg); err != nil {
-		return err
-	}
-	// A configured admin token is checked first: a start it refuses must
-	// not create the default app, whose master secret is shown only on
-	// the start that creates it. A kept one is read or generated after
-	// refuseLostToken, which must see whether it was lost.
-	if !dir.tokenKept {
-		if err := s.adminToken(); err != nil {
-			return err
-		}
-	}
 	s.reg = registry.New(s.store, time.Now, cfg.MaxTags)
 	app, secret, err := s.reg.EnsureApp(ctx, cfg.DefaultAppName)
 	if err != nil {
