@@ -24,6 +24,7 @@ type fakeConn struct {
 	closed bool
 	idle   time.Duration
 	ctx    any
+	authed bool
 }
 
 func (f *fakeConn) Write(b []byte) error {
@@ -53,6 +54,12 @@ func (f *fakeConn) SetIdleTimeout(d time.Duration) {
 
 func (f *fakeConn) SetContext(v any) { f.ctx = v }
 func (f *fakeConn) Context() any     { return f.ctx }
+
+func (f *fakeConn) Authenticated() {
+	f.mu.Lock()
+	f.authed = true
+	f.mu.Unlock()
+}
 
 // take returns and forgets what was written.
 func (f *fakeConn) take() []byte {
