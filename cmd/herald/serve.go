@@ -49,6 +49,9 @@ func serve(ctx context.Context, args []string, stdout, stderr io.Writer) error {
 	fs.StringVar(&cfg.LogFormat, "log-format", cfg.LogFormat, "text or json")
 	fs.StringVar(&cfg.LogLevel, "log-level", cfg.LogLevel, "debug, info, warn or error")
 	fs.StringVar(&cfg.DefaultAppName, "default-app", cfg.DefaultAppName, "name of the app created on first start")
+	// Connection caps (docs/operations.md, "Connections").
+	fs.IntVar(&cfg.MaxConnsPerAddr, "max-conns-per-addr", cfg.MaxConnsPerAddr, "most open connections from one source address (IPv6: one /64) over HTTP and MQTT together; more are refused at accept; 0 for no cap")
+	fs.IntVar(&cfg.MaxUnauthConns, "max-unauth-conns", cfg.MaxUnauthConns, "most connections not yet authenticated, all addresses together; past it the oldest is closed (default: half the file limit); 0 for no cap")
 	if err := fs.Parse(args); err != nil {
 		return err
 	}

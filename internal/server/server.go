@@ -21,6 +21,7 @@ import (
 	"github.com/heraldpush/herald/internal/config"
 	"github.com/heraldpush/herald/internal/delivery"
 	"github.com/heraldpush/herald/internal/gateway/poll"
+	"github.com/heraldpush/herald/internal/netlimit"
 	"github.com/heraldpush/herald/internal/push"
 	"github.com/heraldpush/herald/internal/registry"
 	"github.com/heraldpush/herald/internal/router"
@@ -40,6 +41,8 @@ type Server struct {
 	http  *http.Server
 	mqtt  *mqttNode    // nil until buildMQTT
 	debug *http.Server // the profiler's, when --debug-addr is set
+
+	limits *netlimit.Limiter // connection caps, shared by every listener
 
 	httpLn net.Listener
 	info   Info
@@ -103,6 +106,7 @@ func (s *Server) build(ctx context.Context) error {
 	if err != nil {
 		return fmt.Errorf("http listener: %w", err)
 	}
+	s.limitConnections()
 	s.info.HTTPURL = cfg.PublicURL
 	if s.info.HTTPURL == "" {
 		s.info.HTTPURL = "http://" + reachable(s.httpLn.Addr())
@@ -145,6 +149,9 @@ func (s *Server) build(ctx context.Context) error {
 		IdleTimeout:       2 * time.Minute,
 		ErrorLog:          slog.NewLogLogger(s.log.Handler(), slog.LevelDebug),
 	}
+	// Requests carry their connection's limiter ticket, which the
+	// credential checks mark authenticated.
+	s.http.ConnContext = netlimit.ConnContext
 	return nil
 }
 
