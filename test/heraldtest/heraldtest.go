@@ -66,7 +66,17 @@ var bannerLine = regexp.MustCompile(`^\s+(HTTP API|app_key|master_secret|MQTT ov
 // process is stopped with SIGTERM when the test ends.
 func Start(t testing.TB, dataDir string, args ...string) *Server {
 	t.Helper()
-	cmd := exec.Command(bin, append([]string{"serve", "--data", dataDir, "--http", "127.0.0.1:0", "--mqtt", ""}, args...)...)
+	return StartUnder(t, nil, dataDir, args...)
+}
+
+// StartUnder is Start with the server run by a launcher that execs its
+// last argument and the rest, such as []string{"prlimit",
+// "--nofile=1024:1024", "--"}. Server.PID is then the launcher's, which is
+// the server's once the launcher has exec'd it.
+func StartUnder(t testing.TB, launcher []string, dataDir string, args ...string) *Server {
+	t.Helper()
+	argv := append(append(append([]string(nil), launcher...), bin, "serve", "--data", dataDir, "--http", "127.0.0.1:0", "--mqtt", ""), args...)
+	cmd := exec.Command(argv[0], argv[1:]...)
 	stdout, _ := cmd.StdoutPipe()
 	s := &Server{Cmd: cmd, Log: &SyncBuffer{}, done: make(chan struct{})}
 	cmd.Stderr = s.Log
