@@ -54,6 +54,9 @@ func serve(ctx context.Context, args []string, stdout, stderr io.Writer) error {
 	fs.StringVar(&cfg.AdminTokenFile, "admin-token-file", cfg.AdminTokenFile, "file holding the admin token (a trailing newline is dropped), instead of --admin-token")
 	fs.Float64Var(&cfg.AppPushRate, "app-push-rate", cfg.AppPushRate, "pushes per second per app over /v1/push, /v1/push/batch (one per push in it) and /wpush; beyond it 429 with Retry-After")
 	fs.IntVar(&cfg.AppPushBurst, "app-push-burst", cfg.AppPushBurst, "pushes an app may make at once; at least --max-batch")
+	// Connection caps (docs/operations.md, "Connections").
+	fs.IntVar(&cfg.MaxConnsPerAddr, "max-conns-per-addr", cfg.MaxConnsPerAddr, "most open connections from one source address (IPv6: one /64) over HTTP and MQTT together; more are refused at accept; 0 for no cap")
+	fs.IntVar(&cfg.MaxUnauthConns, "max-unauth-conns", cfg.MaxUnauthConns, "most connections not yet authenticated, all addresses together; past it the oldest is closed (default: half the file limit); 0 for no cap")
 	if err := fs.Parse(args); err != nil {
 		return err
 	}

@@ -16,6 +16,7 @@ import (
 
 	"github.com/heraldpush/herald/internal/apierr"
 	"github.com/heraldpush/herald/internal/delivery"
+	"github.com/heraldpush/herald/internal/netlimit"
 	"github.com/heraldpush/herald/internal/push"
 	"github.com/heraldpush/herald/internal/registry"
 	"github.com/heraldpush/herald/internal/session"
@@ -122,6 +123,7 @@ func (a *API) admin(r *http.Request) error {
 	if !ok || a.opts.AdminToken == "" || subtle.ConstantTimeCompare([]byte(token), []byte(a.opts.AdminToken)) != 1 {
 		return apierr.Unauthorized.With("use Authorization: Bearer <admin token>")
 	}
+	netlimit.Authenticated(r.Context()) // the registry does it for app and device credentials
 	return nil
 }
 

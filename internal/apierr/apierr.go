@@ -78,6 +78,9 @@ var (
 	// or may not have been stored; retry later, with an idempotency key
 	// where the call takes one.
 	StoreUnavailable = newError(503, "store_unavailable", "the server cannot store anything now; retry later")
+	// TooManyConnections is answered at accept, before net/http sees the
+	// connection (see RawResponse).
+	TooManyConnections = newError(503, "too_many_connections", "too many connections from this address; close some or retry later")
 
 	// The push service (RFC 8030 endpoints, /wpush/ and /v1/webpush/).
 	MissingTTL           = newError(400, "missing_ttl", "a push to a Web Push endpoint needs a TTL header")
@@ -132,6 +135,22 @@ func Write(w http.ResponseWriter, err error) {
 	json.NewEncoder(w).Encode(struct {
 		Error *Error `json:"error"`
 	}{e})
+}
+
+// RawResponse renders e as a whole HTTP/1.1 response that closes the
+// connection, for a refusal written straight to a socket that net/http
+// never gets (a connection over its address's cap).
+func RawResponse(e *Error) []byte {
+	body, _ := json.Marshal(struct {
+		Error *Error `json:"error"`
+	}{e})
+	body = append(body, '\n')
+	retry := ""
+	if e.Status == http.StatusServiceUnavailable || e.Status == http.StatusTooManyRequests {
+		retry = "Retry-After: 1\r\n"
+	}
+	return fmt.Appendf(nil, "HTTP/1.1 %d %s\r\nContent-Type: application/json\r\nContent-Length: %d\r\n%sConnection: close\r\n\r\n%s",
+		e.Status, http.StatusText(e.Status), len(body), retry, body)
 }
 
 // HandlerFunc is an HTTP handler that returns its error instead of writing

@@ -73,7 +73,7 @@ func is(prefixes ...string) func(string) bool {
 func not(f func(string) bool) func(string) bool { return func(p string) bool { return !f(p) } }
 
 var (
-	leaves    = is("internal/push", "internal/config", "internal/apierr", "internal/gateway/mqtt/packet", "internal/netpoll", "web")
+	leaves    = is("internal/push", "internal/config", "internal/apierr", "internal/gateway/mqtt/packet", "internal/netpoll", "internal/netlimit", "web")
 	backends  = is("internal/store/embedded", "internal/store/postgres", "internal/router/nats", "internal/relay/apns", "internal/relay/fcm", "internal/relay/webpush")
 	edges     = []string{"internal/api", "internal/gateway", "internal/console"}
 	core      = is("internal/delivery", "internal/registry", "internal/session", "internal/router", "internal/store", "internal/relay", "internal/webpush")

@@ -66,6 +66,10 @@ type Config struct {
 	AdminTokenFile string  // file holding the admin token, so that it stays out of ps; excludes AdminToken
 	AppPushRate    float64 // pushes per second per app, over /v1/push, /v1/push/batch and /wpush
 	AppPushBurst   int     // pushes an app may make at once; at least MaxBatch, so a full batch fits
+
+	// Connection caps (docs/operations.md, "Connections"); 0 is no cap.
+	MaxConnsPerAddr int // open connections from one source address (IPv6: one /64), all listeners together
+	MaxUnauthConns  int // connections not yet authenticated, all addresses together; past it the oldest is closed
 }
 
 // Default returns the settings `herald serve` starts with.
@@ -96,9 +100,23 @@ func Default() Config {
 		DefaultAppName:     "default",
 		StoreMinFree:       256 << 20,
 		// FCM's default quota: 600,000 messages a minute per project.
-		AppPushRate:  10000,
-		AppPushBurst: 20000,
+		AppPushRate:     10000,
+		AppPushBurst:    20000,
+		MaxConnsPerAddr: 1000,
+		MaxUnauthConns:  DefaultMaxUnauthConns(),
 	}
+}
+
+// DefaultMaxUnauthConns is half the process's file limit (RLIMIT_NOFILE as
+// Go leaves it, raised to the hard limit at start): however many
+// connections arrive without credentials, the other half of the
+// descriptors stays for authenticated devices, the store and health
+// checks. 512 when the limit cannot be read.
+func DefaultMaxUnauthConns() int {
+	if n := fileLimit(); n > 0 {
+		return max(n/2, 16)
+	}
+	return 512
 }
 
 // Validate reports the first setting that cannot work.
@@ -135,6 +153,9 @@ func (c *Config) Validate() error {
 		if v <= 0 {
 			errs = append(errs, fmt.Errorf("%s must be above zero", name))
 		}
+	}
+	if c.MaxConnsPerAddr < 0 || c.MaxUnauthConns < 0 {
+		errs = append(errs, errors.New("max-conns-per-addr and max-unauth-conns must be 0 (no cap) or more"))
 	}
 	if c.DefaultTTL < 0 || c.DefaultTTL > c.MaxTTL {
 		errs = append(errs, fmt.Errorf("default-ttl must be between 0 and max-ttl (%s)", c.MaxTTL))

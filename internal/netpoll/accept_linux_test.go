@@ -32,7 +32,8 @@ func TestAcceptEMFILE(t *testing.T) {
 	forEachEngine(t, func(t *testing.T, start func(Handler, Options) (*Engine, string)) {
 		logs := &countingHandler{}
 		r := newRecorder()
-		_, addr := start(r, Options{Logger: slog.New(logs)})
+		gate := &testGate{}
+		_, addr := start(r, Options{Logger: slog.New(logs), Gate: gate})
 
 		// The client's socket exists before the table is full, so that
 		// connecting it needs no descriptor, and the server's accept4 finds
@@ -97,6 +98,13 @@ func TestAcceptEMFILE(t *testing.T) {
 		}
 		if o, _, _ := r.counts(); o != 0 {
 			t.Fatalf("accepted %d connections without a descriptor", o)
+		}
+		// Each failure asks the gate to free a descriptor.
+		gate.mu.Lock()
+		sheds := gate.sheds
+		gate.mu.Unlock()
+		if sheds == 0 {
+			t.Error("the accept loop did not ask the gate to shed a connection")
 		}
 		release()
 		r.waitCounts(t, 1, 0)

@@ -12,16 +12,29 @@ import (
 )
 
 // conn is a connection driven by a poller. It is kept small on purpose
-// (112 bytes): it is everything an idle connection costs in Go.
+// (112 bytes): it is everything an idle connection costs in Go. The
+// 4-byte-aligned fields come first and the peer's address is kept as
+// bytes rather than a netip.AddrPort (32 bytes with its padding), which
+// makes room for the Gate's pass within the same size class.
 type conn struct {
-	fd  int32   // immutable; closed (and maybe reused) once state is closed
-	gen uint32  // immutable; tells this conn's epoll events from a reused fd's
-	p   *poller // immutable; the poller that runs every callback
+	fd  int32  // immutable; closed (and maybe reused) once state is closed
+	gen uint32 // immutable; tells this conn's epoll events from a reused fd's
 
 	// state is a connState. It moves forward only: open on the loop, to
 	// closing by closeWith's CAS (from any goroutine), to closed on the
 	// loop in finish, with mu held.
 	state atomic.Uint32
+
+	// The peer's address; immutable. ip is in 16-byte form, is4 says
+	// whether it came as IPv4.
+	port uint16
+	is4  bool
+	ip   [16]byte
+
+	p *poller // immutable; the poller that runs every callback
+
+	// pass is the Gate's admission; immutable, nil without a Gate.
+	pass Pass
 
 	// idle is the idle timeout in ns (0: none); deadline is the engine
 	// clock after which the sweeper closes the conn (0: none).
@@ -39,8 +52,20 @@ type conn struct {
 	// 112-byte size class that conn already used.
 	ctxMu sync.Mutex
 	ctx   any // guarded by ctxMu
+}
 
-	raddr netip.AddrPort // immutable
+// setRemote stores the peer's address ap.
+func (c *conn) setRemote(ap netip.AddrPort) {
+	c.ip, c.is4, c.port = ap.Addr().As16(), ap.Addr().Is4(), ap.Port()
+}
+
+// remote is the peer's address.
+func (c *conn) remote() netip.AddrPort {
+	a := netip.AddrFrom16(c.ip)
+	if c.is4 {
+		a = a.Unmap()
+	}
+	return netip.AddrPortFrom(a, c.port)
 }
 
 // writeQueue holds what the socket did not take, in order. It exists only
@@ -151,7 +176,23 @@ func (c *conn) touch(now int64) {
 }
 
 // RemoteAddr is the peer's address.
-func (c *conn) RemoteAddr() net.Addr { return net.TCPAddrFromAddrPort(c.raddr) }
+func (c *conn) RemoteAddr() net.Addr { return net.TCPAddrFromAddrPort(c.remote()) }
+
+// Authenticated tells the Gate the peer has authenticated.
+func (c *conn) Authenticated() {
+	if c.pass != nil {
+		c.pass.Authenticated()
+	}
+}
+
+// evictor is what the Gate closes an evicted conn with. One pointer, so
+// it goes into an io.Closer without an allocation.
+type evictor struct{ c *conn }
+
+func (e evictor) Close() error {
+	e.c.closeWith(ErrEvicted)
+	return nil
+}
 
 // SetIdleTimeout closes c when no data arrives for d, checked once a
 // second; zero turns it off.

@@ -3,8 +3,10 @@ package netpoll
 import (
 	"errors"
 	"net"
+	"net/netip"
 	"sync"
 	"sync/atomic"
+	"syscall"
 	"time"
 )
 
@@ -106,6 +108,7 @@ func (e *Engine) serveAccept(ln net.Listener) error {
 			}
 			var ne net.Error
 			if errors.As(err, &ne) && ne.Timeout() || isTemporaryAccept(err) {
+				e.shed(err)
 				backoff = nextBackoff(backoff)
 				e.opts.Logger.Warn("netpoll: accept failed; backing off", "err", err, "delay", backoff)
 				if !e.sleep(backoff) {
@@ -116,8 +119,54 @@ func (e *Engine) serveAccept(ln net.Listener) error {
 			return err
 		}
 		backoff = 0
-		go e.ServeConn(nc)
+		var pass Pass
+		if g := e.opts.Gate; g != nil {
+			var ok bool
+			if pass, ok = g.Admit(remoteAddrPort(nc)); !ok {
+				refuseConn(nc)
+				continue
+			}
+		}
+		go e.ServeConnWith(nc, pass)
 	}
+}
+
+// shed asks the Gate to free a descriptor after an accept failed for want
+// of them.
+func (e *Engine) shed(err error) {
+	if g := e.opts.Gate; g != nil && (errors.Is(err, syscall.EMFILE) || errors.Is(err, syscall.ENFILE)) {
+		g.Shed()
+	}
+}
+
+// remoteAddrPort is nc's peer address, or the zero AddrPort when it is not
+// an IP one.
+func remoteAddrPort(nc net.Conn) netip.AddrPort {
+	switch a := nc.RemoteAddr().(type) {
+	case *net.TCPAddr:
+		return a.AddrPort()
+	case interface{ AddrPort() netip.AddrPort }:
+		return a.AddrPort()
+	}
+	return netip.AddrPort{}
+}
+
+// refuseConn closes a connection the Gate refused, with a reset when its
+// TCP socket can be reached (through a *tls.Conn's NetConn, say): nothing
+// was said on it, and no TIME_WAIT is left behind.
+func refuseConn(nc net.Conn) {
+	for c := nc; c != nil; {
+		if tc, ok := c.(*net.TCPConn); ok {
+			tc.SetLinger(0)
+			break
+		}
+		u, ok := c.(interface{ NetConn() net.Conn })
+		if !ok {
+			break
+		}
+		c = u.NetConn()
+	}
+	nc.Close()
 }
 
 // nextBackoff doubles d from 5ms up to 1s.
@@ -147,12 +196,22 @@ func (e *Engine) sleep(d time.Duration) bool {
 // package-level ServeConn, and blocks until nc is closed. The engine keeps
 // track of it, so Shutdown closes it too: use it for the TLS and WebSocket
 // connections that a gateway serves beside its TCP listener.
-func (e *Engine) ServeConn(nc net.Conn) error {
+func (e *Engine) ServeConn(nc net.Conn) error { return e.ServeConnWith(nc, nil) }
+
+// ServeConnWith is ServeConn for a connection admitted elsewhere (an MQTT
+// WebSocket, admitted by the HTTP listener's limiter): the connection's
+// Authenticated reaches pass, an eviction closes it with ErrEvicted, and
+// pass is released when it closes. A nil pass is ServeConn.
+func (e *Engine) ServeConnWith(nc net.Conn, pass Pass) error {
 	c := newStreamConn(nc, e.h, &e.opts)
+	c.pass = pass
 	e.mu.Lock()
 	if e.closed {
 		e.mu.Unlock()
 		nc.Close()
+		if pass != nil {
+			pass.Release()
+		}
 		return ErrEngineClosed
 	}
 	e.served[c] = struct{}{}

@@ -212,7 +212,10 @@ func (pp *pollers) serve(tl *net.TCPListener) error {
 			return fmt.Errorf("netpoll: accept4: %w", acceptErr)
 		}
 		// Out of descriptors: the connection waits in the backlog and
-		// poll would report it again at once, so sleep rather than spin.
+		// poll would report it again at once, so sleep rather than spin,
+		// and free a descriptor held by a connection that has not
+		// authenticated, if the Gate has one.
+		pp.e.shed(acceptErr)
 		backoff = nextBackoff(backoff)
 		log.Warn("netpoll: accept failed; backing off", "err", acceptErr, "delay", backoff)
 		if !pp.e.sleep(backoff) {
@@ -221,14 +224,42 @@ func (pp *pollers) serve(tl *net.TCPListener) error {
 	}
 }
 
-// add hands a freshly accepted socket to a poller, which opens it.
+// add hands a freshly accepted socket to a poller, which opens it, once
+// the Gate (if any) admits it; a refused one is closed here, before it
+// costs a conn or an epoll registration.
 func (pp *pollers) add(fd int, sa unix.Sockaddr) {
+	ap := addrPort(sa)
+	var pass Pass
+	if g := pp.e.opts.Gate; g != nil {
+		var ok bool
+		if pass, ok = g.Admit(ap); !ok {
+			refuseFD(fd)
+			return
+		}
+	}
 	// Small packets must not wait for Nagle: MQTT is request-response.
 	unix.SetsockoptInt(fd, unix.IPPROTO_TCP, unix.TCP_NODELAY, 1)
 	p := pp.ps[int(pp.next.Add(1))%len(pp.ps)]
-	c := &conn{fd: int32(fd), gen: pp.gen.Add(1), p: p, raddr: addrPort(sa)}
+	c := &conn{fd: int32(fd), gen: pp.gen.Add(1), p: p, pass: pass}
+	c.setRemote(ap)
 	if !p.post(op{kind: opOpen, c: c}) {
 		unix.Close(fd)
+		c.release()
+	}
+}
+
+// refuseFD closes a socket the Gate refused with a reset (SO_LINGER 0):
+// nothing was said on it, and a reset leaves no TIME_WAIT behind on this
+// side however many refusals a flood causes.
+func refuseFD(fd int) {
+	unix.SetsockoptLinger(fd, unix.SOL_SOCKET, unix.SO_LINGER, &unix.Linger{Onoff: 1, Linger: 0})
+	unix.Close(fd)
+}
+
+// release gives c's pass back, if it has one.
+func (c *conn) release() {
+	if c.pass != nil {
+		c.pass.Release()
 	}
 }
 
@@ -346,11 +377,15 @@ func (p *poller) open(c *conn) {
 	if err := unix.EpollCtl(p.epfd, unix.EPOLL_CTL_ADD, int(c.fd), &ev); err != nil {
 		p.pp.table.clear(c.fd, c)
 		unix.Close(int(c.fd))
+		c.release()
 		p.pp.e.opts.Logger.Warn("netpoll: epoll_ctl add", "err", err)
 		return
 	}
 	c.state.Store(uint32(stateOpen))
 	p.pp.e.conns.Add(1)
+	if c.pass != nil && !c.pass.Bind(evictor{c}) {
+		c.closeWith(ErrEvicted) // evicted before it was opened
+	}
 	p.pp.e.h.OnOpen(c)
 }
 
@@ -390,6 +425,7 @@ func (p *poller) finish(c *conn, err error) {
 	p.pp.table.clear(c.fd, c)
 	unix.Close(int(c.fd)) // also removes it from epoll
 	c.mu.Unlock()
+	c.release()
 	p.pp.e.conns.Add(-1)
 	p.pp.e.h.OnClose(c, err)
 }
@@ -407,6 +443,7 @@ func (p *poller) shutdown(rest []op) {
 		switch o.kind {
 		case opOpen:
 			unix.Close(int(o.c.fd)) // never opened: no callbacks
+			o.c.release()
 		case opClose:
 			p.finish(o.c, o.err)
 		}

@@ -6,7 +6,9 @@
 package netpoll
 
 import (
+	"io"
 	"net"
+	"net/netip"
 	"time"
 )
 
@@ -31,8 +33,8 @@ type Handler interface {
 	// c, and comes after any OnData that was running has returned: after
 	// a Close from inside OnData, OnClose follows once OnData returns.
 	// Reasons: nil; io.EOF (the peer closed or half-closed); ErrIdleTimeout;
-	// ErrWriteQueueFull; ErrEngineClosed; or a wrapped read or write error
-	// (a reset).
+	// ErrWriteQueueFull; ErrEvicted; ErrEngineClosed; or a wrapped read or
+	// write error (a reset).
 	OnClose(c Conn, err error)
 }
 
@@ -60,4 +62,36 @@ type Conn interface {
 	// SetContext and Context keep the protocol's per-connection state.
 	SetContext(v any)
 	Context() any
+	// Authenticated tells the engine's Gate that the peer has proven who
+	// it is (an MQTT CONNECT was accepted), so that the connection no
+	// longer counts among the unauthenticated ones. Without a Gate it does
+	// nothing.
+	Authenticated()
+}
+
+// Gate admits connections before the engine spends anything on them
+// (Options.Gate). The engine asks it for every connection it accepts,
+// before OnOpen and before the socket is registered with epoll.
+type Gate interface {
+	// Admit admits a connection from remote and returns its Pass, or
+	// refuses it: the socket is then closed at once (with a reset, so
+	// that no TIME_WAIT is left behind) and the Handler never sees it.
+	Admit(remote netip.AddrPort) (Pass, bool)
+	// Shed closes the oldest connection that has not authenticated, if
+	// any, and reports whether there was one. The accept loops call it
+	// when accept fails for want of descriptors, to free one.
+	Shed() bool
+}
+
+// Pass is a connection's admission, as a Gate gave it.
+type Pass interface {
+	// Bind gives the pass what closes the connection if the Gate evicts
+	// it; false means it was evicted already, and the engine closes the
+	// connection with ErrEvicted.
+	Bind(c io.Closer) bool
+	// Authenticated is what Conn.Authenticated calls.
+	Authenticated()
+	// Release gives the admission back; the engine calls it once the
+	// connection is closed. Later calls must do nothing.
+	Release()
 }

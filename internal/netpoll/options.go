@@ -18,6 +18,9 @@ var (
 	// ErrIdleTimeout closes a connection that sent nothing for its idle
 	// timeout (Conn.SetIdleTimeout).
 	ErrIdleTimeout = errors.New("netpoll: idle timeout")
+	// ErrEvicted closes a connection that the Gate evicted: it had not
+	// authenticated, and a newer connection needed its place.
+	ErrEvicted = errors.New("netpoll: closed to make room (not authenticated in time)")
 	// ErrEngineClosed closes every connection when the engine shuts down,
 	// and is what Serve returns then (like http.ErrServerClosed).
 	ErrEngineClosed = errors.New("netpoll: engine closed")
@@ -39,6 +42,11 @@ type Options struct {
 	// WriteTimeout bounds one write on a ServeConn connection (the epoll
 	// engine never blocks on a write, so it does not use it). Default 10s.
 	WriteTimeout time.Duration
+	// Gate, when set, admits or refuses each connection the engine
+	// accepts (on the epoll pollers and in the accept loop for other
+	// listeners) before anything is spent on it. Default none: every
+	// connection is taken.
+	Gate Gate
 	// Logger gets the engine's rare operational messages (accept
 	// failures such as EMFILE). Default slog.Default().
 	Logger *slog.Logger

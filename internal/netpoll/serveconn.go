@@ -44,6 +44,8 @@ type streamConn struct {
 	flushing bool          // guarded by mu; a flusher goroutine is running
 	idle     time.Duration // guarded by mu
 	ctx      any           // guarded by mu
+
+	pass Pass // the Gate's admission; set before serve, nil without one
 }
 
 // connState is where a connection is in its life. It only moves forward.
@@ -94,6 +96,12 @@ func (c *streamConn) serve() error {
 	c.mu.Lock()
 	c.state = stateOpen
 	c.mu.Unlock()
+	if c.pass != nil {
+		defer c.pass.Release()
+		if !c.pass.Bind(streamEvictor{c}) {
+			c.closeWith(ErrEvicted) // evicted before it was served
+		}
+	}
 	c.h.OnOpen(c)
 
 	var readErr error
@@ -299,6 +307,21 @@ func (c *streamConn) Context() any {
 	c.mu.Lock()
 	defer c.mu.Unlock()
 	return c.ctx
+}
+
+// Authenticated tells the Gate the peer has authenticated.
+func (c *streamConn) Authenticated() {
+	if c.pass != nil {
+		c.pass.Authenticated()
+	}
+}
+
+// streamEvictor is what the Gate closes an evicted streamConn with.
+type streamEvictor struct{ c *streamConn }
+
+func (e streamEvictor) Close() error {
+	e.c.closeWith(ErrEvicted)
+	return nil
 }
 
 // isTemporaryAccept reports accept errors worth a back-off and a retry:

@@ -9,6 +9,7 @@ import (
 	"slices"
 	"time"
 
+	"github.com/heraldpush/herald/internal/netlimit"
 	"github.com/heraldpush/herald/internal/push"
 	"github.com/heraldpush/herald/internal/store"
 )
@@ -91,6 +92,9 @@ func (r *Registry) AuthApp(ctx context.Context, key, secret string) (push.App, e
 	if !push.SecretMatches(secret, app.SecretHash) {
 		return push.App{}, ErrUnauthorized
 	}
+	// The connection the request came on (if ctx says which) has
+	// authenticated: it leaves the cap on unauthenticated connections.
+	netlimit.Authenticated(ctx)
 	return app, nil
 }
 
@@ -149,6 +153,7 @@ func (r *Registry) AuthDevice(ctx context.Context, id, secret string) (push.Devi
 	if !push.SecretMatches(secret, d.SecretHash) {
 		return push.Device{}, ErrUnauthorized
 	}
+	netlimit.Authenticated(ctx) // as in AuthApp
 	return d, nil
 }
 

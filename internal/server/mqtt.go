@@ -11,6 +11,7 @@ import (
 	"github.com/coder/websocket"
 
 	"github.com/heraldpush/herald/internal/gateway/mqtt"
+	"github.com/heraldpush/herald/internal/netlimit"
 	"github.com/heraldpush/herald/internal/netpoll"
 )
 
@@ -33,7 +34,7 @@ func (s *Server) buildMQTT(mux *http.ServeMux) error {
 		MaxPacketSize: cfg.MQTTMaxPacket, ConnectTimeout: cfg.MQTTConnectTimeout,
 		MaxKeepAlive: cfg.MQTTMaxKeepAlive, Window: cfg.MQTTWindow, Log: s.log,
 	})
-	engine, err := netpoll.New(gw, netpoll.Options{Logger: s.log})
+	engine, err := netpoll.New(gw, netpoll.Options{Logger: s.log, Gate: gate{s.limits}})
 	if err != nil {
 		return fmt.Errorf("mqtt engine: %w", err)
 	}
@@ -79,7 +80,10 @@ func (m *mqttNode) serveWebSocket(w http.ResponseWriter, r *http.Request) {
 	// net/http's state for this request (its goroutine, request and
 	// buffers) is freed when the handler returns, not kept while the
 	// device stays connected.
-	go m.engine.ServeConn(websocket.NetConn(context.Background(), c, websocket.MessageBinary))
+	// The HTTP listener admitted the connection: its ticket goes along,
+	// for the CONNECT to mark authenticated.
+	pass := passOf(netlimit.FromContext(r.Context()))
+	go m.engine.ServeConnWith(websocket.NetConn(context.Background(), c, websocket.MessageBinary), pass)
 }
 
 // serveMQTT starts serving the MQTT listeners; a listener that fails sends

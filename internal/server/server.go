@@ -23,6 +23,7 @@ import (
 	"github.com/heraldpush/herald/internal/config"
 	"github.com/heraldpush/herald/internal/delivery"
 	"github.com/heraldpush/herald/internal/gateway/poll"
+	"github.com/heraldpush/herald/internal/netlimit"
 	"github.com/heraldpush/herald/internal/push"
 	"github.com/heraldpush/herald/internal/registry"
 	"github.com/heraldpush/herald/internal/router"
@@ -43,6 +44,8 @@ type Server struct {
 	mqtt  *mqttNode    // nil until buildMQTT
 	debug *http.Server // the profiler's, when --debug-addr is set
 	tls   *tls.Config  // from --tls-cert and --tls-key, for HTTPS and MQTTS; nil without them
+
+	limits *netlimit.Limiter // connection caps, shared by every listener
 
 	httpLn net.Listener
 	info   Info
@@ -140,6 +143,7 @@ func (s *Server) build(ctx context.Context, dir dataDir) error {
 	if err != nil {
 		return fmt.Errorf("http listener: %w", err)
 	}
+	s.limitConnections()
 	s.httpLn = s.secureHTTP(s.httpLn)
 	s.info.HTTPURL = s.httpURL()
 	s.info.WSURL, s.info.MozPushURL = wsURL(s.info.HTTPURL, "/v1/inbox/ws"), wsURL(s.info.HTTPURL, "/mozpush")
@@ -182,6 +186,9 @@ func (s *Server) build(ctx context.Context, dir dataDir) error {
 		IdleTimeout:       2 * time.Minute,
 		ErrorLog:          slog.NewLogLogger(s.log.Handler(), slog.LevelDebug),
 	}
+	// Requests carry their connection's limiter ticket, which the
+	// credential checks mark authenticated.
+	s.http.ConnContext = netlimit.ConnContext
 	return nil
 }
 

@@ -101,12 +101,22 @@ var bannerLine = regexp.MustCompile(`^\s+(HTTP API|app_key|master_secret|MQTT ov
 // same directory does not, so it finds what the last start left.
 func Start(t testing.TB, dataDir string, args ...string) *Server {
 	t.Helper()
+	return StartUnder(t, nil, dataDir, args...)
+}
+
+// StartUnder is Start with the server run by a launcher that execs its
+// last argument and the rest, such as []string{"prlimit",
+// "--nofile=1024:1024", "--"}. Server.PID is then the launcher's, which is
+// the server's once the launcher has exec'd it.
+func StartUnder(t testing.TB, launcher []string, dataDir string, args ...string) *Server {
+	t.Helper()
 	touched.Do(func() { touchSources(srcRoot) })
 	base := []string{"serve", "--data", dataDir, "--http", "127.0.0.1:0", "--mqtt", ""}
 	if entries, err := os.ReadDir(dataDir); err != nil || len(entries) == 0 {
 		base = append(base, "--init")
 	}
-	cmd := exec.Command(bin, append(base, args...)...)
+	argv := append(append(append([]string(nil), launcher...), bin), append(base, args...)...)
+	cmd := exec.Command(argv[0], argv[1:]...)
 	stdout, _ := cmd.StdoutPipe()
 	s := &Server{Cmd: cmd, Log: &SyncBuffer{}, done: make(chan struct{})}
 	cmd.Stderr = s.Log

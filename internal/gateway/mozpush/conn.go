@@ -12,6 +12,7 @@ import (
 	"github.com/coder/websocket"
 
 	"github.com/heraldpush/herald/internal/delivery"
+	"github.com/heraldpush/herald/internal/netlimit"
 	"github.com/heraldpush/herald/internal/push"
 	"github.com/heraldpush/herald/internal/registry"
 	"github.com/heraldpush/herald/internal/webpush"
@@ -63,15 +64,16 @@ type conn struct {
 	closeText string
 }
 
-func (c *conn) serve() {
+func (c *conn) serve(ticket *netlimit.Ticket) {
 	c.lastRead.Store(time.Now().UnixNano())
 	c.timer = time.AfterFunc(time.Hour, c.tick)
 	c.timer.Reset(c.gw.opts.HelloTimeout)
 	defer c.timer.Stop()
 	defer c.detach()
 	// The connection's context outlives the handshake request, whose
-	// context must not be used after the hijack.
-	ctx := context.Background()
+	// context must not be used after the hijack; it carries only the
+	// request's limiter ticket.
+	ctx := netlimit.NewContext(context.Background(), ticket)
 	for {
 		typ, b, err := c.ws.Read(ctx)
 		if errors.Is(err, websocket.ErrMessageTooBig) {
@@ -159,6 +161,11 @@ func (c *conn) hello(ctx context.Context, m Message) error {
 	}
 	c.enqueue(mustJSON(helloReply{MessageType: TypeHello, UAID: UAID(c.id, c.secret), Status: 200, UseWebPush: true}))
 	c.helloed.Store(true)
+	// The hello is this protocol's authentication: a new UAID is a
+	// registration with the public app key, as POST /v1/devices is, and a
+	// Firefox that has nothing subscribed keeps its socket open all the
+	// same. Past it the connection leaves the cap on unauthenticated ones.
+	netlimit.Authenticated(ctx)
 	c.timer.Reset(c.gw.opts.PingInterval)
 	if c.dev != nil {
 		return c.attach(ctx)

@@ -32,6 +32,7 @@ import (
 
 	"github.com/heraldpush/herald/internal/apierr"
 	"github.com/heraldpush/herald/internal/delivery"
+	"github.com/heraldpush/herald/internal/netlimit"
 	"github.com/heraldpush/herald/internal/netpoll"
 	"github.com/heraldpush/herald/internal/push"
 	"github.com/heraldpush/herald/internal/registry"
@@ -194,8 +195,8 @@ func (g *Gateway) serve(w http.ResponseWriter, r *http.Request) {
 	c := &conn{gw: g, ws: ws, app: app.Key, remote: r.RemoteAddr}
 	// A goroutine of its own, so that net/http's state for the request is
 	// freed when this handler returns rather than kept for the life of the
-	// WebSocket.
-	go c.serve()
+	// WebSocket. The connection's limiter ticket goes along for the hello.
+	go c.serve(netlimit.FromContext(r.Context()))
 }
 
 // track makes c its device's connection and returns the one it replaces.

@@ -110,14 +110,14 @@ func (c *conn) onData(data []byte) {
 		return // nothing consumed: partial already holds exactly buf
 	}
 	// Copy: buf is the engine's buffer, or a suffix of partial that would
-	// otherwise pin its consumed prefix. Once the header is known, room for
-	// the whole packet is made at once, so a packet arriving in many small
-	// reads is not copied again on each.
-	size := len(buf)
-	if fh, n, err := packet.ParseFixedHeader(buf, c.gw.opts.MaxPacketSize); err == nil {
-		size = n + fh.Remaining
-	}
-	c.partial = append(make([]byte, 0, size), buf...)
+	// otherwise pin its consumed prefix. The copy is the size of what
+	// arrived, never of what the fixed header claims: a client that
+	// announces a 16 KiB CONNECT and sends five bytes of it holds five
+	// bytes, however many such clients there are. The appends above grow
+	// it as the rest arrives (doubling), so it stays within about twice what
+	// arrived and a packet in many small reads is copied a few times, not
+	// once per read.
+	c.partial = append([]byte(nil), buf...)
 }
 
 // handle processes one packet; it returns false once the connection is
@@ -299,6 +299,9 @@ func (c *conn) connect(fh packet.FixedHeader, body []byte) bool {
 		old.Close(errTakenOver)
 	}
 	c.connected, c.connectBy = true, 0
+	// From here on the connection counts only against its address, not
+	// among the unauthenticated ones (netlimit).
+	c.nc.Authenticated()
 	// Session Present is always 0: subscriptions are not kept between
 	// connections (the inbox is, whatever Clean Start says), so a client
 	// must subscribe again and learns that here.

@@ -24,6 +24,7 @@ type fakeConn struct {
 	closed bool
 	idle   time.Duration
 	ctx    any
+	authed bool
 }
 
 func (f *fakeConn) Write(b []byte) error {
@@ -53,6 +54,12 @@ func (f *fakeConn) SetIdleTimeout(d time.Duration) {
 
 func (f *fakeConn) SetContext(v any) { f.ctx = v }
 func (f *fakeConn) Context() any     { return f.ctx }
+
+func (f *fakeConn) Authenticated() {
+	f.mu.Lock()
+	f.authed = true
+	f.mu.Unlock()
+}
 
 // take returns and forgets what was written.
 func (f *fakeConn) take() []byte {
@@ -182,4 +189,51 @@ func TestIdleHeapPerDevice(t *testing.T) {
 		f.Close()
 	}
 	runtime.KeepAlive(devs)
+}
+
+// TestPartialGrowsWithWhatArrived: the buffer of an unfinished packet is
+// sized by the bytes that arrived, not by the Remaining Length its fixed
+// header claims, and grows as the rest comes. A CONNECT announcing 16 KiB
+// used to get 16 KiB at its first byte.
+func TestPartialGrowsWithWhatArrived(t *testing.T) {
+	e := startGateway(t, Options{})
+	dev, secret := e.device()
+	fc := &fakeConn{}
+	e.gw.OnOpen(fc)
+	c := fc.ctx.(*conn)
+	defer e.gw.OnClose(fc, nil)
+
+	// A real CONNECT padded to 16 KiB with a long will payload.
+	p := creds(dev, secret)
+	p.Will = &packet.Will{Topic: "w", Payload: make([]byte, 16<<10-200)}
+	connect, err := p.AppendTo(nil, packet.Version311)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if len(connect) < 16<<10-100 || len(connect) > 16<<10 {
+		t.Fatalf("the test CONNECT is %d bytes", len(connect))
+	}
+	const header = 8 // fixed header (3 bytes for this length) and a few more
+	e.gw.OnData(fc, connect[:header])
+	if got := cap(c.partial); got > 64 {
+		t.Fatalf("after %d bytes of a %d-byte CONNECT the buffer holds %d bytes of room", header, len(connect), got)
+	}
+	for off := header; off < len(connect)-1; {
+		n := min(700, len(connect)-1-off)
+		e.gw.OnData(fc, connect[off:off+n])
+		off += n
+		if got, arrived := cap(c.partial), off; got > 2*arrived+64 {
+			t.Fatalf("after %d bytes the buffer holds %d bytes of room, over twice what arrived", arrived, got)
+		}
+	}
+	e.gw.OnData(fc, connect[len(connect)-1:])
+	if c.partial != nil {
+		t.Fatalf("partial holds %d bytes after the whole CONNECT", len(c.partial))
+	}
+	if got := fc.take(); string(got) != "\x20\x02\x00\x00" {
+		t.Fatalf("CONNACK % x, want success", got)
+	}
+	if !fc.authed {
+		t.Error("an accepted CONNECT did not mark the connection authenticated")
+	}
 }

@@ -8,7 +8,9 @@ import (
 	"log/slog"
 	"net"
 	"os"
+	"runtime"
 	"strings"
+	"sync/atomic"
 	"testing"
 	"time"
 
@@ -781,5 +783,102 @@ func TestMQTT31ClientIDTooLong(t *testing.T) {
 	r.nc.Write(append([]byte{0x10, byte(len(v))}, v...))
 	if ack, ok := r.read().(*packet.Connack); !ok || ack.ReasonCode != packet.ReasonClientIdentifierNotValid {
 		t.Errorf("3.1 CONNECT: %+v, want CONNACK 2 (identifier rejected)", ack)
+	}
+}
+
+// onDataCounter counts the OnData calls the engine has finished, so that
+// a test knows when the gateway has seen what its clients sent.
+type onDataCounter struct {
+	*Gateway
+	n atomic.Int64
+}
+
+func (h *onDataCounter) OnData(c netpoll.Conn, b []byte) {
+	h.Gateway.OnData(c, b)
+	h.n.Add(1)
+}
+
+// TestHalfSentConnectsHeap opens many connections through the real
+// listener, each sending only the first bytes of a CONNECT whose fixed
+// header claims the largest packet allowed, and measures what they cost
+// the heap: about what an empty connection costs, not the 16 KiB each
+// claims (which they each allocated before the gateway sized its buffer
+// by the bytes that arrived).
+func TestHalfSentConnectsHeap(t *testing.T) {
+	const n = 300
+	e := startGateway(t, Options{ConnectTimeout: time.Minute})
+	counter := &onDataCounter{Gateway: e.gw}
+	eng, err := netpoll.New(counter, netpoll.Options{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer eng.Shutdown()
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	go eng.Serve(ln)
+
+	// CONNECT, Remaining Length = the gateway's maximum minus the header,
+	// then the protocol name's length and two of its bytes.
+	claim := e.gw.opts.MaxPacketSize - 4
+	half := append([]byte{0x10}, varint(claim)...)
+	half = append(half, 0x00, 0x04, 'M', 'Q')
+
+	heap := func() uint64 {
+		var ms runtime.MemStats
+		for range 3 {
+			runtime.GC()
+		}
+		runtime.ReadMemStats(&ms)
+		return ms.HeapAlloc
+	}
+	conns := make([]net.Conn, 0, n)
+	defer func() {
+		for _, c := range conns {
+			c.Close()
+		}
+	}()
+	// Connected and accepted first, so that the figure below is the
+	// half-sent packets alone, not the sockets.
+	for range n {
+		c, err := net.Dial("tcp", ln.Addr().String())
+		if err != nil {
+			t.Fatal(err)
+		}
+		conns = append(conns, c)
+	}
+	waitFor(t, "every connection opened", func() bool { return eng.Conns() == n })
+	before := heap()
+	for _, c := range conns {
+		if _, err := c.Write(half); err != nil {
+			t.Fatal(err)
+		}
+	}
+	waitFor(t, "every half CONNECT read", func() bool { return counter.n.Load() >= n })
+	after := heap()
+	per := (float64(after) - float64(before)) / n
+	t.Logf("%d half-sent CONNECTs claiming %d bytes each: %.0f bytes of heap per connection", n, claim, per)
+	if per > 1024 {
+		t.Errorf("a half-sent CONNECT costs %.0f bytes of heap; its %d bytes should cost tens", per, len(half))
+	}
+	if eng.Conns() != n {
+		t.Fatalf("%d connections open, want all %d (none may be closed for claiming a large packet)", eng.Conns(), n)
+	}
+}
+
+// varint encodes v as an MQTT variable byte integer.
+func varint(v int) []byte {
+	var b []byte
+	for {
+		d := byte(v % 128)
+		v /= 128
+		if v > 0 {
+			d |= 0x80
+		}
+		b = append(b, d)
+		if v == 0 {
+			return b
+		}
 	}
 }

@@ -1,0 +1,49 @@
+package server
+
+import (
+	"net/netip"
+
+	"github.com/heraldpush/herald/internal/apierr"
+	"github.com/heraldpush/herald/internal/netlimit"
+	"github.com/heraldpush/herald/internal/netpoll"
+)
+
+// limitConnections creates the node's connection limiter (one for every
+// listener, so that an address's cap counts HTTP and MQTT together) and
+// wraps the HTTP listener in it. A connection over its address's cap is
+// answered 503 too_many_connections before net/http sees it.
+func (s *Server) limitConnections() {
+	s.limits = netlimit.New(netlimit.Options{
+		PerAddr: s.cfg.MaxConnsPerAddr, MaxUnauth: s.cfg.MaxUnauthConns, Log: s.log,
+	})
+	s.httpLn = s.limits.Listener(s.httpLn, apierr.RawResponse(apierr.TooManyConnections))
+}
+
+// gate is the limiter as the MQTT engine's netpoll.Gate.
+type gate struct{ *netlimit.Limiter }
+
+func (g gate) Admit(remote netip.AddrPort) (netpoll.Pass, bool) {
+	t, err := g.Limiter.Admit(remote.Addr())
+	if err != nil {
+		return nil, false
+	}
+	if t == nil {
+		return nil, true
+	}
+	return t, true
+}
+
+// passOf is t as a netpoll.Pass, for MQTT over WebSocket (admitted by the
+// HTTP listener); nil, not a nil *Ticket in an interface, when t is nil.
+func passOf(t *netlimit.Ticket) netpoll.Pass {
+	if t == nil {
+		return nil
+	}
+	return t
+}
+
+// Interface guards.
+var (
+	_ netpoll.Gate = gate{}
+	_ netpoll.Pass = (*netlimit.Ticket)(nil)
+)
