@@ -57,6 +57,13 @@ func serve(ctx context.Context, args []string, stdout, stderr io.Writer) error {
 	// Connection caps (docs/operations.md, "Connections").
 	fs.IntVar(&cfg.MaxConnsPerAddr, "max-conns-per-addr", cfg.MaxConnsPerAddr, "most open connections from one source address (IPv6: one /64) over HTTP and MQTT together; more are refused at accept; 0 for no cap")
 	fs.IntVar(&cfg.MaxUnauthConns, "max-unauth-conns", cfg.MaxUnauthConns, "most connections not yet authenticated, all addresses together; past it the oldest is closed (default: half the file limit); 0 for no cap")
+	// Request bounds (docs/operations.md, "Requests").
+	fs.DurationVar(&cfg.HeaderTimeout, "header-timeout", cfg.HeaderTimeout, "how long a client may take to send a request's headers")
+	fs.DurationVar(&cfg.BodyTimeout, "body-timeout", cfg.BodyTimeout, "how long a client may take to send a request's body, from when its headers are read (408 past it)")
+	fs.DurationVar(&cfg.WriteTimeout, "write-timeout", cfg.WriteTimeout, "how long a client may take to read an answer; a long-poll gets its wait on top")
+	fs.IntVar(&cfg.MaxHeaderBytes, "max-header-bytes", cfg.MaxHeaderBytes, "largest request headers, in bytes (431 past it)")
+	fs.IntVar(&cfg.PollMaxBytes, "poll-max-bytes", cfg.PollMaxBytes, "most bytes of messages in one poll answer (always at least one message); the rest come on the next poll")
+	fs.IntVar(&cfg.MaxConnsPerDevice, "max-conns-per-device", cfg.MaxConnsPerDevice, "most WebSocket, SSE and long-poll connections one device holds on each transport; the oldest is closed past it")
 	if err := fs.Parse(args); err != nil {
 		return err
 	}

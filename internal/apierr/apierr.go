@@ -12,6 +12,7 @@ import (
 	"log/slog"
 	"mime"
 	"net/http"
+	"os"
 	"strconv"
 	"strings"
 	"time"
@@ -68,6 +69,7 @@ var (
 	MessageNotFound  = newError(404, "message_not_found", "no such message in this app")
 	AppNotFound      = newError(404, "app_not_found", "no such app")
 	MethodNotAllowed = newError(405, "method_not_allowed", "method not allowed on this path")
+	RequestTimeout   = newError(408, "request_timeout", "the request body did not arrive in time")
 	AppExists        = newError(409, "app_exists", "an app with that name exists")
 	UnsupportedMedia = newError(415, "unsupported_media_type", "send application/json")
 	RateLimited      = newError(429, "rate_limited", "too many requests; retry later")
@@ -211,6 +213,9 @@ func ReadBody(r *http.Request, limit int64) ([]byte, error) {
 	var tooLarge *http.MaxBytesError
 	if errors.As(err, &tooLarge) {
 		return nil, BodyTooLarge.With("the request body is over %d bytes", limit)
+	}
+	if errors.Is(err, os.ErrDeadlineExceeded) {
+		return nil, RequestTimeout.With("the request body did not arrive within the server's body timeout")
 	}
 	if err != nil {
 		return nil, BadJSON.With("reading the body: %v", err)

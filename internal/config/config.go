@@ -70,6 +70,14 @@ type Config struct {
 	// Connection caps (docs/operations.md, "Connections"); 0 is no cap.
 	MaxConnsPerAddr int // open connections from one source address (IPv6: one /64), all listeners together
 	MaxUnauthConns  int // connections not yet authenticated, all addresses together; past it the oldest is closed
+
+	// Request bounds (docs/operations.md, "Requests").
+	HeaderTimeout     time.Duration // from a request's first byte to the end of its headers
+	BodyTimeout       time.Duration // from a handler's start to the end of the request body
+	WriteTimeout      time.Duration // for the client to take an answer; a long-poll gets its wait on top
+	MaxHeaderBytes    int           // bytes of a request's headers
+	PollMaxBytes      int           // bytes of the messages in one poll answer
+	MaxConnsPerDevice int           // a device's WebSocket, SSE and long-poll connections, each; the oldest is closed past it
 }
 
 // Default returns the settings `herald serve` starts with.
@@ -100,10 +108,16 @@ func Default() Config {
 		DefaultAppName:     "default",
 		StoreMinFree:       256 << 20,
 		// FCM's default quota: 600,000 messages a minute per project.
-		AppPushRate:     10000,
-		AppPushBurst:    20000,
-		MaxConnsPerAddr: 1000,
-		MaxUnauthConns:  DefaultMaxUnauthConns(),
+		AppPushRate:       10000,
+		AppPushBurst:      20000,
+		MaxConnsPerAddr:   1000,
+		HeaderTimeout:     10 * time.Second,
+		BodyTimeout:       30 * time.Second,
+		WriteTimeout:      30 * time.Second,
+		MaxHeaderBytes:    16 << 10,
+		PollMaxBytes:      1 << 20,
+		MaxConnsPerDevice: 8,
+		MaxUnauthConns:    DefaultMaxUnauthConns(),
 	}
 }
 
@@ -148,6 +162,8 @@ func (c *Config) Validate() error {
 		"max-ttl": int64(c.MaxTTL), "long-poll-max": int64(c.LongPollMax), "sweep-interval": int64(c.SweepInterval),
 		"mqtt-max-keepalive": int64(c.MQTTMaxKeepAlive), "mqtt-connect-timeout": int64(c.MQTTConnectTimeout),
 		"mqtt-max-packet": int64(c.MQTTMaxPacket), "mqtt-window": int64(c.MQTTWindow),
+		"header-timeout": int64(c.HeaderTimeout), "body-timeout": int64(c.BodyTimeout), "write-timeout": int64(c.WriteTimeout),
+		"max-header-bytes": int64(c.MaxHeaderBytes), "poll-max-bytes": int64(c.PollMaxBytes), "max-conns-per-device": int64(c.MaxConnsPerDevice),
 	}
 	for name, v := range positive {
 		if v <= 0 {

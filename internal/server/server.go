@@ -167,7 +167,8 @@ func (s *Server) build(ctx context.Context, dir dataDir) error {
 		Links: api.Links{HTTP: s.info.HTTPURL, MQTT: s.deviceMQTTURL()}, Log: s.log,
 	})
 	pollGW := poll.New(s.reg, s.deliv, poll.Options{
-		MaxWait: cfg.LongPollMax, MaxBody: cfg.MaxBody, MaxBatch: cfg.MaxBatch, Log: s.log,
+		MaxWait: cfg.LongPollMax, MaxBody: cfg.MaxBody, MaxBatch: cfg.MaxBatch, MaxBytes: cfg.PollMaxBytes,
+		WriteTimeout: cfg.WriteTimeout, MaxPerDevice: cfg.MaxConnsPerDevice, Log: s.log,
 	})
 	s.api.Register(mux)
 	pollGW.Register(mux)
@@ -181,8 +182,9 @@ func (s *Server) build(ctx context.Context, dir dataDir) error {
 	})
 	mux.HandleFunc("GET /readyz", s.readyz)
 	s.http = &http.Server{
-		Handler:           deviceCORS(mux),
-		ReadHeaderTimeout: 10 * time.Second,
+		Handler:           withDeadlines(deviceCORS(mux), cfg.BodyTimeout, cfg.WriteTimeout),
+		ReadHeaderTimeout: cfg.HeaderTimeout,
+		MaxHeaderBytes:    cfg.MaxHeaderBytes,
 		IdleTimeout:       2 * time.Minute,
 		ErrorLog:          slog.NewLogLogger(s.log.Handler(), slog.LevelDebug),
 	}

@@ -13,8 +13,8 @@ import (
 // mountWeb adds the browser-facing routes: the WebSocket and SSE device
 // transports, /client.js, /demo and /mozpush.
 func (s *Server) mountWeb(mux *http.ServeMux) {
-	ws.New(s.reg, s.deliv, ws.Options{MaxAckIDs: s.cfg.MaxBatch, Log: s.log}).Register(mux)
-	sse.New(s.reg, s.deliv, sse.Options{Log: s.log}).Register(mux)
+	ws.New(s.reg, s.deliv, ws.Options{MaxAckIDs: s.cfg.MaxBatch, MaxPerDevice: s.cfg.MaxConnsPerDevice, Log: s.log}).Register(mux)
+	sse.New(s.reg, s.deliv, sse.Options{MaxPerDevice: s.cfg.MaxConnsPerDevice, Log: s.log}).Register(mux)
 	web.Register(mux, s.info.AppKey)
 	mozpush.New(s.reg, s.deliv, webpush.New(s.reg, s.deliv, webpush.Options{BaseURL: s.info.HTTPURL}), mozpush.Options{
 		DefaultApp: s.info.AppKey, RegisterRate: s.cfg.RegisterRate, RegisterBurst: s.cfg.RegisterBurst, Log: s.log,

@@ -3,7 +3,9 @@
 package poll
 
 import (
+	"bytes"
 	"context"
+	"encoding/json"
 	"errors"
 	"log/slog"
 	"net/http"
@@ -13,6 +15,7 @@ import (
 	"github.com/heraldpush/herald/internal/apierr"
 	"github.com/heraldpush/herald/internal/push"
 	"github.com/heraldpush/herald/internal/registry"
+	"github.com/heraldpush/herald/internal/session"
 )
 
 // Inbox is what the transport needs of delivery.
@@ -26,7 +29,17 @@ type Options struct {
 	MaxWait  time.Duration // longest long-poll
 	MaxBody  int64
 	MaxBatch int // messages per poll and IDs per ack
-	Log      *slog.Logger
+	// MaxBytes bounds the messages of one answer (their JSON); the first
+	// message is always sent, whatever its size. 1 MiB when zero.
+	MaxBytes int
+	// WriteTimeout is how long a client may take to read an answer; a
+	// long-poll's deadlines are its wait plus this. 30 s when zero.
+	WriteTimeout time.Duration
+	// MaxPerDevice bounds the long-polls one device holds at once; a newer
+	// one ends the oldest, which answers at once with what it has. 8 when
+	// zero.
+	MaxPerDevice int
+	Log          *slog.Logger
 }
 
 // Gateway serves GET /v1/inbox and POST /v1/inbox/ack.
@@ -34,12 +47,28 @@ type Gateway struct {
 	reg   *registry.Registry // never nil
 	inbox Inbox              // never nil
 	opts  Options
+
+	// waiting holds each device's long-polls, oldest first, to enforce
+	// MaxPerDevice.
+	waiting session.Conns[*longPoll]
 }
+
+// longPoll is one waiting GET /v1/inbox?wait=; end makes it answer now.
+type longPoll struct{ end context.CancelFunc }
 
 // New returns the polling transport.
 func New(reg *registry.Registry, inbox Inbox, o Options) *Gateway {
 	if o.Log == nil {
 		o.Log = slog.Default()
+	}
+	if o.MaxBytes <= 0 {
+		o.MaxBytes = 1 << 20
+	}
+	if o.WriteTimeout <= 0 {
+		o.WriteTimeout = 30 * time.Second
+	}
+	if o.MaxPerDevice <= 0 {
+		o.MaxPerDevice = 8
 	}
 	return &Gateway{reg: reg, inbox: inbox, opts: o}
 }
@@ -70,11 +99,6 @@ func (g *Gateway) device(f deviceFunc) apierr.HandlerFunc {
 	}
 }
 
-// inbox is the answer to a poll.
-type inbox struct {
-	Messages []push.Delivered `json:"messages"`
-}
-
 func (g *Gateway) poll(w http.ResponseWriter, r *http.Request, d *push.Device) error {
 	q := r.URL.Query()
 	wait, err := seconds(q.Get("wait"), g.opts.MaxWait)
@@ -89,15 +113,64 @@ func (g *Gateway) poll(w http.ResponseWriter, r *http.Request, d *push.Device) e
 		}
 		limit = n
 	}
-	msgs, err := g.inbox.Wait(r.Context(), d, wait, limit)
+	ctx := r.Context()
+	if wait > 0 {
+		// The server's deadlines for every request are shorter than a
+		// long wait; this one may hold its connection for the wait, and
+		// for the write timeout after it.
+		rc := http.NewResponseController(w)
+		until := time.Now().Add(wait + g.opts.WriteTimeout)
+		rc.SetReadDeadline(until)
+		rc.SetWriteDeadline(until)
+		var end context.CancelFunc
+		ctx, end = context.WithCancel(ctx)
+		defer end()
+		lp := &longPoll{end: end}
+		for _, old := range g.waiting.Add(d.ID, lp, g.opts.MaxPerDevice) {
+			old.end()
+		}
+		defer g.waiting.Remove(d.ID, lp)
+	}
+	msgs, err := g.inbox.Wait(ctx, d, wait, limit)
 	if err != nil {
 		return err
 	}
-	out := inbox{Messages: make([]push.Delivered, len(msgs))}
+	body := g.answer(msgs)
+	msgs = nil // what did not fit is not held while a slow client reads
+	w.Header().Set("Content-Type", "application/json")
+	w.WriteHeader(http.StatusOK)
+	w.Write(body)
+	return nil
+}
+
+// answer encodes msgs as a poll answer, {"messages":[...]}, with as many
+// messages, in order, as fit in MaxBytes (at least one) and "more": true
+// when some did not fit: those come on the next poll, since only an ack
+// takes a message out of the inbox.
+func (g *Gateway) answer(msgs []push.Message) []byte {
+	var b bytes.Buffer
+	b.WriteString(`{"messages":[`)
+	more := false
 	for i := range msgs {
-		out.Messages[i] = msgs[i].Delivered()
+		one, err := json.Marshal(msgs[i].Delivered())
+		if err != nil {
+			continue // cannot happen: every field marshals
+		}
+		if i > 0 && b.Len()+len(one) > g.opts.MaxBytes {
+			more = true
+			break
+		}
+		if i > 0 {
+			b.WriteByte(',')
+		}
+		b.Write(one)
 	}
-	return apierr.WriteJSON(w, http.StatusOK, out)
+	b.WriteString("]")
+	if more {
+		b.WriteString(`,"more":true`)
+	}
+	b.WriteString("}\n")
+	return b.Bytes()
 }
 
 func seconds(s string, max time.Duration) (time.Duration, error) {
