@@ -19,7 +19,6 @@ import (
 	"net/url"
 	"os"
 	"os/exec"
-	"path/filepath"
 	"regexp"
 	"strings"
 	"syscall"
@@ -27,26 +26,12 @@ import (
 	"time"
 
 	"github.com/chromedp/chromedp"
+
+	"github.com/heraldpush/herald/test/heraldtest"
 )
 
-var heraldBin string
-
-func TestMain(m *testing.M) {
-	dir, err := os.MkdirTemp("", "herald-browser")
-	if err != nil {
-		panic(err)
-	}
-	heraldBin = filepath.Join(dir, "herald")
-	build := exec.Command("go", "build", "-o", heraldBin, "../../cmd/herald")
-	build.Stderr = os.Stderr
-	if err := build.Run(); err != nil {
-		fmt.Fprintln(os.Stderr, "building herald:", err)
-		os.Exit(1)
-	}
-	code := m.Run()
-	os.RemoveAll(dir)
-	os.Exit(code)
-}
+// TestMain builds the herald binary the tests run (test/heraldtest).
+func TestMain(m *testing.M) { heraldtest.Main(m) }
 
 // chromium returns the browser's path, or skips (fails under CI=true).
 func chromium(t *testing.T) string {
@@ -77,7 +62,7 @@ var bannerLine = regexp.MustCompile(`^\s+(HTTP API|app_key|master_secret)\s+(\S+
 
 func startServer(t *testing.T) *server {
 	t.Helper()
-	cmd := exec.Command(heraldBin, "serve", "--data", t.TempDir(), "--init", "--http", "127.0.0.1:0", "--mqtt", "")
+	cmd := exec.Command(heraldtest.Bin(), "serve", "--data", t.TempDir(), "--init", "--http", "127.0.0.1:0", "--mqtt", "")
 	stdout, _ := cmd.StdoutPipe()
 	s := &server{log: &bytes.Buffer{}}
 	cmd.Stderr = s.log
