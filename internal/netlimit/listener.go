@@ -9,21 +9,21 @@ import (
 
 // Listener wraps ln so that every connection is admitted before Accept
 // returns it; a refused one never reaches the caller (net/http's Server):
-// refusal (a canned HTTP answer, say) is written to it without blocking
-// and it is closed at once. A connection Accept returns releases its
+// refusal(why) (a canned HTTP answer, say; nil for none) is written to it
+// without blocking and it is closed at once. A connection Accept returns releases its
 // ticket when closed, also after a hijack, and TicketOf finds the ticket.
 //
 // When accept fails for want of descriptors (EMFILE, ENFILE), the oldest
 // unauthenticated connection is closed to free one, and the error goes to
 // the caller, which backs off (net/http's Server does, from 5 ms to 1 s).
-func (l *Limiter) Listener(ln net.Listener, refusal []byte) net.Listener {
+func (l *Limiter) Listener(ln net.Listener, refusal func(why error) []byte) net.Listener {
 	return &listener{Listener: ln, l: l, refusal: refusal, scratch: make([]byte, 4096)}
 }
 
 type listener struct {
 	net.Listener
-	l       *Limiter // immutable
-	refusal []byte   // immutable
+	l       *Limiter           // immutable
+	refusal func(error) []byte // immutable; may be nil
 	// scratch takes what a refused client already sent (see refuse). Only
 	// Accept uses it, and net/http calls Accept from one goroutine.
 	scratch []byte
@@ -40,7 +40,11 @@ func (ln *listener) Accept() (net.Conn, error) {
 		}
 		t, err := ln.l.Admit(remoteAddr(c))
 		if err != nil {
-			ln.refuse(c)
+			var answer []byte
+			if ln.refusal != nil {
+				answer = ln.refusal(err)
+			}
+			ln.refuse(c, answer)
 			continue
 		}
 		w := wrap(c, t)
@@ -58,7 +62,7 @@ func (ln *listener) Accept() (net.Conn, error) {
 // read takes what the client already sent (usually its request), because
 // closing a socket with unread bytes sends a reset, which can destroy the
 // answer before the client reads it.
-func (ln *listener) refuse(c net.Conn) {
+func (ln *listener) refuse(c net.Conn, answer []byte) {
 	defer c.Close()
 	sc, ok := c.(syscall.Conn)
 	if !ok {
@@ -72,9 +76,9 @@ func (ln *listener) refuse(c net.Conn) {
 		syscall.Read(int(fd), ln.scratch)
 		return true
 	})
-	if len(ln.refusal) > 0 {
+	if len(answer) > 0 {
 		rc.Write(func(fd uintptr) bool {
-			syscall.Write(int(fd), ln.refusal)
+			syscall.Write(int(fd), answer)
 			return true
 		})
 	}
@@ -108,8 +112,9 @@ type tcpConn struct {
 }
 
 func (c *tcpConn) Close() error {
+	err := c.TCPConn.Close()
 	c.t.Release()
-	return c.TCPConn.Close()
+	return err
 }
 
 func (c *tcpConn) netlimitTicket() *Ticket { return c.t }
@@ -120,8 +125,9 @@ type conn struct {
 }
 
 func (c *conn) Close() error {
+	err := c.Conn.Close()
 	c.t.Release()
-	return c.Conn.Close()
+	return err
 }
 
 func (c *conn) netlimitTicket() *Ticket { return c.t }

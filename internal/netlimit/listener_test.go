@@ -34,13 +34,17 @@ type served struct {
 	conns []net.Conn
 }
 
-func serve(t *testing.T, l *Limiter, refusal []byte) (*served, string) {
+func serve(t *testing.T, l *Limiter, refusal string) (*served, string) {
 	t.Helper()
 	inner, err := net.Listen("tcp", "127.0.0.1:0")
 	if err != nil {
 		t.Fatal(err)
 	}
-	ln := l.Listener(inner, refusal)
+	var answer func(error) []byte
+	if refusal != "" {
+		answer = func(error) []byte { return []byte(refusal) }
+	}
+	ln := l.Listener(inner, answer)
 	s := &served{}
 	done := make(chan struct{})
 	go func() {
@@ -102,7 +106,7 @@ func readAll(t *testing.T, c net.Conn) (string, error) {
 func TestListenerRefusesOverTheAddressCap(t *testing.T) {
 	l := New(Options{PerAddr: 2, Log: quiet()})
 	refusal := "HTTP/1.1 503 Service Unavailable\r\nConnection: close\r\nContent-Length: 0\r\n\r\n"
-	s, addr := serve(t, l, []byte(refusal))
+	s, addr := serve(t, l, refusal)
 
 	dialFrom(t, "127.0.0.2", addr)
 	dialFrom(t, "127.0.0.2", addr)
@@ -145,7 +149,7 @@ func TestListenerRefusesOverTheAddressCap(t *testing.T) {
 func TestListenerRefusesARequestAlreadySent(t *testing.T) {
 	l := New(Options{PerAddr: 1, Log: quiet()})
 	refusal := "HTTP/1.1 503 Service Unavailable\r\nConnection: close\r\nContent-Length: 0\r\n\r\n"
-	s, addr := serve(t, l, []byte(refusal))
+	s, addr := serve(t, l, refusal)
 	dialFrom(t, "127.0.0.4", addr)
 	waitFor(t, 5*time.Second, func() error {
 		if s.count() != 1 {
@@ -166,7 +170,7 @@ func TestListenerRefusesARequestAlreadySent(t *testing.T) {
 
 func TestListenerClosesTheOldestUnauthenticated(t *testing.T) {
 	l := New(Options{MaxUnauth: 2, Log: quiet()})
-	s, addr := serve(t, l, nil)
+	s, addr := serve(t, l, "")
 	first := dialFrom(t, "127.0.0.5", addr)
 	dialFrom(t, "127.0.0.6", addr)
 	waitFor(t, 5*time.Second, func() error {
@@ -193,7 +197,7 @@ func TestListenerClosesTheOldestUnauthenticated(t *testing.T) {
 // when the listener is wrapped in TLS; the ticket is found under it.
 func TestTicketOfLooksThroughTLS(t *testing.T) {
 	l := New(Options{MaxUnauth: 2, Log: quiet()})
-	s, addr := serve(t, l, nil)
+	s, addr := serve(t, l, "")
 	dialFrom(t, "127.0.0.9", addr)
 	waitFor(t, 5*time.Second, func() error {
 		if s.count() != 1 {

@@ -1,6 +1,7 @@
 package server
 
 import (
+	"errors"
 	"net/netip"
 
 	"github.com/heraldpush/herald/internal/apierr"
@@ -10,13 +11,20 @@ import (
 
 // limitConnections creates the node's connection limiter (one for every
 // listener, so that an address's cap counts HTTP and MQTT together) and
-// wraps the HTTP listener in it. A connection over its address's cap is
-// answered 503 too_many_connections before net/http sees it.
+// wraps the HTTP listener in it. A refused connection is answered 503
+// too_many_connections before net/http sees it.
 func (s *Server) limitConnections() {
 	s.limits = netlimit.New(netlimit.Options{
 		PerAddr: s.cfg.MaxConnsPerAddr, MaxUnauth: s.cfg.MaxUnauthConns, Log: s.log,
 	})
-	s.httpLn = s.limits.Listener(s.httpLn, apierr.RawResponse(apierr.TooManyConnections))
+	perAddr := apierr.RawResponse(apierr.TooManyConnections)
+	busy := apierr.RawResponse(apierr.TooManyConnections.With("too many connections closing at once; retry later"))
+	s.httpLn = s.limits.Listener(s.httpLn, func(why error) []byte {
+		if errors.Is(why, netlimit.ErrBusy) {
+			return busy
+		}
+		return perAddr
+	})
 }
 
 // gate is the limiter as the MQTT engine's netpoll.Gate.
