@@ -5,6 +5,8 @@ import (
 	"net"
 	"net/netip"
 	"syscall"
+
+	"golang.org/x/sys/unix"
 )
 
 // Listener wraps ln so that every connection is admitted before Accept
@@ -33,7 +35,10 @@ func (ln *listener) Accept() (net.Conn, error) {
 	for {
 		c, err := ln.Listener.Accept()
 		if err != nil {
-			if errors.Is(err, syscall.EMFILE) || errors.Is(err, syscall.ENFILE) {
+			// Linux's accept takes a descriptor before it looks for a
+			// connection, so a full table fails every accept, waiting
+			// client or not: shed only for one that is waiting.
+			if (errors.Is(err, syscall.EMFILE) || errors.Is(err, syscall.ENFILE)) && pending(ln.Listener) {
 				ln.l.Shed()
 			}
 			return nil, err
@@ -55,6 +60,26 @@ func (ln *listener) Accept() (net.Conn, error) {
 		}
 		return w, nil
 	}
+}
+
+// pending reports whether a connection waits in ln's backlog, when ln
+// exposes its socket (a *net.TCPListener does); false when it cannot tell.
+func pending(ln net.Listener) bool {
+	sc, ok := ln.(syscall.Conn)
+	if !ok {
+		return false
+	}
+	rc, err := sc.SyscallConn()
+	if err != nil {
+		return false
+	}
+	ready := false
+	rc.Control(func(fd uintptr) {
+		fds := []unix.PollFd{{Fd: int32(fd), Events: unix.POLLIN}}
+		n, err := unix.Poll(fds, 0)
+		ready = err == nil && n > 0 && fds[0].Revents&unix.POLLIN != 0
+	})
+	return ready
 }
 
 // refuse answers and closes c. Both the read and the write are one

@@ -2,7 +2,9 @@ package server
 
 import (
 	"errors"
+	"net"
 	"net/netip"
+	"syscall"
 
 	"github.com/heraldpush/herald/internal/apierr"
 	"github.com/heraldpush/herald/internal/netlimit"
@@ -49,6 +51,24 @@ func passOf(t *netlimit.Ticket) netpoll.Pass {
 	}
 	return t
 }
+
+// withSocket returns ln (a TLS listener over tcp) exposing tcp's socket
+// (SyscallConn), so that the engine's accept loop, out of descriptors, can
+// tell whether a client waits before it sheds a connection for it.
+func withSocket(ln net.Listener, tcp net.Listener) net.Listener {
+	sc, ok := tcp.(syscall.Conn)
+	if !ok {
+		return ln
+	}
+	return socketListener{ln, sc}
+}
+
+type socketListener struct {
+	net.Listener
+	sc syscall.Conn
+}
+
+func (l socketListener) SyscallConn() (syscall.RawConn, error) { return l.sc.SyscallConn() }
 
 // Interface guards.
 var (

@@ -56,7 +56,7 @@ func (s *Server) buildMQTT(mux *http.ServeMux) error {
 			m.closeListeners()
 			return fmt.Errorf("mqtts listener: %w", err)
 		}
-		m.tls = tls.NewListener(ln, &tls.Config{Certificates: []tls.Certificate{cert}, MinVersion: tls.VersionTLS12})
+		m.tls = withSocket(tls.NewListener(ln, &tls.Config{Certificates: []tls.Certificate{cert}, MinVersion: tls.VersionTLS12}), ln)
 		s.info.MQTTSURL = "mqtts://" + reachable(ln.Addr())
 	}
 	s.info.MQTTWSURL = "ws" + s.info.HTTPURL[len("http"):] + "/mqtt"
