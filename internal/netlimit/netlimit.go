@@ -194,26 +194,36 @@ func (l *Limiter) Admit(remote netip.Addr) (*Ticket, error) {
 	return t, nil
 }
 
-// Shed closes the oldest unauthenticated connection, as admitting one more
-// past the cap would; it reports whether there was one. An accept that
-// failed for want of descriptors (EMFILE) calls it to free one.
+// Shed closes the oldest unauthenticated connections, up to shedBatch of
+// them, as admitting as many past the cap would; it reports whether there
+// was one. An accept that failed for want of descriptors (EMFILE) while a
+// client waits calls it: one descriptor per failed accept would let a
+// backlog drain only as fast as the accept loop backs off, so it frees a
+// batch, as nginx does when it runs out of connections.
 func (l *Limiter) Shed() bool {
 	if l == nil {
 		return false
 	}
+	var victims [shedBatch]io.Closer
+	n := 0
 	l.mu.Lock()
-	if l.oldest == nil {
-		l.mu.Unlock()
-		return false
+	for ; n < shedBatch && l.oldest != nil; n++ {
+		victims[n] = l.evictLocked()
 	}
-	victim := l.evictLocked()
 	l.mu.Unlock()
-	if victim != nil {
-		victim.Close()
+	for _, v := range victims[:n] {
+		if v != nil {
+			v.Close()
+		}
 	}
-	l.maybeLog(netip.Addr{})
-	return true
+	if n > 0 {
+		l.maybeLog(netip.Addr{})
+	}
+	return n > 0
 }
+
+// shedBatch is how many connections one Shed closes at most.
+const shedBatch = 16
 
 // evictLocked takes the oldest ticket off the list and returns what closes
 // its connection (nil when its owner has not bound it yet: Bind then says

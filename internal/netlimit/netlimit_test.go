@@ -204,6 +204,31 @@ func TestEvictedBeforeBind(t *testing.T) {
 	}
 }
 
+func TestShedClosesABatch(t *testing.T) {
+	l := New(Options{MaxUnauth: 100, Log: quiet()})
+	var cs []*closer
+	for range 40 {
+		tk, _ := l.Admit(addr("203.0.113.1"))
+		c := &closer{}
+		tk.Bind(c)
+		cs = append(cs, c)
+	}
+	l.Shed()
+	for i, c := range cs {
+		if want := int32(0); i < shedBatch {
+			want = 1
+			if c.n.Load() != want {
+				t.Fatalf("connection %d (of the oldest %d) not closed", i, shedBatch)
+			}
+		} else if c.n.Load() != want {
+			t.Fatalf("connection %d closed; a shed closes the oldest %d", i, shedBatch)
+		}
+	}
+	if got := l.Unauthenticated(); got != 40-shedBatch {
+		t.Fatalf("Unauthenticated = %d, want %d", got, 40-shedBatch)
+	}
+}
+
 func TestShed(t *testing.T) {
 	l := New(Options{MaxUnauth: 10, Log: quiet()})
 	if l.Shed() {

@@ -14,6 +14,8 @@ import (
 	"sync/atomic"
 	"testing"
 	"time"
+
+	"golang.org/x/sys/unix"
 )
 
 // flood is attackers on many source addresses each holding as many silent
@@ -293,4 +295,74 @@ func grepLines(s string, subs ...string) string {
 		}
 	}
 	return strings.Join(out, "\n")
+}
+
+// TestOutOfDescriptors lowers the file limit of a running server to 256,
+// below what its cap on unauthenticated connections (derived from the
+// limit it started with) allows, and has 30 addresses open 600 silent
+// connections: the server runs out of descriptors. Its accept loops back
+// off rather than spin or fail, and each failed accept with a client
+// waiting closes a batch of the oldest unauthenticated connections, so
+// that /healthz answers, a device connected before keeps receiving and a
+// new one registers, connects over MQTT and receives a push while the
+// silent connections stay. Once they go, the node serves as before.
+func TestOutOfDescriptors(t *testing.T) {
+	n := start(t, nil, "--mqtt-connect-timeout", "2m")
+	pid := n.PID()
+	before := connect(t, "tcp://"+n.mqttAddr, n.register())
+	const limit = 256
+	if err := unix.Prlimit(pid, unix.RLIMIT_NOFILE, &unix.Rlimit{Cur: limit, Max: limit}, nil); err != nil {
+		t.Fatalf("prlimit: %v", err)
+	}
+
+	var held []net.Conn
+	defer func() { closeAll(held) }()
+	for i := range 600 {
+		addr := hostPort(n.URL)
+		if i%2 == 1 {
+			addr = n.mqttAddr
+		}
+		c, err := dialFrom(fmt.Sprintf("127.0.3.%d", 1+i%30), addr)
+		if err != nil {
+			t.Fatalf("silent connection %d: %v", i+1, err)
+		}
+		held = append(held, c)
+	}
+	eventually(t, 30*time.Second, "the server out of descriptors", func() error {
+		if !strings.Contains(n.Log.String(), "accept failed; backing off") {
+			return fmt.Errorf("no accept failure logged; %d descriptors open", openFDs(t, pid))
+		}
+		return nil
+	})
+
+	eventually(t, 30*time.Second, "/healthz out of descriptors", n.healthz)
+	during := connect(t, "tcp://"+n.mqttAddr, n.register())
+	during.receive(t, n.push(during.reg.RegistrationID, "out of descriptors"))
+	before.receive(t, n.push(before.reg.RegistrationID, "to the device connected before, out of descriptors"))
+	before.stillConnected(t)
+	if fds := openFDs(t, pid); fds > limit {
+		t.Errorf("%d descriptors open under a limit of %d", fds, limit)
+	}
+	// Backing off, not spinning: a handful of lines, not thousands.
+	if lines := strings.Count(n.Log.String(), "accept failed; backing off"); lines > 200 {
+		t.Errorf("%d accept failures logged: the loop spins", lines)
+	}
+
+	closeAll(held)
+	held = nil
+	eventually(t, 30*time.Second, "descriptors given back", func() error {
+		if fds := openFDs(t, pid); fds > 64 {
+			return fmt.Errorf("%d descriptors open", fds)
+		}
+		return nil
+	})
+	if err := n.healthz(); err != nil {
+		t.Fatal(err)
+	}
+	before.receive(t, n.push(before.reg.RegistrationID, "after"))
+	select {
+	case <-n.Done():
+		t.Fatalf("the server exited: %s", n.Log)
+	default:
+	}
 }
