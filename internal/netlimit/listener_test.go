@@ -216,3 +216,48 @@ func TestTicketOfLooksThroughTLS(t *testing.T) {
 		t.Fatal("TicketOf(nil) is not nil")
 	}
 }
+
+// BenchmarkListenerRefuse is one refusal over the address cap through a
+// real loopback listener, client side included: dial, the canned answer
+// read to its end. The limiter's own part is BenchmarkRefuse.
+func BenchmarkListenerRefuse(b *testing.B) {
+	l := New(Options{PerAddr: 1, Log: quiet()})
+	inner, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		b.Fatal(err)
+	}
+	refusal := []byte("HTTP/1.1 503 Service Unavailable\r\nConnection: close\r\nContent-Length: 0\r\n\r\n")
+	ln := l.Listener(inner, func(error) []byte { return refusal })
+	defer ln.Close()
+	go func() {
+		for {
+			c, err := ln.Accept()
+			if err != nil {
+				return
+			}
+			defer c.Close()
+		}
+	}()
+	addr := inner.Addr().String()
+	d := net.Dialer{LocalAddr: &net.TCPAddr{IP: net.ParseIP("127.0.0.2")}}
+	held, err := d.Dial("tcp", addr)
+	if err != nil {
+		b.Fatal(err)
+	}
+	defer held.Close()
+	for l.Conns(netip.MustParseAddr("127.0.0.2")) != 1 {
+		time.Sleep(time.Millisecond)
+	}
+	buf := make([]byte, 256)
+	for b.Loop() {
+		c, err := d.Dial("tcp", addr)
+		if err != nil {
+			b.Fatal(err)
+		}
+		n, _ := io.ReadFull(c, buf[:len(refusal)])
+		c.Close()
+		if n != len(refusal) {
+			b.Fatalf("read %d bytes of the refusal", n)
+		}
+	}
+}
