@@ -56,8 +56,9 @@ func (s *Server) buildMQTT(mux *http.ServeMux) error {
 			m.closeListeners()
 			return fmt.Errorf("mqtts listener: %w", err)
 		}
-		m.tls = withSocket(tls.NewListener(ln, &tls.Config{Certificates: []tls.Certificate{cert}, MinVersion: tls.VersionTLS12}), ln)
+		m.tls = tls.NewListener(ln, &tls.Config{Certificates: []tls.Certificate{cert}, MinVersion: tls.VersionTLS12})
 		s.info.MQTTSURL = "mqtts://" + reachable(ln.Addr())
+		m.tls = withSocket(m.tls, ln) // for the engine's accept loop out of descriptors
 	}
 	s.info.MQTTWSURL = "ws" + s.info.HTTPURL[len("http"):] + "/mqtt"
 	mux.HandleFunc("GET /mqtt", m.serveWebSocket)
