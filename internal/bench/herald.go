@@ -80,7 +80,11 @@ func startHerald(ctx context.Context, o *Options) (*herald, error) {
 }
 
 // spawn starts the server, waits until it is ready, and makes sure the
-// cached app exists on it.
+// cached app exists on it. The connection caps stay at their defaults, so
+// that the figures are those of the server as it ships: the swarm spreads
+// its devices over 253 source addresses (swarm_linux.go), about 76 each for
+// 19,000, far below --max-conns-per-addr, and keeps at most InFlight
+// handshakes unauthenticated at once.
 func (h *herald) spawn(ctx context.Context, o *Options) error {
 	h.path = filepath.Join(o.Dir, "herald-devices.json")
 	h.cache = loadCache(h.path)

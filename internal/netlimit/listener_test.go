@@ -34,13 +34,17 @@ type served struct {
 	conns []net.Conn
 }
 
-func serve(t *testing.T, l *Limiter, refusal []byte) (*served, string) {
+func serve(t *testing.T, l *Limiter, refusal string) (*served, string) {
 	t.Helper()
 	inner, err := net.Listen("tcp", "127.0.0.1:0")
 	if err != nil {
 		t.Fatal(err)
 	}
-	ln := l.Listener(inner, refusal)
+	var answer func(error) []byte
+	if refusal != "" {
+		answer = func(error) []byte { return []byte(refusal) }
+	}
+	ln := l.Listener(inner, answer)
 	s := &served{}
 	done := make(chan struct{})
 	go func() {
@@ -102,7 +106,7 @@ func readAll(t *testing.T, c net.Conn) (string, error) {
 func TestListenerRefusesOverTheAddressCap(t *testing.T) {
 	l := New(Options{PerAddr: 2, Log: quiet()})
 	refusal := "HTTP/1.1 503 Service Unavailable\r\nConnection: close\r\nContent-Length: 0\r\n\r\n"
-	s, addr := serve(t, l, []byte(refusal))
+	s, addr := serve(t, l, refusal)
 
 	dialFrom(t, "127.0.0.2", addr)
 	dialFrom(t, "127.0.0.2", addr)
@@ -145,7 +149,7 @@ func TestListenerRefusesOverTheAddressCap(t *testing.T) {
 func TestListenerRefusesARequestAlreadySent(t *testing.T) {
 	l := New(Options{PerAddr: 1, Log: quiet()})
 	refusal := "HTTP/1.1 503 Service Unavailable\r\nConnection: close\r\nContent-Length: 0\r\n\r\n"
-	s, addr := serve(t, l, []byte(refusal))
+	s, addr := serve(t, l, refusal)
 	dialFrom(t, "127.0.0.4", addr)
 	waitFor(t, 5*time.Second, func() error {
 		if s.count() != 1 {
@@ -166,7 +170,7 @@ func TestListenerRefusesARequestAlreadySent(t *testing.T) {
 
 func TestListenerClosesTheOldestUnauthenticated(t *testing.T) {
 	l := New(Options{MaxUnauth: 2, Log: quiet()})
-	s, addr := serve(t, l, nil)
+	s, addr := serve(t, l, "")
 	first := dialFrom(t, "127.0.0.5", addr)
 	dialFrom(t, "127.0.0.6", addr)
 	waitFor(t, 5*time.Second, func() error {
@@ -193,7 +197,7 @@ func TestListenerClosesTheOldestUnauthenticated(t *testing.T) {
 // when the listener is wrapped in TLS; the ticket is found under it.
 func TestTicketOfLooksThroughTLS(t *testing.T) {
 	l := New(Options{MaxUnauth: 2, Log: quiet()})
-	s, addr := serve(t, l, nil)
+	s, addr := serve(t, l, "")
 	dialFrom(t, "127.0.0.9", addr)
 	waitFor(t, 5*time.Second, func() error {
 		if s.count() != 1 {
@@ -210,5 +214,50 @@ func TestTicketOfLooksThroughTLS(t *testing.T) {
 	}
 	if TicketOf(nil) != nil {
 		t.Fatal("TicketOf(nil) is not nil")
+	}
+}
+
+// BenchmarkListenerRefuse is one refusal over the address cap through a
+// real loopback listener, client side included: dial, the canned answer
+// read to its end. The limiter's own part is BenchmarkRefuse.
+func BenchmarkListenerRefuse(b *testing.B) {
+	l := New(Options{PerAddr: 1, Log: quiet()})
+	inner, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		b.Fatal(err)
+	}
+	refusal := []byte("HTTP/1.1 503 Service Unavailable\r\nConnection: close\r\nContent-Length: 0\r\n\r\n")
+	ln := l.Listener(inner, func(error) []byte { return refusal })
+	defer ln.Close()
+	go func() {
+		for {
+			c, err := ln.Accept()
+			if err != nil {
+				return
+			}
+			defer c.Close()
+		}
+	}()
+	addr := inner.Addr().String()
+	d := net.Dialer{LocalAddr: &net.TCPAddr{IP: net.ParseIP("127.0.0.2")}}
+	held, err := d.Dial("tcp", addr)
+	if err != nil {
+		b.Fatal(err)
+	}
+	defer held.Close()
+	for l.Conns(netip.MustParseAddr("127.0.0.2")) != 1 {
+		time.Sleep(time.Millisecond)
+	}
+	buf := make([]byte, 256)
+	for b.Loop() {
+		c, err := d.Dial("tcp", addr)
+		if err != nil {
+			b.Fatal(err)
+		}
+		n, _ := io.ReadFull(c, buf[:len(refusal)])
+		c.Close()
+		if n != len(refusal) {
+			b.Fatalf("read %d bytes of the refusal", n)
+		}
 	}
 }

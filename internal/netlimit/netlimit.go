@@ -13,7 +13,9 @@
 // door to whoever fills the cap first, locking out health checks and
 // devices that are about to authenticate; closing the oldest keeps the
 // descriptors unauthenticated connections hold bounded while a newcomer
-// that authenticates within its turn always gets in.
+// that authenticates within its turn gets in. Only when the closes run
+// behind (a tenth of the cap told to close and not closed yet) are new
+// connections refused, until they catch up.
 package netlimit
 
 import (
@@ -28,9 +30,18 @@ import (
 	"time"
 )
 
-// ErrPerAddress refuses a connection whose source address already holds
-// Options.PerAddr connections.
-var ErrPerAddress = errors.New("netlimit: too many connections from this address")
+// Reasons Admit refuses a connection.
+var (
+	// ErrPerAddress refuses a connection whose source address already
+	// holds Options.PerAddr connections.
+	ErrPerAddress = errors.New("netlimit: too many connections from this address")
+	// ErrBusy refuses a connection while the unauthenticated ones closed
+	// to make room are still closing, as many of them as a tenth of
+	// MaxUnauth: their descriptors are not free yet, and evicting more
+	// would let a flood outrun the closes and exhaust the descriptors the
+	// cap is there to keep.
+	ErrBusy = errors.New("netlimit: too many connections closing; retry later")
+)
 
 // Options configure a Limiter. A zero cap is no cap.
 type Options struct {
@@ -66,12 +77,16 @@ type Limiter struct {
 	// MaxUnauth is set.
 	oldest, newest *Ticket
 	unauth         int // tickets not yet authenticated nor released; guarded by mu
+	// closing counts evicted tickets not yet released: connections told
+	// to close whose descriptors may still be open; guarded by mu.
+	closing    int
+	maxClosing int // immutable; a tenth of maxUnauth, at least 8
 
 	// Counts since the last log line, and when that line was written
 	// (Unix ns), so that a flood costs a line per LogEvery, not one per
 	// connection.
-	refused, evicted atomic.Int64
-	lastLog          atomic.Int64
+	refused, busy, evicted atomic.Int64
+	lastLog                atomic.Int64
 }
 
 // New returns a Limiter with o's caps.
@@ -83,6 +98,7 @@ func New(o Options) *Limiter {
 		o.LogEvery = 10 * time.Second
 	}
 	l := &Limiter{perAddr: max(o.PerAddr, 0), maxUnauth: max(o.MaxUnauth, 0), log: o.Log, logEvery: o.LogEvery}
+	l.maxClosing = max(l.maxUnauth/10, 8)
 	if l.perAddr > 0 {
 		l.addrs = make(map[[16]byte]int32)
 	}
@@ -134,23 +150,29 @@ func key(a netip.Addr) [16]byte {
 // Admit admits a connection from remote, or refuses it with ErrPerAddress
 // when its address is at the per-address cap. Admitting it past the cap on
 // unauthenticated connections closes the oldest of them (through the
-// io.Closer its owner gave Bind). The caller releases the ticket when the
-// connection closes.
+// io.Closer its owner gave Bind), unless too many closed that way are
+// still closing: then it is refused with ErrBusy. The caller releases the
+// ticket when the connection closes.
 func (l *Limiter) Admit(remote netip.Addr) (*Ticket, error) {
 	if l == nil {
 		return nil, nil
 	}
 	k := key(remote)
 	l.mu.Lock()
+	if l.perAddr > 0 && int(l.addrs[k]) >= l.perAddr {
+		l.mu.Unlock()
+		l.refused.Add(1)
+		l.maybeLog(remote)
+		return nil, ErrPerAddress
+	}
+	if l.maxUnauth > 0 && l.unauth >= l.maxUnauth && l.closing >= l.maxClosing {
+		l.mu.Unlock()
+		l.busy.Add(1)
+		l.maybeLog(netip.Addr{})
+		return nil, ErrBusy
+	}
 	if l.perAddr > 0 {
-		n := l.addrs[k]
-		if int(n) >= l.perAddr {
-			l.mu.Unlock()
-			l.refused.Add(1)
-			l.maybeLog(remote)
-			return nil, ErrPerAddress
-		}
-		l.addrs[k] = n + 1
+		l.addrs[k]++
 	}
 	t := &Ticket{l: l, key: k}
 	l.unauth++
@@ -172,26 +194,36 @@ func (l *Limiter) Admit(remote netip.Addr) (*Ticket, error) {
 	return t, nil
 }
 
-// Shed closes the oldest unauthenticated connection, as admitting one more
-// past the cap would; it reports whether there was one. An accept that
-// failed for want of descriptors (EMFILE) calls it to free one.
+// Shed closes the oldest unauthenticated connections, up to shedBatch of
+// them, as admitting as many past the cap would; it reports whether there
+// was one. An accept that failed for want of descriptors (EMFILE) while a
+// client waits calls it: one descriptor per failed accept would let a
+// backlog drain only as fast as the accept loop backs off, so it frees a
+// batch, as nginx does when it runs out of connections.
 func (l *Limiter) Shed() bool {
 	if l == nil {
 		return false
 	}
+	var victims [shedBatch]io.Closer
+	n := 0
 	l.mu.Lock()
-	if l.oldest == nil {
-		l.mu.Unlock()
-		return false
+	for ; n < shedBatch && l.oldest != nil; n++ {
+		victims[n] = l.evictLocked()
 	}
-	victim := l.evictLocked()
 	l.mu.Unlock()
-	if victim != nil {
-		victim.Close()
+	for _, v := range victims[:n] {
+		if v != nil {
+			v.Close()
+		}
 	}
-	l.maybeLog(netip.Addr{})
-	return true
+	if n > 0 {
+		l.maybeLog(netip.Addr{})
+	}
+	return n > 0
 }
+
+// shedBatch is how many connections one Shed closes at most.
+const shedBatch = 16
 
 // evictLocked takes the oldest ticket off the list and returns what closes
 // its connection (nil when its owner has not bound it yet: Bind then says
@@ -201,6 +233,7 @@ func (l *Limiter) evictLocked() io.Closer {
 	t := l.oldest
 	l.unlink(t)
 	l.unauth--
+	l.closing++
 	t.state = evicted
 	c := t.closer
 	t.closer = nil
@@ -295,6 +328,8 @@ func (t *Ticket) Release() {
 		return
 	case queued:
 		l.leaveQueueLocked(t)
+	case evicted:
+		l.closing--
 	}
 	t.state = released
 	if l.perAddr > 0 {
@@ -317,6 +352,16 @@ func (l *Limiter) Unauthenticated() int {
 	return l.unauth
 }
 
+// Closing is the number of connections evicted and not yet released.
+func (l *Limiter) Closing() int {
+	if l == nil {
+		return 0
+	}
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	return l.closing
+}
+
 // Conns is the number of open connections counted for a's address (0
 // when there is no per-address cap).
 func (l *Limiter) Conns(a netip.Addr) int {
@@ -337,9 +382,9 @@ func (l *Limiter) maybeLog(refused netip.Addr) {
 	if last != 0 && now-last < int64(l.logEvery) || !l.lastLog.CompareAndSwap(last, now) {
 		return
 	}
-	nRefused, nEvicted := l.refused.Swap(0), l.evicted.Swap(0)
+	nRefused, nBusy, nEvicted := l.refused.Swap(0), l.busy.Swap(0), l.evicted.Swap(0)
 	attrs := []any{"refused_over_address_cap", nRefused, "closed_unauthenticated", nEvicted,
-		"per_address_cap", l.perAddr, "unauthenticated_cap", l.maxUnauth}
+		"refused_while_closing", nBusy, "per_address_cap", l.perAddr, "unauthenticated_cap", l.maxUnauth}
 	if refused.IsValid() {
 		attrs = append(attrs, "refused_address", refused.String())
 	}

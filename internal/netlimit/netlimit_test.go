@@ -152,6 +152,44 @@ func TestUnauthenticatedCapClosesTheOldest(t *testing.T) {
 	}
 }
 
+// TestBusyWhileClosesRunBehind: connections told to close count until
+// released; while a tenth of the cap is still closing, newcomers past the
+// cap are refused rather than evicting more, so that a flood cannot run
+// the descriptors out faster than they are freed.
+func TestBusyWhileClosesRunBehind(t *testing.T) {
+	l := New(Options{MaxUnauth: 100, Log: quiet()})
+	var ts []*Ticket
+	for range 100 {
+		tk, _ := l.Admit(addr("203.0.113.1"))
+		tk.Bind(&closer{})
+		ts = append(ts, tk)
+	}
+	for i := range 10 { // each evicts one; none of them releases yet
+		if _, err := l.Admit(addr("203.0.113.2")); err != nil {
+			t.Fatalf("admission %d past the cap: %v", i+1, err)
+		}
+	}
+	if got := l.Closing(); got != 10 {
+		t.Fatalf("Closing = %d, want 10", got)
+	}
+	if _, err := l.Admit(addr("203.0.113.3")); !errors.Is(err, ErrBusy) {
+		t.Fatalf("with a tenth of the cap closing: err %v, want ErrBusy", err)
+	}
+	if got := l.Conns(addr("203.0.113.3")); got != 0 {
+		t.Fatalf("a refused connection holds %d slots of its address", got)
+	}
+	ts[0].Release() // one close finished
+	if _, err := l.Admit(addr("203.0.113.3")); err != nil {
+		t.Fatalf("after a close finished: %v", err)
+	}
+	// Below the cap nothing is refused, however many are closing.
+	ts[50].Authenticated()
+	ts[51].Authenticated()
+	if _, err := l.Admit(addr("203.0.113.4")); err != nil {
+		t.Fatalf("below the cap: %v", err)
+	}
+}
+
 // TestEvictedBeforeBind: a connection evicted between its admission and
 // its Bind is closed by its owner, told so by Bind.
 func TestEvictedBeforeBind(t *testing.T) {
@@ -163,6 +201,31 @@ func TestEvictedBeforeBind(t *testing.T) {
 	}
 	if !second.Bind(&closer{}) {
 		t.Error("Bind of the newest reported false")
+	}
+}
+
+func TestShedClosesABatch(t *testing.T) {
+	l := New(Options{MaxUnauth: 100, Log: quiet()})
+	var cs []*closer
+	for range 40 {
+		tk, _ := l.Admit(addr("203.0.113.1"))
+		c := &closer{}
+		tk.Bind(c)
+		cs = append(cs, c)
+	}
+	l.Shed()
+	for i, c := range cs {
+		if want := int32(0); i < shedBatch {
+			want = 1
+			if c.n.Load() != want {
+				t.Fatalf("connection %d (of the oldest %d) not closed", i, shedBatch)
+			}
+		} else if c.n.Load() != want {
+			t.Fatalf("connection %d closed; a shed closes the oldest %d", i, shedBatch)
+		}
+	}
+	if got := l.Unauthenticated(); got != 40-shedBatch {
+		t.Fatalf("Unauthenticated = %d, want %d", got, 40-shedBatch)
 	}
 }
 

@@ -108,7 +108,12 @@ func (e *Engine) serveAccept(ln net.Listener) error {
 			}
 			var ne net.Error
 			if errors.As(err, &ne) && ne.Timeout() || isTemporaryAccept(err) {
-				e.shed(err)
+				// Linux's accept takes a descriptor before it looks for
+				// a connection: a full table fails every accept, so shed
+				// only for a client that is waiting.
+				if pending(ln) {
+					e.shed(err)
+				}
 				backoff = nextBackoff(backoff)
 				e.opts.Logger.Warn("netpoll: accept failed; backing off", "err", err, "delay", backoff)
 				if !e.sleep(backoff) {
@@ -132,7 +137,7 @@ func (e *Engine) serveAccept(ln net.Listener) error {
 }
 
 // shed asks the Gate to free a descriptor after an accept failed for want
-// of them.
+// of them while a connection waits.
 func (e *Engine) shed(err error) {
 	if g := e.opts.Gate; g != nil && (errors.Is(err, syscall.EMFILE) || errors.Is(err, syscall.ENFILE)) {
 		g.Shed()

@@ -211,10 +211,10 @@ func (pp *pollers) serve(tl *net.TCPListener) error {
 		if !isTemporaryAccept(acceptErr) {
 			return fmt.Errorf("netpoll: accept4: %w", acceptErr)
 		}
-		// Out of descriptors: the connection waits in the backlog and
-		// poll would report it again at once, so sleep rather than spin,
-		// and free a descriptor held by a connection that has not
-		// authenticated, if the Gate has one.
+		// Out of descriptors: the connection waits in the backlog (poll
+		// said so) and poll would report it again at once, so sleep
+		// rather than spin, and free a descriptor held by a connection
+		// that has not authenticated, if the Gate has one.
 		pp.e.shed(acceptErr)
 		backoff = nextBackoff(backoff)
 		log.Warn("netpoll: accept failed; backing off", "err", acceptErr, "delay", backoff)

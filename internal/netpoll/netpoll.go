@@ -77,9 +77,10 @@ type Gate interface {
 	// refuses it: the socket is then closed at once (with a reset, so
 	// that no TIME_WAIT is left behind) and the Handler never sees it.
 	Admit(remote netip.AddrPort) (Pass, bool)
-	// Shed closes the oldest connection that has not authenticated, if
-	// any, and reports whether there was one. The accept loops call it
-	// when accept fails for want of descriptors, to free one.
+	// Shed closes the oldest connections that have not authenticated (a
+	// few at most), if any, and reports whether there were any. The
+	// accept loops call it when accept fails for want of descriptors
+	// while a client waits, to free some.
 	Shed() bool
 }
 

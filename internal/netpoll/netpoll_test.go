@@ -10,6 +10,7 @@ import (
 	"runtime"
 	"sync"
 	"sync/atomic"
+	"syscall"
 	"testing"
 	"time"
 )
@@ -27,10 +28,20 @@ var engines = []struct {
 }
 
 // plainListener hides *net.TCPListener, so Serve uses accept + ServeConn.
+// It still exposes its socket (SyscallConn), as the server's TLS listener
+// does, so the accept loop can tell whether a connection waits.
 type plainListener struct{ net.Listener }
+
+func (l plainListener) SyscallConn() (syscall.RawConn, error) {
+	return l.Listener.(*net.TCPListener).SyscallConn()
+}
 
 // opaqueListener also hides each conn's socket (no syscall.Conn).
 type opaqueListener struct{ net.Listener }
+
+func (l opaqueListener) SyscallConn() (syscall.RawConn, error) {
+	return l.Listener.(*net.TCPListener).SyscallConn()
+}
 
 func (l opaqueListener) Accept() (net.Conn, error) {
 	c, err := l.Listener.Accept()

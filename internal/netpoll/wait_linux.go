@@ -34,3 +34,24 @@ func readinessWaiter(nc net.Conn) func() error {
 	}
 	return func() error { return rc.Read(ready) }
 }
+
+// pending reports whether a connection waits in ln's backlog, when ln
+// exposes its socket (SyscallConn, as *net.TCPListener does); false when
+// it cannot tell.
+func pending(ln net.Listener) bool {
+	sc, ok := ln.(syscall.Conn)
+	if !ok {
+		return false
+	}
+	rc, err := sc.SyscallConn()
+	if err != nil {
+		return false
+	}
+	ready := false
+	rc.Control(func(fd uintptr) {
+		fds := []unix.PollFd{{Fd: int32(fd), Events: unix.POLLIN}}
+		n, err := unix.Poll(fds, 0)
+		ready = err == nil && n > 0 && fds[0].Revents&unix.POLLIN != 0
+	})
+	return ready
+}

@@ -1,7 +1,10 @@
 package server
 
 import (
+	"errors"
+	"net"
 	"net/netip"
+	"syscall"
 
 	"github.com/heraldpush/herald/internal/apierr"
 	"github.com/heraldpush/herald/internal/netlimit"
@@ -10,13 +13,20 @@ import (
 
 // limitConnections creates the node's connection limiter (one for every
 // listener, so that an address's cap counts HTTP and MQTT together) and
-// wraps the HTTP listener in it. A connection over its address's cap is
-// answered 503 too_many_connections before net/http sees it.
+// wraps the HTTP listener in it. A refused connection is answered 503
+// too_many_connections before net/http sees it.
 func (s *Server) limitConnections() {
 	s.limits = netlimit.New(netlimit.Options{
 		PerAddr: s.cfg.MaxConnsPerAddr, MaxUnauth: s.cfg.MaxUnauthConns, Log: s.log,
 	})
-	s.httpLn = s.limits.Listener(s.httpLn, apierr.RawResponse(apierr.TooManyConnections))
+	perAddr := apierr.RawResponse(apierr.TooManyConnections)
+	busy := apierr.RawResponse(apierr.TooManyConnections.With("too many connections closing at once; retry later"))
+	s.httpLn = s.limits.Listener(s.httpLn, func(why error) []byte {
+		if errors.Is(why, netlimit.ErrBusy) {
+			return busy
+		}
+		return perAddr
+	})
 }
 
 // gate is the limiter as the MQTT engine's netpoll.Gate.
@@ -41,6 +51,24 @@ func passOf(t *netlimit.Ticket) netpoll.Pass {
 	}
 	return t
 }
+
+// withSocket returns ln (a TLS listener over tcp) exposing tcp's socket
+// (SyscallConn), so that the engine's accept loop, out of descriptors, can
+// tell whether a client waits before it sheds a connection for it.
+func withSocket(ln net.Listener, tcp net.Listener) net.Listener {
+	sc, ok := tcp.(syscall.Conn)
+	if !ok {
+		return ln
+	}
+	return socketListener{ln, sc}
+}
+
+type socketListener struct {
+	net.Listener
+	sc syscall.Conn
+}
+
+func (l socketListener) SyscallConn() (syscall.RawConn, error) { return l.sc.SyscallConn() }
 
 // Interface guards.
 var (

@@ -54,6 +54,7 @@ func (s *Server) buildMQTT(mux *http.ServeMux) error {
 		}
 		m.tls = tls.NewListener(ln, s.tls.Clone())
 		s.info.MQTTSURL = "mqtts://" + reachable(ln.Addr())
+		m.tls = withSocket(m.tls, ln) // for the engine's accept loop out of descriptors
 	}
 	s.info.MQTTWSURL = wsURL(s.info.HTTPURL, "/mqtt")
 	mux.HandleFunc("GET /mqtt", m.serveWebSocket)
