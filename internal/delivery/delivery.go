@@ -225,11 +225,16 @@ func (s *Service) enqueue(r routed) {
 
 // Pending returns up to limit messages waiting for device d, oldest first.
 func (s *Service) Pending(ctx context.Context, d *push.Device, limit int) ([]push.Message, error) {
+	return s.pending(ctx, d, limit, 0)
+}
+
+// pending is Pending bounded by bytes as well (store.Store.Pending).
+func (s *Service) pending(ctx context.Context, d *push.Device, limit, maxBytes int) ([]push.Message, error) {
 	kept := s.kept.of(d.ID)
 	if kept == nil {
-		return s.store.Pending(ctx, d, s.now(), limit)
+		return s.store.Pending(ctx, d, s.now(), limit, maxBytes)
 	}
-	msgs, err := s.store.Pending(ctx, d, s.now(), limit+len(kept))
+	msgs, err := s.store.Pending(ctx, d, s.now(), limit+len(kept), maxBytes)
 	return dropKept(msgs, kept, limit), err
 }
 
@@ -237,8 +242,10 @@ func (s *Service) Pending(ctx context.Context, d *push.Device, limit int) ([]pus
 // when there are none. It wakes as soon as a message is routed to the
 // device, not on a timer. Messages with a TTL of 0, which are for devices
 // online now and never wait in the inbox, reach a waiting device this way.
-func (s *Service) Wait(ctx context.Context, d *push.Device, wait time.Duration, limit int) ([]push.Message, error) {
-	msgs, err := s.Pending(ctx, d, limit)
+// maxBytes bounds the messages' Size as in store.Store.Pending (0: no
+// bound).
+func (s *Service) Wait(ctx context.Context, d *push.Device, wait time.Duration, limit, maxBytes int) ([]push.Message, error) {
+	msgs, err := s.pending(ctx, d, limit, maxBytes)
 	if err != nil || len(msgs) > 0 || wait <= 0 {
 		return msgs, err
 	}
@@ -247,7 +254,7 @@ func (s *Service) Wait(ctx context.Context, d *push.Device, wait time.Duration, 
 	defer s.hub.Remove(d, w)
 	// Read again now that offers reach us: a push accepted between the
 	// first read and Add would otherwise wait for the timeout.
-	if msgs, err = s.Pending(ctx, d, limit); err != nil || len(msgs) > 0 {
+	if msgs, err = s.pending(ctx, d, limit, maxBytes); err != nil || len(msgs) > 0 {
 		return msgs, err
 	}
 	timer := time.NewTimer(wait)
@@ -259,7 +266,7 @@ func (s *Service) Wait(ctx context.Context, d *push.Device, wait time.Duration, 
 	case <-ctx.Done():
 		return msgs, nil
 	}
-	if msgs, err = s.Pending(ctx, d, limit); err != nil {
+	if msgs, err = s.pending(ctx, d, limit, maxBytes); err != nil {
 		return nil, err
 	}
 	now := s.now()

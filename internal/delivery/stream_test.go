@@ -93,9 +93,9 @@ type gatedStore struct {
 	reads        atomic.Int64
 }
 
-func (g *gatedStore) Pending(ctx context.Context, d *push.Device, now time.Time, limit int) ([]push.Message, error) {
+func (g *gatedStore) Pending(ctx context.Context, d *push.Device, now time.Time, limit, maxBytes int) ([]push.Message, error) {
 	g.reads.Add(1)
-	msgs, err := g.Store.Pending(ctx, d, now, limit)
+	msgs, err := g.Store.Pending(ctx, d, now, limit, maxBytes)
 	if hook := g.afterPending.Load(); hook != nil && err == nil {
 		(*hook)(msgs)
 	}

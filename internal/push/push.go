@@ -142,6 +142,18 @@ func (m *Message) Expired(now time.Time) bool { return !now.Before(m.ExpiresAt) 
 // Due reports whether a scheduled message may be delivered at now.
 func (m *Message) Due(now time.Time) bool { return !now.Before(m.SendAt) }
 
+// Size is about how many bytes m takes on the wire to a device: its
+// payload (message and notification) plus a fixed allowance for its ID,
+// times and keys. It bounds how much one poll loads and answers; it is
+// computed without encoding anything.
+func (m *Message) Size() int {
+	n := 160 + len(m.ID) + len(m.CollapseID) + len(m.Data)
+	if nt := m.Notification; nt != nil {
+		n += 64 + len(nt.Title) + len(nt.Body) + len(nt.Sound) + len(nt.Extras)
+	}
+	return n
+}
+
 // Live reports whether a device may be handed m at now.
 func (m *Message) Live(now time.Time) bool {
 	return !m.Recalled && !m.Replaced && m.Due(now) && !m.Expired(now)

@@ -95,8 +95,11 @@ type Store interface {
 	// Pending returns up to limit messages for device d that are live at now
 	// (push.Message.Live): its inbox entries and the fan-out messages meant
 	// for it (push.Message.For) that it has not acknowledged, in Seq order,
-	// each message once.
-	Pending(ctx context.Context, d *push.Device, now time.Time, limit int) ([]push.Message, error)
+	// each message once. With maxBytes above zero it stops at the
+	// message whose Size takes the messages' total to maxBytes or past
+	// it, so that a poll of large messages loads no more than its answer
+	// can hold and one message (which tells the poll that more wait).
+	Pending(ctx context.Context, d *push.Device, now time.Time, limit, maxBytes int) ([]push.Message, error)
 	// Ack records that device d received the messages with the given IDs:
 	// they leave its inbox and count as delivered, once each. IDs that are
 	// unknown, not for d, or already acknowledged are ignored. It returns

@@ -20,7 +20,7 @@ import (
 
 // Inbox is what the transport needs of delivery.
 type Inbox interface {
-	Wait(ctx context.Context, d *push.Device, wait time.Duration, limit int) ([]push.Message, error)
+	Wait(ctx context.Context, d *push.Device, wait time.Duration, limit, maxBytes int) ([]push.Message, error)
 	Ack(ctx context.Context, d *push.Device, ids []string) (int, error)
 }
 
@@ -131,11 +131,22 @@ func (g *Gateway) poll(w http.ResponseWriter, r *http.Request, d *push.Device) e
 		}
 		defer g.waiting.Remove(d.ID, lp)
 	}
-	msgs, err := g.inbox.Wait(ctx, d, wait, limit)
+	msgs, err := g.inbox.Wait(ctx, d, wait, limit, g.opts.MaxBytes)
+	if err != nil && ctx.Err() != nil && r.Context().Err() == nil {
+		// A newer long-poll of the device ended this one before it read
+		// the inbox: it answers with nothing, as a wait that timed out.
+		msgs, err = nil, nil
+	}
 	if err != nil {
 		return err
 	}
-	body := g.answer(msgs)
+	size := 0
+	for i := range msgs {
+		size += msgs[i].Size()
+	}
+	// The store stops at the byte cap: what it returned reaching it means
+	// more may wait.
+	body := g.answer(msgs, size >= g.opts.MaxBytes)
 	msgs = nil // what did not fit is not held while a slow client reads
 	w.Header().Set("Content-Type", "application/json")
 	w.WriteHeader(http.StatusOK)
@@ -145,12 +156,11 @@ func (g *Gateway) poll(w http.ResponseWriter, r *http.Request, d *push.Device) e
 
 // answer encodes msgs as a poll answer, {"messages":[...]}, with as many
 // messages, in order, as fit in MaxBytes (at least one) and "more": true
-// when some did not fit: those come on the next poll, since only an ack
-// takes a message out of the inbox.
-func (g *Gateway) answer(msgs []push.Message) []byte {
+// when some did not fit or more may wait: those come on the next poll,
+// since only an ack takes a message out of the inbox.
+func (g *Gateway) answer(msgs []push.Message, more bool) []byte {
 	var b bytes.Buffer
 	b.WriteString(`{"messages":[`)
-	more := false
 	for i := range msgs {
 		one, err := json.Marshal(msgs[i].Delivered())
 		if err != nil {

@@ -71,7 +71,7 @@ func TestCrash(t *testing.T) {
 	if err != nil {
 		t.Fatalf("device after crash: %v", err)
 	}
-	msgs, err := s.Pending(bg, &d, epoch.Add(time.Second), 1<<20)
+	msgs, err := s.Pending(bg, &d, epoch.Add(time.Second), 1<<20, 0)
 	if err != nil {
 		t.Fatal(err)
 	}

@@ -101,7 +101,7 @@ func TestGroupCommitOrder(t *testing.T) {
 	done := make(chan struct{})
 	go func() { wg.Wait(); close(done) }()
 	checkPrefix := func() {
-		msgs, err := s.Pending(bg, &d, epoch.Add(time.Second), writers*each)
+		msgs, err := s.Pending(bg, &d, epoch.Add(time.Second), writers*each, 0)
 		if err != nil {
 			t.Fatalf("Pending: %v", err)
 		}
@@ -253,7 +253,7 @@ func countPrefix(t *testing.T, s *Store, p []byte) int {
 
 func wantIDs(t *testing.T, s *Store, d push.Device, now time.Time, want ...string) {
 	t.Helper()
-	msgs, err := s.Pending(bg, &d, now, 100)
+	msgs, err := s.Pending(bg, &d, now, 100, 0)
 	if err != nil {
 		t.Fatal(err)
 	}

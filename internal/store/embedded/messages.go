@@ -263,11 +263,12 @@ func (s *Store) Recall(ctx context.Context, app, id string) error {
 // its inbox entries and the app's fan-out messages newer than d.FirstSeq
 // that match d and that d has not acknowledged. A message that is both in
 // the inbox and matches the selector is returned once.
-func (s *Store) Pending(ctx context.Context, d *push.Device, now time.Time, limit int) ([]push.Message, error) {
+func (s *Store) Pending(ctx context.Context, d *push.Device, now time.Time, limit, maxBytes int) ([]push.Message, error) {
 	if limit <= 0 {
 		return nil, nil
 	}
 	out := make([]push.Message, 0, min(limit, 64))
+	size := 0
 	err := s.read(ctx, func(r pebble.Reader) error {
 		inbox, err := newSeqIter(r, kInboxPrefix(d.ID), 0)
 		if err != nil {
@@ -340,6 +341,9 @@ func (s *Store) Pending(ctx context.Context, d *push.Device, now time.Time, limi
 				}
 			}
 			out = append(out, *m)
+			if size += m.Size(); maxBytes > 0 && size >= maxBytes {
+				return nil
+			}
 		}
 		return nil
 	})

@@ -109,7 +109,7 @@ func BenchmarkPending(b *testing.B) {
 	}
 	now := epoch.Add(time.Second)
 	for b.Loop() {
-		msgs, err := s.Pending(ctx, &d, now, 100)
+		msgs, err := s.Pending(ctx, &d, now, 100, 0)
 		if err != nil || len(msgs) != 100 {
 			b.Fatalf("Pending = %d messages, %v", len(msgs), err)
 		}

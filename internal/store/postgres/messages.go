@@ -451,7 +451,7 @@ ORDER BY m.seq
 LIMIT $7`
 
 // Pending implements store.Store.
-func (s *Store) Pending(ctx context.Context, d *push.Device, now time.Time, limit int) ([]push.Message, error) {
+func (s *Store) Pending(ctx context.Context, d *push.Device, now time.Time, limit, maxBytes int) ([]push.Message, error) {
 	if err := s.check(); err != nil {
 		return nil, err
 	}
@@ -462,8 +462,22 @@ func (s *Store) Pending(ctx context.Context, d *push.Device, now time.Time, limi
 	if err != nil {
 		return nil, s.wrap("pending", err)
 	}
-	msgs, err := pgx.CollectRows(rows, func(r pgx.CollectableRow) (push.Message, error) { return scanMessage(r) })
-	if err != nil {
+	defer rows.Close()
+	var msgs []push.Message
+	size := 0
+	for rows.Next() {
+		m, err := scanMessage(rows)
+		if err != nil {
+			return nil, s.wrap("pending", err)
+		}
+		msgs = append(msgs, m)
+		// Rows past the budget are not read: closing the rows leaves
+		// them on the server.
+		if size += m.Size(); maxBytes > 0 && size >= maxBytes {
+			return msgs, nil
+		}
+	}
+	if err := rows.Err(); err != nil {
 		return nil, s.wrap("pending", err)
 	}
 	return msgs, nil

@@ -132,7 +132,7 @@ func newMsg(app, id string, aud push.Audience) *push.Message {
 
 func pendingIDs(t *testing.T, s *Store, d push.Device) []string {
 	t.Helper()
-	msgs, err := s.Pending(ctx, &d, epoch.Add(time.Second), 10000)
+	msgs, err := s.Pending(ctx, &d, epoch.Add(time.Second), 10000, 0)
 	if err != nil {
 		t.Fatal(err)
 	}

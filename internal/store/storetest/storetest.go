@@ -41,6 +41,7 @@ func Run(t *testing.T, open Opener) {
 		{"Recall", testRecall},
 		{"Idempotency", testIdempotency},
 		{"Limit", testLimit},
+		{"LimitBytes", testLimitBytes},
 		{"DeleteDevice", testDeleteDevice},
 		{"Sweep", testSweep},
 		{"Reopen", testReopen},
@@ -115,7 +116,7 @@ func appendOne(t *testing.T, s store.Store, m *push.Message, targets ...string) 
 // pendingIDs returns the IDs Pending gives d at now.
 func pendingIDs(t *testing.T, s store.Store, d push.Device, now time.Time) []string {
 	t.Helper()
-	msgs, err := s.Pending(ctx, &d, now, 1000)
+	msgs, err := s.Pending(ctx, &d, now, 1000, 0)
 	if err != nil {
 		t.Fatalf("Pending(%s): %v", d.ID, err)
 	}
@@ -355,7 +356,7 @@ func testMessageRoundTrip(t *testing.T, open Opener) {
 		}
 	}
 	check("Message", got)
-	msgs, err := s.Pending(ctx, &d, epoch.Add(2*time.Second), 10)
+	msgs, err := s.Pending(ctx, &d, epoch.Add(2*time.Second), 10, 0)
 	if err != nil || len(msgs) != 1 {
 		t.Fatalf("Pending = %v, %v; want one message", msgs, err)
 	}
@@ -585,7 +586,7 @@ func testLimit(t *testing.T, open Opener) {
 	if _, err := s.Append(ctx, batch); err != nil {
 		t.Fatal(err)
 	}
-	msgs, err := s.Pending(ctx, &d, epoch.Add(time.Second), 3)
+	msgs, err := s.Pending(ctx, &d, epoch.Add(time.Second), 3, 0)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -595,6 +596,45 @@ func testLimit(t *testing.T, open Opener) {
 	}
 	if !slices.Equal(ids, []string{"m0", "m1", "m2"}) {
 		t.Errorf("Pending(limit 3) = %v, want [m0 m1 m2]", ids)
+	}
+}
+
+// testLimitBytes: a byte bound stops Pending at the message that reaches
+// it, over inbox and fan-out messages alike, so that it never returns
+// nothing when something waits.
+func testLimitBytes(t *testing.T, open Opener) {
+	s, _ := open(t)
+	mustApp(t, s, "a")
+	d := mustDevice(t, s, "a", "d1", push.Android, "")
+	var batch []store.Accept
+	for i := range 6 {
+		m := msg("a", fmt.Sprintf("m%d", i), direct("d1"))
+		m.Data = json.RawMessage(fmt.Sprintf(`{"pad":%q}`, make([]byte, 1000)))
+		targets := []string{"d1"}
+		if i%2 == 1 {
+			m.Audience, targets = push.Audience{All: true}, nil
+		}
+		batch = append(batch, store.Accept{Msg: m, Targets: targets})
+	}
+	if _, err := s.Append(ctx, batch); err != nil {
+		t.Fatal(err)
+	}
+	one := batch[0].Msg.Size()
+	for _, c := range []struct{ maxBytes, want int }{
+		{1, 1}, {one, 1}, {one + 1, 2}, {2 * one, 2}, {3*one + 10, 4}, {100 * one, 6}, {0, 6},
+	} {
+		msgs, err := s.Pending(ctx, &d, epoch.Add(time.Second), 10, c.maxBytes)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if len(msgs) != c.want {
+			t.Errorf("Pending(maxBytes %d, messages of %d) returned %d messages, want %d", c.maxBytes, one, len(msgs), c.want)
+		}
+		for i, m := range msgs {
+			if want := fmt.Sprintf("m%d", i); m.ID != want {
+				t.Errorf("Pending(maxBytes %d)[%d] = %s, want %s", c.maxBytes, i, m.ID, want)
+			}
+		}
 	}
 }
 
@@ -726,7 +766,7 @@ func testConcurrentAppends(t *testing.T, open Opener) {
 
 	seen := map[string]int{}
 	drain := func() {
-		msgs, err := s.Pending(ctx, &d, epoch.Add(time.Second), 50)
+		msgs, err := s.Pending(ctx, &d, epoch.Add(time.Second), 50, 0)
 		if err != nil {
 			t.Fatalf("Pending: %v", err)
 		}
