@@ -2,6 +2,7 @@ package exhaust
 
 import (
 	"bufio"
+	"context"
 	"encoding/base64"
 	"encoding/json"
 	"errors"
@@ -170,10 +171,11 @@ func TestSlowReadIsBounded(t *testing.T) {
 	peakRSS, heldHeap := rss(t, n.PID()), prof.heap(t)
 	t.Logf("%d unread polls of a 3 MiB inbox: RSS %d -> %d KiB, live heap %d -> %d KiB",
 		readers, baseRSS, peakRSS, baseHeap>>10, heldHeap>>10)
-	// An unread answer holds at most its 1 MiB; before the cap, each
-	// held the whole inbox, encoded.
-	if held := heldHeap - baseHeap; held > readers*(1<<20+64<<10) {
-		t.Errorf("%d unread polls hold %d KiB of live heap: more than 1 MiB each", readers, held>>10)
+	// A poll holds at most its answer (1 MiB) and, while it builds it,
+	// the messages it is built from (1 MiB more); before the caps, each
+	// held the whole 3 MiB inbox and its encoding.
+	if held := heldHeap - baseHeap; held > readers*(2<<20+64<<10) {
+		t.Errorf("%d unread polls hold %d KiB of live heap: more than 2 MiB each", readers, held>>10)
 	}
 	// The write deadline (3 s) frees every handler, while the clients
 	// still hold their ends open and read nothing.
@@ -188,9 +190,12 @@ func TestSlowReadIsBounded(t *testing.T) {
 	}
 	closeAll(conns)
 	n.legitimate(t, "the end of a slow-read attack")
+	// The live heap above is the leak check; RSS is what an operator
+	// sees, and the runtime keeps some of a 100 MiB peak for a while
+	// (span caches, GC metadata: 5 to 11 MiB measured over 20 runs).
 	var afterRSS int
 	eventually(t, 60*time.Second, "RSS returning near its baseline", func() error {
-		if afterRSS = rss(t, n.PID()); afterRSS > baseRSS+rssSlack {
+		if afterRSS = rss(t, n.PID()); afterRSS > baseRSS+4*rssSlack {
 			return fmt.Errorf("RSS %d KiB, baseline %d KiB", afterRSS, baseRSS)
 		}
 		return nil
@@ -317,4 +322,21 @@ func TestLongPollFlood(t *testing.T) {
 // basic is the credentials part of an HTTP Basic Authorization header.
 func basic(user, pass string) string {
 	return base64.StdEncoding.EncodeToString([]byte(user + ":" + pass))
+}
+
+// TestLongLivedConnectionsOutlastRequestDeadlines: the body and write
+// deadlines bound requests, not the transports that hold a connection
+// open: with both at one second, a device on every long-lived transport
+// (MQTT over TCP and WebSocket, SSE, the WebSocket inbox, a long-poll,
+// mozpush) is still connected and receives a push several seconds later.
+func TestLongLivedConnectionsOutlastRequestDeadlines(t *testing.T) {
+	const deadline = time.Second
+	n := start(t, nil, "--body-timeout", deadline.String(), "--write-timeout", deadline.String())
+	ctx, cancel := context.WithTimeout(context.Background(), 60*time.Second)
+	defer cancel()
+	every := openEvery(ctx, t, n)
+	// Waiting is what is tested: the connections must outlive the
+	// deadlines by a clear margin.
+	time.Sleep(3 * deadline)
+	every.receiveEach(ctx, t, n)
 }
