@@ -153,6 +153,7 @@ func mapError(err error, table []mapping) error {
 
 // pushErrors maps push validation and delivery errors onto the catalogue.
 var pushErrors = []mapping{
+	{push.ErrDuplicateKey, apierr.DuplicateKey},
 	{push.ErrBadJSON, apierr.BadJSON},
 	{push.ErrBadAudience, apierr.BadAudience},
 	{push.ErrEmptyAudience, apierr.EmptyAudience},
