@@ -123,10 +123,24 @@ func registryError(err error) error {
 		return apierr.AppExists
 	case errors.Is(err, push.ErrBadTag):
 		return apierr.BadName.With("%v", err)
+	case errors.Is(err, push.ErrBadToken):
+		return apierr.BadToken.With("%s", detail(err, push.ErrBadToken))
+	case errors.Is(err, push.ErrBadSubscription):
+		return apierr.BadSubscription.With("%s", detail(err, push.ErrBadSubscription))
 	case errors.Is(err, registry.ErrInvalid):
 		return apierr.BadName.With("%s", strings.TrimPrefix(err.Error(), "registry: invalid: "))
 	}
 	return err
+}
+
+// detail returns what err says after sentinel's own text: the specific
+// part of a wrapped validation error.
+func detail(err, sentinel error) string {
+	msg := err.Error()
+	if _, after, ok := strings.Cut(msg, sentinel.Error()+": "); ok {
+		return after
+	}
+	return msg
 }
 
 // mapping pairs a package's sentinel error with its catalogue entry.

@@ -16,4 +16,6 @@ var (
 	ErrBadOption       = errors.New("push: invalid option")
 	ErrBadPlatform     = errors.New("push: invalid platform")
 	ErrBadTag          = errors.New("push: invalid tag or alias")
+	ErrBadToken        = errors.New("push: invalid channel token")
+	ErrBadSubscription = errors.New("push: invalid web push subscription")
 )

@@ -118,8 +118,8 @@ func (r *Registry) Register(ctx context.Context, reg Registration) (push.Device,
 	if err != nil {
 		return push.Device{}, "", fmt.Errorf("%w: tags: %v", ErrInvalid, err)
 	}
-	if reg.Channel.Kind == "" {
-		reg.Channel.Kind = push.ChannelHerald
+	if reg.Channel, err = checkChannel(reg.Channel); err != nil {
+		return push.Device{}, "", err
 	}
 	now := r.now().UTC()
 	secret := push.NewSecret()
@@ -162,12 +162,25 @@ func (r *Registry) Device(ctx context.Context, app, id string) (push.Device, err
 	return d, err
 }
 
-// Patch changes a device's alias and tags; nil fields are left alone.
+// Patch changes a device's alias, tags and channel; nil fields are left
+// alone.
 type Patch struct {
 	Alias      *string
 	Tags       *[]string
 	AddTags    []string
 	RemoveTags []string
+	Channel    *push.Channel // replaces the device's channel
+}
+
+// checkChannel checks a channel from outside (push.NormalizeChannel) and
+// returns it as it is stored. Its errors wrap ErrInvalid and the push
+// package's own, which say which field failed.
+func checkChannel(ch push.Channel) (push.Channel, error) {
+	ch, err := push.NormalizeChannel(ch)
+	if err != nil {
+		return push.Channel{}, fmt.Errorf("%w: %w", ErrInvalid, err)
+	}
+	return ch, nil
 }
 
 // Update applies p to app's device id and returns the device as stored.
@@ -192,6 +205,11 @@ func (r *Registry) Update(ctx context.Context, app, id string, p Patch) (push.De
 	tags = slices.DeleteFunc(tags, func(t string) bool { return slices.Contains(p.RemoveTags, t) })
 	if d.Tags, err = push.NormalizeTags(tags, r.maxTags); err != nil {
 		return push.Device{}, fmt.Errorf("%w: tags: %v", ErrInvalid, err)
+	}
+	if p.Channel != nil {
+		if d.Channel, err = checkChannel(*p.Channel); err != nil {
+			return push.Device{}, err
+		}
 	}
 	d.UpdatedAt = r.now().UTC()
 	if err := r.store.UpdateDevice(ctx, d); err != nil {

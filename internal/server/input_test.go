@@ -1,8 +1,12 @@
 package server
 
 import (
+	"crypto/ecdh"
+	"crypto/rand"
+	"encoding/base64"
 	"encoding/json"
 	"net/http"
+	"strings"
 	"testing"
 )
 
@@ -64,4 +68,100 @@ func TestDuplicateKeysRefused(t *testing.T) {
 			t.Errorf("%s %s %s: %d %s, want 400 duplicate_key", c.method, c.path, c.body, status, code)
 		}
 	}
+}
+
+// Issue 7: apns_token, fcm_token and webpush were stored as sent, up to the
+// 4 MiB body limit each. They are checked at registration and at PATCH,
+// which can now replace a device's channel.
+func TestChannelsValidated(t *testing.T) {
+	n := startNode(t, testConfig(t))
+	key, _ := ecdh.P256().GenerateKey(rand.Reader)
+	p256dh := base64.URLEncoding.EncodeToString(key.PublicKey().Bytes()) // padded, as some libraries send it
+	auth := base64.RawURLEncoding.EncodeToString(make([]byte, 16))
+	endpoint := "https://updates.push.services.mozilla.com/wpush/v2/gAAAAABh"
+	webpush := func(endpoint, p256dh, auth string) map[string]any {
+		return map[string]any{"endpoint": endpoint, "keys": map[string]string{"p256dh": p256dh, "auth": auth}}
+	}
+	register := func(fields map[string]any) (int, string, deviceChannel) {
+		body := map[string]any{"app_key": n.info.AppKey, "platform": "android"}
+		for k, v := range fields {
+			body[k] = v
+		}
+		var out deviceChannel
+		status, code := n.call("POST", "/v1/devices", n.provider(), body, &out)
+		return status, code, out
+	}
+
+	apns := strings.Repeat("0A", 32)
+	if status, code, d := register(map[string]any{"apns_token": apns}); status != http.StatusCreated || d.Channel.Kind != "apns" || d.Channel.Token != strings.ToLower(apns) {
+		t.Errorf("APNs token: %d %s %+v", status, code, d.Channel)
+	}
+	fcm := "dX1y2Z3:APA91bG" + strings.Repeat("k", 150)
+	if status, code, d := register(map[string]any{"fcm_token": fcm}); status != http.StatusCreated || d.Channel.Kind != "fcm" || d.Channel.Token != fcm {
+		t.Errorf("FCM token: %d %s %+v", status, code, d.Channel)
+	}
+	status, code, d := register(map[string]any{"webpush": webpush(endpoint, p256dh, auth)})
+	if status != http.StatusCreated || d.Channel.Kind != "webpush" || d.Channel.WebPush.Endpoint != endpoint ||
+		d.Channel.WebPush.P256DH != strings.TrimRight(p256dh, "=") || d.Channel.WebPush.Auth != auth {
+		t.Errorf("Web Push: %d %s %+v", status, code, d.Channel.WebPush)
+	}
+
+	huge := strings.Repeat("a", 3<<20) // under max-body: the body is read, the token refused
+	for _, c := range []struct {
+		name   string
+		fields map[string]any
+		want   string
+	}{
+		{"apns huge", map[string]any{"apns_token": huge}, "bad_token"},
+		{"apns not hex", map[string]any{"apns_token": strings.Repeat("zz", 32)}, "bad_token"},
+		{"apns odd", map[string]any{"apns_token": apns + "0"}, "bad_token"},
+		{"fcm huge", map[string]any{"fcm_token": huge}, "bad_token"},
+		{"fcm bad character", map[string]any{"fcm_token": "a/b"}, "bad_token"},
+		{"two channels", map[string]any{"apns_token": apns, "fcm_token": fcm}, "bad_token"},
+		{"webpush huge endpoint", map[string]any{"webpush": webpush("https://x.example/"+huge, p256dh, auth)}, "bad_subscription"},
+		{"webpush http", map[string]any{"webpush": webpush("http://x.example/", p256dh, auth)}, "bad_subscription"},
+		{"webpush user info", map[string]any{"webpush": webpush("https://u@x.example/", p256dh, auth)}, "bad_subscription"},
+		{"webpush huge key", map[string]any{"webpush": webpush(endpoint, huge, auth)}, "bad_subscription"},
+		{"webpush key off the curve", map[string]any{"webpush": webpush(endpoint, base64.RawURLEncoding.EncodeToString(append([]byte{4}, make([]byte, 64)...)), auth)}, "bad_subscription"},
+		{"webpush short auth", map[string]any{"webpush": webpush(endpoint, p256dh, "AAAA")}, "bad_subscription"},
+		{"webpush no keys", map[string]any{"webpush": map[string]any{"endpoint": endpoint}}, "bad_subscription"},
+	} {
+		if status, code, _ := register(c.fields); status != http.StatusBadRequest || code != c.want {
+			t.Errorf("%s: %d %s, want 400 %s", c.name, status, code, c.want)
+		}
+	}
+
+	// PATCH replaces the channel with the same checks; a refused one leaves
+	// it alone.
+	dev := n.register("patched")
+	path := "/v1/devices/" + dev.RegistrationID
+	var got deviceChannel
+	if status, code := n.call("PATCH", path, n.provider(), map[string]any{"fcm_token": fcm}, &got); status != http.StatusOK || got.Channel.Kind != "fcm" {
+		t.Fatalf("PATCH fcm_token: %d %s %+v", status, code, got.Channel)
+	}
+	if status, code := n.call("PATCH", path, n.provider(), map[string]any{"webpush": webpush(endpoint, p256dh, auth), "alias": "x"}, &got); status != http.StatusOK ||
+		got.Channel.Kind != "webpush" || got.Channel.WebPush.Endpoint != endpoint || got.Alias != "x" {
+		t.Fatalf("PATCH webpush: %d %s %+v", status, code, got)
+	}
+	for _, body := range []map[string]any{{"apns_token": huge}, {"webpush": webpush("ftp://x.example/", p256dh, auth)}, {"apns_token": apns, "webpush": webpush(endpoint, p256dh, auth)}} {
+		if status, _ := n.call("PATCH", path, n.provider(), body, nil); status != http.StatusBadRequest {
+			t.Errorf("PATCH %.60v: %d, want 400", body, status)
+		}
+	}
+	if status, code := n.call("GET", path, n.provider(), nil, &got); status != http.StatusOK || got.Channel.Kind != "webpush" || got.Alias != "x" {
+		t.Errorf("after refused PATCHes: %d %s %+v, want the web push channel kept", status, code, got)
+	}
+}
+
+type deviceChannel struct {
+	Alias   string `json:"alias"`
+	Channel struct {
+		Kind    string `json:"kind"`
+		Token   string `json:"token"`
+		WebPush *struct {
+			Endpoint string `json:"endpoint"`
+			P256DH   string `json:"p256dh"`
+			Auth     string `json:"auth"`
+		} `json:"webpush"`
+	} `json:"channel"`
 }
