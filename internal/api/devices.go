@@ -35,7 +35,9 @@ type webPushSubscription struct {
 }
 
 // given reports whether any channel field is set.
-func (f *channelFields) given() bool { return f.APNsToken != "" || f.FCMToken != "" || f.WebPush != nil }
+func (f *channelFields) given() bool {
+	return f.APNsToken != "" || f.FCMToken != "" || f.WebPush != nil
+}
 
 // channel checks the fields (push.NewChannel) and builds the channel.
 func (f *channelFields) channel() (push.Channel, error) {
