@@ -49,6 +49,9 @@ func serve(ctx context.Context, args []string, stdout, stderr io.Writer) error {
 	fs.StringVar(&cfg.LogFormat, "log-format", cfg.LogFormat, "text or json")
 	fs.StringVar(&cfg.LogLevel, "log-level", cfg.LogLevel, "debug, info, warn or error")
 	fs.StringVar(&cfg.DefaultAppName, "default-app", cfg.DefaultAppName, "name of the app created on first start")
+	// Stored input (issue 7).
+	fs.DurationVar(&cfg.WebPushRetain, "webpush-retain", cfg.WebPushRetain, "how long a revoked Web Push subscription answers 410 before it is purged (then 404)")
+	fs.IntVar(&cfg.WebPushMaxSubscriptions, "webpush-max-subscriptions", cfg.WebPushMaxSubscriptions, "most live Web Push subscriptions (Firefox channels) per device")
 	if err := fs.Parse(args); err != nil {
 		return err
 	}

@@ -17,6 +17,7 @@ import (
 	"github.com/heraldpush/herald/internal/push"
 	"github.com/heraldpush/herald/internal/registry"
 	"github.com/heraldpush/herald/internal/session"
+	"github.com/heraldpush/herald/internal/webpush"
 )
 
 // Options configure the API.
@@ -29,7 +30,11 @@ type Options struct {
 	// Links are the device-facing URLs returned with a registration, so a
 	// device learns where to connect from the answer itself.
 	Links Links
-	Log   *slog.Logger
+	// WebPush is the push service behind /wpush/ and
+	// /v1/webpush/subscriptions, shared with the Mozilla gateway so that
+	// both apply the same limits. Required.
+	WebPush *webpush.Service
+	Log     *slog.Logger
 }
 
 // Links are the addresses a device connects to.

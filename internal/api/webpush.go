@@ -28,8 +28,7 @@ type webPushAPI struct {
 // registerWebPush mounts the push service's routes on mux.
 func (a *API) registerWebPush(mux *http.ServeMux) {
 	wp := &webPushAPI{
-		svc: webpush.New(a.reg, a.delivery, webpush.Options{BaseURL: a.opts.Links.HTTP}),
-		reg: a.reg, api: a,
+		svc: a.opts.WebPush, reg: a.reg, api: a,
 	}
 	h := func(f apierr.HandlerFunc) http.Handler { return apierr.Handle(a.log, f) }
 	mux.Handle("POST /v1/webpush/subscriptions", h(wp.device(wp.subscribe)))

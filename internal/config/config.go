@@ -48,6 +48,10 @@ type Config struct {
 	LogFormat      string        // "text" or "json"
 	LogLevel       string        // "debug", "info", "warn", "error"
 	DefaultAppName string        // created on first start
+
+	// Stored input (issue 7): the push service's subscriptions.
+	WebPushRetain           time.Duration // how long a revoked subscription answers 410 before it is purged (then 404)
+	WebPushMaxSubscriptions int           // live subscriptions per device
 }
 
 // Default returns the settings `herald serve` starts with.
@@ -76,6 +80,9 @@ func Default() Config {
 		LogFormat:          "text",
 		LogLevel:           "info",
 		DefaultAppName:     "default",
+
+		WebPushRetain:           30 * 24 * time.Hour,
+		WebPushMaxSubscriptions: 100,
 	}
 }
 
@@ -108,6 +115,7 @@ func (c *Config) Validate() error {
 		"max-ttl": int64(c.MaxTTL), "long-poll-max": int64(c.LongPollMax), "sweep-interval": int64(c.SweepInterval),
 		"mqtt-max-keepalive": int64(c.MQTTMaxKeepAlive), "mqtt-connect-timeout": int64(c.MQTTConnectTimeout),
 		"mqtt-max-packet": int64(c.MQTTMaxPacket), "mqtt-window": int64(c.MQTTWindow),
+		"webpush-retain": int64(c.WebPushRetain), "webpush-max-subscriptions": int64(c.WebPushMaxSubscriptions),
 	}
 	for name, v := range positive {
 		if v <= 0 {

@@ -221,16 +221,33 @@ func (r *Registry) Update(ctx context.Context, app, id string, p Patch) (push.De
 	return d, nil
 }
 
-// Delete removes app's device id with its inbox.
+// Delete removes app's device id with its inbox, and revokes its push
+// subscriptions: a push to one is answered 410 until the sweep purges it.
 func (r *Registry) Delete(ctx context.Context, app, id string) error {
 	if _, err := r.Device(ctx, app, id); err != nil {
 		return err
 	}
-	err := r.store.DeleteDevice(ctx, id)
+	subs, err := r.store.Subscriptions(ctx, id)
+	if err != nil {
+		return err
+	}
+	err = r.store.DeleteDevice(ctx, id)
 	if errors.Is(err, store.ErrNotFound) {
 		return ErrNotFound
 	}
-	return err
+	if err != nil {
+		return err
+	}
+	// After the deletion, so that a failed one keeps the device whole. A
+	// failure here leaves a subscription that answers 410 (its device is
+	// gone) and is never purged; the caller learns of it.
+	now := r.now().UTC()
+	for _, sub := range subs {
+		if err := r.store.RevokeSubscription(ctx, id, sub.ID, now); err != nil && !errors.Is(err, store.ErrNotFound) {
+			return fmt.Errorf("registry: revoking the deleted device's subscription %s: %w", sub.ID, err)
+		}
+	}
+	return nil
 }
 
 // Alias returns app's devices with alias.

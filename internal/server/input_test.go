@@ -1,6 +1,8 @@
 package server
 
 import (
+	"bytes"
+	"context"
 	"crypto/ecdh"
 	"crypto/rand"
 	"encoding/base64"
@@ -8,6 +10,11 @@ import (
 	"net/http"
 	"strings"
 	"testing"
+	"time"
+
+	"github.com/coder/websocket"
+
+	"github.com/heraldpush/herald/client"
 )
 
 // Issue 7: a key named twice in one object was resolved by encoding/json to
@@ -164,4 +171,131 @@ type deviceChannel struct {
 			Auth     string `json:"auth"`
 		} `json:"webpush"`
 	} `json:"channel"`
+}
+
+// subscribe creates a Web Push subscription for dev through the API.
+func (n *node) subscribe(dev *client.Registration) (id, endpoint string) {
+	n.t.Helper()
+	var out struct {
+		ID       string `json:"id"`
+		Endpoint string `json:"endpoint"`
+	}
+	if status, code := n.call("POST", "/v1/webpush/subscriptions", deviceAuth(dev), nil, &out); status != http.StatusCreated || out.Endpoint == "" {
+		n.t.Fatalf("subscribe: %d %s", status, code)
+	}
+	return out.ID, out.Endpoint
+}
+
+// wpush sends an unsigned push to a Web Push endpoint, as an application
+// server would, and returns the status, the error code and the TTL header.
+func wpush(t *testing.T, endpoint, ttl string, body []byte) (status int, code, ttlHeader string) {
+	t.Helper()
+	req, _ := http.NewRequest("POST", endpoint, bytes.NewReader(body))
+	req.Header["TTL"] = []string{ttl}
+	req.Header.Set("Content-Encoding", "aes128gcm")
+	resp, err := http.DefaultClient.Do(req)
+	if err != nil {
+		t.Fatalf("POST %s: %v", endpoint, err)
+	}
+	defer resp.Body.Close()
+	var env struct{ Error struct{ Code string } }
+	json.NewDecoder(resp.Body).Decode(&env)
+	return resp.StatusCode, env.Error.Code, resp.Header.Get("TTL")
+}
+
+// Issue 7: the Web Push service was built with its defaults (4096 bytes,
+// 30 days) in two places. --max-payload and --max-ttl now apply to /wpush/
+// as to /v1/push, for the API's subscriptions and Firefox's channels alike.
+func TestWebPushLimitsFromConfig(t *testing.T) {
+	cfg := testConfig(t)
+	cfg.MaxPayload, cfg.MaxTTL, cfg.DefaultTTL = 100, time.Hour, time.Minute
+	n := startNode(t, cfg)
+	dev := n.register("wp")
+	_, apiEndpoint := n.subscribe(dev)
+	mozEndpoint := n.mozpushChannel(t)
+	for name, endpoint := range map[string]string{"API subscription": apiEndpoint, "Firefox channel": mozEndpoint} {
+		if status, code, _ := wpush(t, endpoint, "60", bytes.Repeat([]byte{1}, 101)); status != http.StatusRequestEntityTooLarge || code != "payload_too_large" {
+			t.Errorf("%s: a push of max-payload+1 bytes: %d %s, want 413 payload_too_large", name, status, code)
+		}
+		if status, code, ttl := wpush(t, endpoint, "60", bytes.Repeat([]byte{1}, 100)); status != http.StatusCreated || ttl != "60" {
+			t.Errorf("%s: a push of max-payload bytes: %d %s TTL %q, want 201 with TTL 60", name, status, code, ttl)
+		}
+		if status, code, ttl := wpush(t, endpoint, "86400", []byte("x")); status != http.StatusCreated || ttl != "3600" {
+			t.Errorf("%s: a TTL of a day with max-ttl 1h: %d %s TTL %q, want 201 with TTL 3600", name, status, code, ttl)
+		}
+	}
+}
+
+// mozpushChannel registers a Firefox channel over /mozpush, as Firefox
+// does, and returns its endpoint.
+func (n *node) mozpushChannel(t *testing.T) string {
+	t.Helper()
+	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+	defer cancel()
+	c, _, err := websocket.Dial(ctx, strings.Replace(n.url, "http", "ws", 1)+"/mozpush", &websocket.DialOptions{Subprotocols: []string{"push-notification"}})
+	if err != nil {
+		t.Fatalf("dial /mozpush: %v", err)
+	}
+	t.Cleanup(func() { c.CloseNow() })
+	roundTrip := func(msg string, out any) {
+		t.Helper()
+		if err := c.Write(ctx, websocket.MessageText, []byte(msg)); err != nil {
+			t.Fatalf("mozpush write: %v", err)
+		}
+		_, b, err := c.Read(ctx)
+		if err != nil {
+			t.Fatalf("mozpush read: %v", err)
+		}
+		if err := json.Unmarshal(b, out); err != nil {
+			t.Fatalf("mozpush answer %s: %v", b, err)
+		}
+	}
+	var hello struct{ Status int }
+	roundTrip(`{"messageType":"hello","use_webpush":true}`, &hello)
+	var reg struct {
+		Status       int
+		PushEndpoint string
+	}
+	roundTrip(`{"messageType":"register","channelID":"5477bfda-22db-45d4-9614-fee369630260"}`, &reg)
+	if hello.Status != 200 || reg.Status != 200 || reg.PushEndpoint == "" {
+		t.Fatalf("mozpush hello %d, register %d %q", hello.Status, reg.Status, reg.PushEndpoint)
+	}
+	return reg.PushEndpoint
+}
+
+// Issue 7: revoked subscriptions were kept for ever. After --webpush-retain
+// the sweep purges them: a push to one is then 404, not 410.
+func TestRevokedSubscriptionsPurged(t *testing.T) {
+	cfg := testConfig(t)
+	cfg.WebPushRetain, cfg.SweepInterval = 200*time.Millisecond, 20*time.Millisecond
+	n := startNode(t, cfg)
+	dev := n.register("wp")
+	revoked, revokedEndpoint := n.subscribe(dev)
+	_, liveEndpoint := n.subscribe(dev)
+	// A deleted device's subscriptions are revoked with it, and purged too.
+	gone := n.register("gone")
+	_, goneEndpoint := n.subscribe(gone)
+	if status, code := n.call("DELETE", "/v1/devices/"+gone.RegistrationID, n.provider(), nil, nil); status != http.StatusNoContent {
+		t.Fatalf("delete device: %d %s", status, code)
+	}
+	if status, code := n.call("DELETE", "/v1/webpush/subscriptions/"+revoked, deviceAuth(dev), nil, nil); status != http.StatusNoContent {
+		t.Fatalf("unsubscribe: %d %s", status, code)
+	}
+	if status, code, _ := wpush(t, revokedEndpoint, "60", nil); status != http.StatusGone || code != "subscription_gone" {
+		t.Fatalf("a push to a revoked subscription: %d %s, want 410 subscription_gone", status, code)
+	}
+	if status, code, _ := wpush(t, goneEndpoint, "60", nil); status != http.StatusGone {
+		t.Fatalf("a push to a deleted device's subscription: %d %s, want 410", status, code)
+	}
+	waitFor(t, 10*time.Second, func() bool {
+		s1, _, _ := wpush(t, revokedEndpoint, "60", nil)
+		s2, _, _ := wpush(t, goneEndpoint, "60", nil)
+		return s1 == http.StatusNotFound && s2 == http.StatusNotFound
+	})
+	if status, code, _ := wpush(t, revokedEndpoint, "60", nil); status != http.StatusNotFound || code != "subscription_not_found" {
+		t.Errorf("after the retention: %d %s, want 404 subscription_not_found", status, code)
+	}
+	if status, code, _ := wpush(t, liveEndpoint, "60", nil); status != http.StatusCreated {
+		t.Errorf("the live subscription after the purge: %d %s", status, code)
+	}
 }

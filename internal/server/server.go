@@ -26,6 +26,7 @@ import (
 	"github.com/heraldpush/herald/internal/router"
 	"github.com/heraldpush/herald/internal/session"
 	"github.com/heraldpush/herald/internal/store"
+	"github.com/heraldpush/herald/internal/webpush"
 )
 
 // Server is one Herald node.
@@ -37,9 +38,11 @@ type Server struct {
 	reg   *registry.Registry
 	deliv *delivery.Service
 	api   *api.API
-	http  *http.Server
-	mqtt  *mqttNode    // nil until buildMQTT
-	debug *http.Server // the profiler's, when --debug-addr is set
+	// webpush is the push service, shared by the API and /mozpush.
+	webpush *webpush.Service
+	http    *http.Server
+	mqtt    *mqttNode    // nil until buildMQTT
+	debug   *http.Server // the profiler's, when --debug-addr is set
 
 	httpLn net.Listener
 	info   Info
@@ -112,7 +115,13 @@ func (s *Server) build(ctx context.Context) error {
 	limits.MaxPayload, limits.MaxIDs = cfg.MaxPayload, cfg.MaxIDs
 	limits.DefaultTTL, limits.MaxTTL = cfg.DefaultTTL, cfg.MaxTTL
 	s.deliv = delivery.New(s.store, s.reg, router.Local{Hub: s.hub}, s.hub, delivery.Options{
-		Limits: limits, SweepInterval: cfg.SweepInterval, ReportRetain: cfg.ReportRetain, Log: s.log,
+		Limits: limits, SweepInterval: cfg.SweepInterval, ReportRetain: cfg.ReportRetain,
+		SubscriptionRetain: cfg.WebPushRetain, Log: s.log,
+	})
+	// One push service for /wpush/ and /mozpush, with the limits of
+	// /v1/push: the body is the payload.
+	s.webpush = webpush.New(s.reg, s.deliv, webpush.Options{
+		BaseURL: s.info.HTTPURL, MaxBody: cfg.MaxPayload, MaxTTL: cfg.MaxTTL, MaxSubscriptions: cfg.WebPushMaxSubscriptions,
 	})
 	// MQTT binds its listeners first: the registration answer tells
 	// devices where to connect.
@@ -123,7 +132,7 @@ func (s *Server) build(ctx context.Context) error {
 	s.api = api.New(s.reg, s.deliv, s.hub, api.Options{
 		AdminToken: s.info.AdminToken, MaxBody: cfg.MaxBody, MaxBatch: cfg.MaxBatch,
 		RegisterRate: cfg.RegisterRate, RegisterBurst: cfg.RegisterBurst,
-		Links: api.Links{HTTP: s.info.HTTPURL, MQTT: s.info.MQTTURL}, Log: s.log,
+		Links: api.Links{HTTP: s.info.HTTPURL, MQTT: s.info.MQTTURL}, WebPush: s.webpush, Log: s.log,
 	})
 	pollGW := poll.New(s.reg, s.deliv, poll.Options{
 		MaxWait: cfg.LongPollMax, MaxBody: cfg.MaxBody, MaxBatch: cfg.MaxBatch, Log: s.log,

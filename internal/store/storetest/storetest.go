@@ -47,6 +47,7 @@ func Run(t *testing.T, open Opener) {
 		{"ConcurrentAppendsNeverSkipped", testConcurrentAppends},
 		{"Subscriptions", testSubscriptions},
 		{"SubscriptionsReopen", testSubscriptionsReopen},
+		{"PurgeSubscriptions", testPurgeSubscriptions},
 		{"Closed", testClosed},
 	}
 	for _, c := range cases {
