@@ -1,11 +1,12 @@
 package main
 
 import (
-	"encoding/json"
 	"flag"
 	"fmt"
 	"os"
 	"strings"
+
+	"github.com/heraldpush/herald/internal/strictjson"
 )
 
 // envName is the environment variable that sets flag name: HERALD_ and the
@@ -28,14 +29,24 @@ func applySources(fs *flag.FlagSet, file string) error {
 			return fmt.Errorf("config file: %w", err)
 		}
 		var values map[string]any
-		if err := json.Unmarshal(raw, &values); err != nil {
+		if err := strictjson.Decode(raw, &values); err != nil {
 			return fmt.Errorf("config file %s: %w", file, err)
 		}
-		for key, v := range values {
+		// A setting given twice (also as max_body and max-body) would take
+		// whichever value the map's order picks.
+		set := map[string]string{}
+		for key := range values {
 			name := strings.ReplaceAll(key, "_", "-")
 			if fs.Lookup(name) == nil || name == "config" {
 				return fmt.Errorf("config file %s: unknown setting %q", file, key)
 			}
+			if other, dup := set[name]; dup {
+				return fmt.Errorf("config file %s: %q and %q are the same setting", file, other, key)
+			}
+			set[name] = key
+		}
+		for key, v := range values {
+			name := strings.ReplaceAll(key, "_", "-")
 			if given[name] || os.Getenv(envName(name)) != "" {
 				continue
 			}

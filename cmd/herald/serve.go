@@ -64,6 +64,9 @@ func serve(ctx context.Context, args []string, stdout, stderr io.Writer) error {
 	fs.IntVar(&cfg.MaxHeaderBytes, "max-header-bytes", cfg.MaxHeaderBytes, "largest request headers, in bytes (431 past it)")
 	fs.IntVar(&cfg.PollMaxBytes, "poll-max-bytes", cfg.PollMaxBytes, "most bytes of messages in one poll answer (always at least one message); the rest come on the next poll")
 	fs.IntVar(&cfg.MaxConnsPerDevice, "max-conns-per-device", cfg.MaxConnsPerDevice, "most WebSocket, SSE and long-poll connections one device holds on each transport; the oldest is closed past it")
+	// Stored input (issue 7).
+	fs.DurationVar(&cfg.WebPushRetain, "webpush-retain", cfg.WebPushRetain, "how long a revoked Web Push subscription answers 410 before it is purged (then 404)")
+	fs.IntVar(&cfg.WebPushMaxSubscriptions, "webpush-max-subscriptions", cfg.WebPushMaxSubscriptions, "most live Web Push subscriptions (Firefox channels) per device")
 	if err := fs.Parse(args); err != nil {
 		return err
 	}

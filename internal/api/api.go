@@ -20,6 +20,7 @@ import (
 	"github.com/heraldpush/herald/internal/push"
 	"github.com/heraldpush/herald/internal/registry"
 	"github.com/heraldpush/herald/internal/session"
+	"github.com/heraldpush/herald/internal/webpush"
 )
 
 // Options configure the API.
@@ -36,7 +37,11 @@ type Options struct {
 	// Links are the device-facing URLs returned with a registration, so a
 	// device learns where to connect from the answer itself.
 	Links Links
-	Log   *slog.Logger
+	// WebPush is the push service behind /wpush/ and
+	// /v1/webpush/subscriptions, shared with the Mozilla gateway so that
+	// both apply the same limits. Required.
+	WebPush *webpush.Service
+	Log     *slog.Logger
 }
 
 // Links are the addresses a device connects to.
@@ -138,10 +143,24 @@ func registryError(err error) error {
 		return apierr.AppExists
 	case errors.Is(err, push.ErrBadTag):
 		return apierr.BadName.With("%v", err)
+	case errors.Is(err, push.ErrBadToken):
+		return apierr.BadToken.With("%s", detail(err, push.ErrBadToken))
+	case errors.Is(err, push.ErrBadSubscription):
+		return apierr.BadSubscription.With("%s", detail(err, push.ErrBadSubscription))
 	case errors.Is(err, registry.ErrInvalid):
 		return apierr.BadName.With("%s", strings.TrimPrefix(err.Error(), "registry: invalid: "))
 	}
 	return err
+}
+
+// detail returns what err says after sentinel's own text: the specific
+// part of a wrapped validation error.
+func detail(err, sentinel error) string {
+	msg := err.Error()
+	if _, after, ok := strings.Cut(msg, sentinel.Error()+": "); ok {
+		return after
+	}
+	return msg
 }
 
 // mapping pairs a package's sentinel error with its catalogue entry.
@@ -168,6 +187,7 @@ func mapError(err error, table []mapping) error {
 
 // pushErrors maps push validation and delivery errors onto the catalogue.
 var pushErrors = []mapping{
+	{push.ErrDuplicateKey, apierr.DuplicateKey},
 	{push.ErrBadJSON, apierr.BadJSON},
 	{push.ErrBadAudience, apierr.BadAudience},
 	{push.ErrEmptyAudience, apierr.EmptyAudience},

@@ -49,6 +49,11 @@ func (l *appLimiter) take(app string, n int, now time.Time) (time.Duration, bool
 	return time.Duration(math.Ceil(missing / float64(l.rate) * float64(time.Second))), false
 }
 
+// AdmitPushes charges n pushes to app's push rate, or returns the 429 that
+// says when to retry: for pushes that reach the node through the push
+// service (/wpush), which is built before the API and shared with /mozpush.
+func (a *API) AdmitPushes(app string, n int) error { return a.spend(app, n) }
+
 // spend charges n pushes to app, or returns the 429 that says when to retry.
 func (a *API) spend(app string, n int) error {
 	wait, ok := a.pushLimit.take(app, n, time.Now())

@@ -11,19 +11,45 @@ import (
 )
 
 type registerRequest struct {
-	AppKey    string        `json:"app_key"`
-	Platform  push.Platform `json:"platform"`
-	Alias     string        `json:"alias,omitempty"`
-	Tags      []string      `json:"tags,omitempty"`
-	APNsToken string        `json:"apns_token,omitempty"`
-	FCMToken  string        `json:"fcm_token,omitempty"`
-	WebPush   *struct {
-		Endpoint string `json:"endpoint"`
-		Keys     struct {
-			P256DH string `json:"p256dh"`
-			Auth   string `json:"auth"`
-		} `json:"keys"`
-	} `json:"webpush,omitempty"`
+	AppKey   string        `json:"app_key"`
+	Platform push.Platform `json:"platform"`
+	Alias    string        `json:"alias,omitempty"`
+	Tags     []string      `json:"tags,omitempty"`
+	channelFields
+}
+
+// channelFields name a device's channel, at registration and in a PATCH.
+type channelFields struct {
+	APNsToken string               `json:"apns_token,omitempty"`
+	FCMToken  string               `json:"fcm_token,omitempty"`
+	WebPush   *webPushSubscription `json:"webpush,omitempty"`
+}
+
+// webPushSubscription is the JSON of a browser's PushSubscription.
+type webPushSubscription struct {
+	Endpoint string `json:"endpoint"`
+	Keys     struct {
+		P256DH string `json:"p256dh"`
+		Auth   string `json:"auth"`
+	} `json:"keys"`
+}
+
+// given reports whether any channel field is set.
+func (f *channelFields) given() bool {
+	return f.APNsToken != "" || f.FCMToken != "" || f.WebPush != nil
+}
+
+// channel checks the fields (push.NewChannel) and builds the channel.
+func (f *channelFields) channel() (push.Channel, error) {
+	var wp *push.WebPushSubscription
+	if f.WebPush != nil {
+		wp = &push.WebPushSubscription{Endpoint: f.WebPush.Endpoint, P256DH: f.WebPush.Keys.P256DH, Auth: f.WebPush.Keys.Auth}
+	}
+	ch, err := push.NewChannel(f.APNsToken, f.FCMToken, wp)
+	if err != nil {
+		return push.Channel{}, registryError(err)
+	}
+	return ch, nil
 }
 
 // deviceView is a device as the API shows it; never its secret.
@@ -94,23 +120,9 @@ func (a *API) register(w http.ResponseWriter, r *http.Request) error {
 	} else if wait, ok := a.limiter.allow(r, time.Now()); !ok {
 		return apierr.RateLimited.RetryIn(wait).With("too many registrations from this address; retry in %s", wait.Round(time.Millisecond))
 	}
-	ch := push.Channel{Kind: push.ChannelHerald}
-	set := 0
-	if req.APNsToken != "" {
-		ch, set = push.Channel{Kind: push.ChannelAPNs, Token: req.APNsToken}, set+1
-	}
-	if req.FCMToken != "" {
-		ch, set = push.Channel{Kind: push.ChannelFCM, Token: req.FCMToken}, set+1
-	}
-	if wp := req.WebPush; wp != nil {
-		if wp.Endpoint == "" || wp.Keys.P256DH == "" || wp.Keys.Auth == "" {
-			return apierr.BadJSON.With("webpush needs endpoint, keys.p256dh and keys.auth")
-		}
-		ch, set = push.Channel{Kind: push.ChannelWebPush, WebPush: &push.WebPushSubscription{
-			Endpoint: wp.Endpoint, P256DH: wp.Keys.P256DH, Auth: wp.Keys.Auth}}, set+1
-	}
-	if set > 1 {
-		return apierr.BadJSON.With("give at most one of apns_token, fcm_token and webpush")
+	ch, err := req.channel()
+	if err != nil {
+		return err
 	}
 	d, secret, err := a.reg.Register(r.Context(), registry.Registration{
 		AppKey: req.AppKey, Platform: req.Platform, Alias: req.Alias, Tags: req.Tags, Channel: ch,
@@ -149,13 +161,21 @@ func (a *API) patchDevice(w http.ResponseWriter, r *http.Request, app push.App) 
 		Tags       *[]string `json:"tags"`
 		AddTags    []string  `json:"add_tags"`
 		RemoveTags []string  `json:"remove_tags"`
+		// A channel field replaces the device's channel.
+		channelFields
 	}
 	if err := apierr.ReadJSON(r, a.opts.MaxBody, &req); err != nil {
 		return err
 	}
-	d, err := a.reg.Update(r.Context(), app.Key, r.PathValue("id"), registry.Patch{
-		Alias: req.Alias, Tags: req.Tags, AddTags: req.AddTags, RemoveTags: req.RemoveTags,
-	})
+	p := registry.Patch{Alias: req.Alias, Tags: req.Tags, AddTags: req.AddTags, RemoveTags: req.RemoveTags}
+	if req.given() {
+		ch, err := req.channel()
+		if err != nil {
+			return err
+		}
+		p.Channel = &ch
+	}
+	d, err := a.reg.Update(r.Context(), app.Key, r.PathValue("id"), p)
 	if err != nil {
 		return registryError(err)
 	}

@@ -1,12 +1,12 @@
 package api
 
 import (
-	"encoding/json"
 	"errors"
 	"net/http"
 
 	"github.com/heraldpush/herald/internal/apierr"
 	"github.com/heraldpush/herald/internal/push"
+	"github.com/heraldpush/herald/internal/strictjson"
 )
 
 func (a *API) push(w http.ResponseWriter, r *http.Request, app push.App) error {
@@ -48,10 +48,14 @@ func (a *API) pushBatch(w http.ResponseWriter, r *http.Request, app push.App) er
 		return err
 	}
 	var env struct {
-		Pushes []json.RawMessage `json:"pushes"`
+		// Each push is checked, and refused, on its own.
+		Pushes []strictjson.Unchecked `json:"pushes"`
 	}
-	if err := json.Unmarshal(body, &env); err != nil {
-		return apierr.BadJSON.With("a batch is {\"pushes\":[...]}: %v", err)
+	if err := apierr.DecodeJSON(body, &env); err != nil {
+		if e := (*apierr.Error)(nil); errors.As(err, &e) && e.Code == apierr.BadJSON.Code {
+			return apierr.BadJSON.With("a batch is {\"pushes\":[...]}: %s", e.Message)
+		}
+		return err
 	}
 	if len(env.Pushes) == 0 || len(env.Pushes) > a.opts.MaxBatch {
 		return apierr.BadBatch.With("a batch holds 1 to %d pushes, not %d", a.opts.MaxBatch, len(env.Pushes))

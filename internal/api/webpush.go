@@ -2,12 +2,10 @@ package api
 
 import (
 	"bytes"
-	"encoding/json"
 	"errors"
 	"io"
 	"net/http"
 	"strconv"
-	"strings"
 	"time"
 
 	"github.com/heraldpush/herald/internal/apierr"
@@ -30,9 +28,7 @@ type webPushAPI struct {
 // registerWebPush mounts the push service's routes on mux.
 func (a *API) registerWebPush(mux *http.ServeMux) {
 	wp := &webPushAPI{
-		svc: webpush.New(a.reg, a.delivery, webpush.Options{BaseURL: a.opts.Links.HTTP,
-			Admit: func(app string) error { return a.spend(app, 1) }}),
-		reg: a.reg, api: a,
+		svc: a.opts.WebPush, reg: a.reg, api: a,
 	}
 	h := func(f apierr.HandlerFunc) http.Handler { return apierr.Handle(a.log, f) }
 	mux.Handle("POST /v1/webpush/subscriptions", h(wp.device(wp.subscribe)))
@@ -90,13 +86,8 @@ func (wp *webPushAPI) subscribe(w http.ResponseWriter, r *http.Request, d *push.
 	}
 	// The body is optional: no body is a subscription without a key.
 	if len(bytes.TrimSpace(body)) > 0 {
-		dec := json.NewDecoder(bytes.NewReader(body))
-		dec.DisallowUnknownFields()
-		if err := dec.Decode(&req); err != nil {
-			return apierr.BadJSON.With("%s", strings.TrimPrefix(err.Error(), "json: "))
-		}
-		if _, err := dec.Token(); err != io.EOF {
-			return apierr.BadJSON.With("data after the JSON value")
+		if err := apierr.DecodeJSON(body, &req); err != nil {
+			return err
 		}
 	}
 	c, err := wp.svc.Subscribe(r.Context(), d, req.ApplicationServerKey, req.Label)

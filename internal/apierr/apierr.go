@@ -4,7 +4,6 @@
 package apierr
 
 import (
-	"bytes"
 	"encoding/json"
 	"errors"
 	"fmt"
@@ -16,6 +15,8 @@ import (
 	"strconv"
 	"strings"
 	"time"
+
+	"github.com/heraldpush/herald/internal/strictjson"
 )
 
 // Error is one API error.
@@ -51,6 +52,7 @@ func newError(status int, code, msg string) *Error {
 // The catalogue. Codes are part of the public API: never change one.
 var (
 	BadJSON          = newError(400, "bad_json", "the body is not valid JSON of the expected shape")
+	DuplicateKey     = newError(400, "duplicate_key", "an object in the body names the same key twice")
 	BadAudience      = newError(400, "bad_audience", "audience must be \"all\" or an object of registration_id, alias, tag, tag_and, tag_not")
 	EmptyAudience    = newError(400, "empty_audience", "the audience names nobody")
 	TooManyIDs       = newError(400, "too_many_ids", "too many registration IDs and aliases in one push")
@@ -62,6 +64,8 @@ var (
 	BadPlatform      = newError(400, "bad_platform", "platform must be android, ios, web or other")
 	BadName          = newError(400, "bad_name", "aliases, tags and names are 1 to 128 bytes of UTF-8 without control characters")
 	BadParameter     = newError(400, "bad_parameter", "a query parameter is invalid")
+	BadToken         = newError(400, "bad_token", "apns_token must be 16 to 100 bytes in hex, fcm_token 1 to 4096 bytes of letters, digits and - _ : .")
+	BadSubscription  = newError(400, "bad_subscription", "webpush must be {endpoint, keys: {p256dh, auth}}: an https endpoint of at most 2048 bytes, a P-256 point and a 16-byte secret in base64url")
 	BadBatch         = newError(400, "bad_batch", "a batch needs 1 to the maximum number of pushes")
 	Unauthorized     = newError(401, "unauthorized", "missing or wrong credentials")
 	NotFound         = newError(404, "not_found", "no such resource")
@@ -181,22 +185,30 @@ func Handle(log *slog.Logger, f HandlerFunc) http.Handler {
 	})
 }
 
-// ReadJSON decodes r's JSON body into v strictly (no unknown fields, nothing
-// after the value), reading at most limit bytes. It returns catalogue errors.
+// ReadJSON decodes r's JSON body into v strictly (no unknown fields, no key
+// twice in one object, nothing after the value), reading at most limit
+// bytes. It returns catalogue errors.
 func ReadJSON(r *http.Request, limit int64, v any) error {
 	body, err := ReadBody(r, limit)
 	if err != nil {
 		return err
 	}
-	dec := json.NewDecoder(bytes.NewReader(body))
-	dec.DisallowUnknownFields()
-	if err := dec.Decode(v); err != nil {
-		return BadJSON.With("%s", strings.TrimPrefix(err.Error(), "json: "))
-	}
-	if _, err := dec.Token(); err != io.EOF {
+	return DecodeJSON(body, v)
+}
+
+// DecodeJSON is ReadJSON for a body already read.
+func DecodeJSON(body []byte, v any) error {
+	err := strictjson.Decode(body, v)
+	var dk *strictjson.DuplicateKeyError
+	switch {
+	case err == nil:
+		return nil
+	case errors.As(err, &dk):
+		return DuplicateKey.With("%q appears twice in one object", dk.Key)
+	case errors.Is(err, strictjson.ErrTrailingData):
 		return BadJSON.With("data after the JSON value")
 	}
-	return nil
+	return BadJSON.With("%s", strings.TrimPrefix(err.Error(), "json: "))
 }
 
 // ReadBody reads at most limit bytes of r's body, which must be JSON if its

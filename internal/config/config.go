@@ -78,6 +78,10 @@ type Config struct {
 	MaxHeaderBytes    int           // bytes of a request's headers
 	PollMaxBytes      int           // bytes of the messages in one poll answer
 	MaxConnsPerDevice int           // a device's WebSocket, SSE and long-poll connections, each; the oldest is closed past it
+
+	// Stored input (issue 7): the push service's subscriptions.
+	WebPushRetain           time.Duration // how long a revoked subscription answers 410 before it is purged (then 404)
+	WebPushMaxSubscriptions int           // live subscriptions per device
 }
 
 // Default returns the settings `herald serve` starts with.
@@ -108,16 +112,18 @@ func Default() Config {
 		DefaultAppName:     "default",
 		StoreMinFree:       256 << 20,
 		// FCM's default quota: 600,000 messages a minute per project.
-		AppPushRate:       10000,
-		AppPushBurst:      20000,
-		MaxConnsPerAddr:   1000,
-		HeaderTimeout:     10 * time.Second,
-		BodyTimeout:       30 * time.Second,
-		WriteTimeout:      30 * time.Second,
-		MaxHeaderBytes:    16 << 10,
-		PollMaxBytes:      1 << 20,
-		MaxConnsPerDevice: 8,
-		MaxUnauthConns:    DefaultMaxUnauthConns(),
+		AppPushRate:             10000,
+		AppPushBurst:            20000,
+		MaxConnsPerAddr:         1000,
+		HeaderTimeout:           10 * time.Second,
+		BodyTimeout:             30 * time.Second,
+		WriteTimeout:            30 * time.Second,
+		MaxHeaderBytes:          16 << 10,
+		PollMaxBytes:            1 << 20,
+		MaxConnsPerDevice:       8,
+		MaxUnauthConns:          DefaultMaxUnauthConns(),
+		WebPushRetain:           30 * 24 * time.Hour,
+		WebPushMaxSubscriptions: 100,
 	}
 }
 
@@ -164,6 +170,7 @@ func (c *Config) Validate() error {
 		"mqtt-max-packet": int64(c.MQTTMaxPacket), "mqtt-window": int64(c.MQTTWindow),
 		"header-timeout": int64(c.HeaderTimeout), "body-timeout": int64(c.BodyTimeout), "write-timeout": int64(c.WriteTimeout),
 		"max-header-bytes": int64(c.MaxHeaderBytes), "poll-max-bytes": int64(c.PollMaxBytes), "max-conns-per-device": int64(c.MaxConnsPerDevice),
+		"webpush-retain": int64(c.WebPushRetain), "webpush-max-subscriptions": int64(c.WebPushMaxSubscriptions),
 	}
 	for name, v := range positive {
 		if v <= 0 {

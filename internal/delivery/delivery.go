@@ -42,6 +42,7 @@ type Service struct {
 
 	sweepEvery time.Duration
 	retain     time.Duration
+	subRetain  time.Duration // how long revoked push subscriptions are kept; 0 keeps them
 
 	sent sentLedger // unacknowledged sends of ended streams, for redelivery flags
 	kept keptAcks   // acknowledgements the store could not record yet
@@ -60,8 +61,12 @@ type Options struct {
 	Limits        push.Limits
 	SweepInterval time.Duration
 	ReportRetain  time.Duration
-	Now           func() time.Time // time.Now when nil
-	Log           *slog.Logger     // slog.Default when nil
+	// SubscriptionRetain is how long the sweep keeps a revoked push
+	// subscription (a push to it is answered 410) before it purges it (a
+	// push is then answered 404). Zero keeps them for ever.
+	SubscriptionRetain time.Duration
+	Now                func() time.Time // time.Now when nil
+	Log                *slog.Logger     // slog.Default when nil
 }
 
 // New returns a delivery service.
@@ -74,7 +79,7 @@ func New(s store.Store, reg *registry.Registry, r router.Router, hub *session.Hu
 	}
 	svc := &Service{
 		store: s, reg: reg, router: r, hub: hub, now: o.Now, limits: o.Limits, log: o.Log,
-		sweepEvery: o.SweepInterval, retain: o.ReportRetain,
+		sweepEvery: o.SweepInterval, retain: o.ReportRetain, subRetain: o.SubscriptionRetain,
 		sched:  scheduler{timer: newStoppedTimer()},
 		routes: make(chan routed, 4096), done: make(chan struct{}),
 		kept: keptAcks{wake: make(chan struct{}, 1)},
@@ -438,7 +443,22 @@ func (s *Service) Run(ctx context.Context) {
 			} else if n > 0 {
 				s.log.Debug("swept expired messages", "purged", n)
 			}
+			s.purgeSubscriptions(ctx)
 		}
+	}
+}
+
+// purgeSubscriptions deletes push subscriptions revoked longer ago than
+// the retention.
+func (s *Service) purgeSubscriptions(ctx context.Context) {
+	if s.subRetain <= 0 {
+		return
+	}
+	n, err := s.store.PurgeSubscriptions(ctx, s.now().Add(-s.subRetain))
+	if err != nil && ctx.Err() == nil {
+		s.log.Error("purging revoked push subscriptions failed", "err", err)
+	} else if n > 0 {
+		s.log.Debug("purged revoked push subscriptions", "purged", n)
 	}
 }
 

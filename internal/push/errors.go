@@ -6,6 +6,7 @@ import "errors"
 // them to stable error codes with errors.Is.
 var (
 	ErrBadJSON         = errors.New("push: malformed JSON")
+	ErrDuplicateKey    = errors.New("push: duplicate key")
 	ErrBadAudience     = errors.New("push: invalid audience")
 	ErrEmptyAudience   = errors.New("push: empty audience")
 	ErrTooManyIDs      = errors.New("push: too many registration IDs")
@@ -15,4 +16,6 @@ var (
 	ErrBadOption       = errors.New("push: invalid option")
 	ErrBadPlatform     = errors.New("push: invalid platform")
 	ErrBadTag          = errors.New("push: invalid tag or alias")
+	ErrBadToken        = errors.New("push: invalid channel token")
+	ErrBadSubscription = errors.New("push: invalid web push subscription")
 )

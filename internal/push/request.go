@@ -10,6 +10,8 @@ import (
 	"strings"
 	"time"
 	"unicode/utf8"
+
+	"github.com/heraldpush/herald/internal/strictjson"
 )
 
 // Limits bound what a push request may ask for.
@@ -83,9 +85,20 @@ func (f *PlatformFilter) UnmarshalJSON(b []byte) error {
 	return nil
 }
 
+// requestSchema is how DecodeRequest compares keys: case-insensitively in
+// the request's own objects, as encoding/json matches them to fields, and
+// exactly in the provider's data (message, extras).
+var requestSchema = strictjson.SchemaOf(&Request{})
+
 // DecodeRequest reads one push request strictly: unknown fields, trailing
-// data and wrong types are errors wrapping ErrBadJSON or ErrBadAudience.
+// data and wrong types are errors wrapping ErrBadJSON or ErrBadAudience; a
+// key named twice in one object (encoding/json would keep the last, so
+// {"audience":{...},"audience":"all"} would be a broadcast) wraps
+// ErrDuplicateKey.
 func DecodeRequest(body []byte) (Request, error) {
+	if err := strictjson.CheckKeys(body, requestSchema); err != nil {
+		return Request{}, duplicateError(err)
+	}
 	var r Request
 	dec := json.NewDecoder(bytes.NewReader(body))
 	dec.DisallowUnknownFields()
@@ -96,6 +109,14 @@ func DecodeRequest(body []byte) (Request, error) {
 		return Request{}, fmt.Errorf("%w: data after the JSON object", ErrBadJSON)
 	}
 	return r, nil
+}
+
+func duplicateError(err error) error {
+	var dk *strictjson.DuplicateKeyError
+	if errors.As(err, &dk) {
+		return fmt.Errorf("%w: %q appears twice in one object", ErrDuplicateKey, dk.Key)
+	}
+	return fmt.Errorf("%w: %v", ErrBadJSON, err)
 }
 
 func decodeError(err error) error {

@@ -84,6 +84,13 @@ func TestBuildRejects(t *testing.T) {
 		{"bad platform", `{"audience":"all","platform":"symbian","message":1}`, ErrBadPlatform},
 		{"empty tag", `{"audience":{"tag":[""]},"message":1}`, ErrBadTag},
 		{"control char", `{"audience":{"alias":["a\u0001"]},"message":1}`, ErrBadTag},
+		{"audience twice: would be a broadcast", `{"audience":{"registration_id":["nobody"]},"audience":"all","message":1}`, ErrDuplicateKey},
+		{"audience in another case", `{"audience":{"registration_id":["nobody"]},"Audience":"all","message":1}`, ErrDuplicateKey},
+		{"audience key twice", `{"audience":{"tag":["a"],"TAG":["b"]},"message":1}`, ErrDuplicateKey},
+		{"option twice", `{"audience":"all","message":1,"options":{"ttl":1,"ttl":2}}`, ErrDuplicateKey},
+		{"escaped duplicate", `{"audience":"all","message":1,"\u006dessage":2}`, ErrDuplicateKey},
+		{"duplicate in the data", `{"audience":"all","message":{"k":1,"k":2}}`, ErrDuplicateKey},
+		{"duplicate in extras", `{"audience":"all","notification":{"extras":{"k":1,"k":2}}}`, ErrDuplicateKey},
 		{"send_at too far", `{"audience":"all","message":1,"options":{"send_at":"2099-01-01T00:00:00Z"}}`, ErrBadOption},
 	}
 	for _, c := range cases {
@@ -93,6 +100,18 @@ func TestBuildRejects(t *testing.T) {
 				t.Errorf("error = %v, want %v", err, c.want)
 			}
 		})
+	}
+}
+
+// The provider's own data is compared exactly: keys that differ in case
+// are two keys.
+func TestDataKeysCompareExactly(t *testing.T) {
+	m, err := build(t, `{"audience":"all","message":{"id":1,"ID":2},"notification":{"extras":{"a":1,"A":2}}}`)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if string(m.Data) != `{"id":1,"ID":2}` || string(m.Notification.Extras) != `{"a":1,"A":2}` {
+		t.Errorf("data %s, extras %s", m.Data, m.Notification.Extras)
 	}
 }
 

@@ -25,9 +25,11 @@ func (r *Registry) RegisterWith(ctx context.Context, reg Registration, id, secre
 	if id == "" || secret == "" {
 		return push.Device{}, fmt.Errorf("%w: an empty registration ID or secret", ErrInvalid)
 	}
-	if reg.Channel.Kind == "" {
-		reg.Channel.Kind = push.ChannelHerald
+	ch, err := checkChannel(reg.Channel)
+	if err != nil {
+		return push.Device{}, err
 	}
+	reg.Channel = ch
 	now := r.now().UTC()
 	d, err := r.store.CreateDevice(ctx, push.Device{
 		ID: id, App: reg.AppKey, Platform: reg.Platform, SecretHash: push.HashSecret(secret),

@@ -122,8 +122,8 @@ func (r *Registry) Register(ctx context.Context, reg Registration) (push.Device,
 	if err != nil {
 		return push.Device{}, "", fmt.Errorf("%w: tags: %v", ErrInvalid, err)
 	}
-	if reg.Channel.Kind == "" {
-		reg.Channel.Kind = push.ChannelHerald
+	if reg.Channel, err = checkChannel(reg.Channel); err != nil {
+		return push.Device{}, "", err
 	}
 	now := r.now().UTC()
 	secret := push.NewSecret()
@@ -167,12 +167,25 @@ func (r *Registry) Device(ctx context.Context, app, id string) (push.Device, err
 	return d, err
 }
 
-// Patch changes a device's alias and tags; nil fields are left alone.
+// Patch changes a device's alias, tags and channel; nil fields are left
+// alone.
 type Patch struct {
 	Alias      *string
 	Tags       *[]string
 	AddTags    []string
 	RemoveTags []string
+	Channel    *push.Channel // replaces the device's channel
+}
+
+// checkChannel checks a channel from outside (push.NormalizeChannel) and
+// returns it as it is stored. Its errors wrap ErrInvalid and the push
+// package's own, which say which field failed.
+func checkChannel(ch push.Channel) (push.Channel, error) {
+	ch, err := push.NormalizeChannel(ch)
+	if err != nil {
+		return push.Channel{}, fmt.Errorf("%w: %w", ErrInvalid, err)
+	}
+	return ch, nil
 }
 
 // Update applies p to app's device id and returns the device as stored.
@@ -198,6 +211,11 @@ func (r *Registry) Update(ctx context.Context, app, id string, p Patch) (push.De
 	if d.Tags, err = push.NormalizeTags(tags, r.maxTags); err != nil {
 		return push.Device{}, fmt.Errorf("%w: tags: %v", ErrInvalid, err)
 	}
+	if p.Channel != nil {
+		if d.Channel, err = checkChannel(*p.Channel); err != nil {
+			return push.Device{}, err
+		}
+	}
 	d.UpdatedAt = r.now().UTC()
 	if err := r.store.UpdateDevice(ctx, d); err != nil {
 		if errors.Is(err, store.ErrNotFound) {
@@ -208,16 +226,33 @@ func (r *Registry) Update(ctx context.Context, app, id string, p Patch) (push.De
 	return d, nil
 }
 
-// Delete removes app's device id with its inbox.
+// Delete removes app's device id with its inbox, and revokes its push
+// subscriptions: a push to one is answered 410 until the sweep purges it.
 func (r *Registry) Delete(ctx context.Context, app, id string) error {
 	if _, err := r.Device(ctx, app, id); err != nil {
 		return err
 	}
-	err := r.store.DeleteDevice(ctx, id)
+	subs, err := r.store.Subscriptions(ctx, id)
+	if err != nil {
+		return err
+	}
+	err = r.store.DeleteDevice(ctx, id)
 	if errors.Is(err, store.ErrNotFound) {
 		return ErrNotFound
 	}
-	return err
+	if err != nil {
+		return err
+	}
+	// After the deletion, so that a failed one keeps the device whole. A
+	// failure here leaves a subscription that answers 410 (its device is
+	// gone) and is never purged; the caller learns of it.
+	now := r.now().UTC()
+	for _, sub := range subs {
+		if err := r.store.RevokeSubscription(ctx, id, sub.ID, now); err != nil && !errors.Is(err, store.ErrNotFound) {
+			return fmt.Errorf("registry: revoking the deleted device's subscription %s: %w", sub.ID, err)
+		}
+	}
+	return nil
 }
 
 // Alias returns app's devices with alias.

@@ -50,7 +50,7 @@ func (r *Registry) Subscription(ctx context.Context, token string) (store.Subscr
 	return sub, err
 }
 
-// Subscriptions returns the device's subscriptions, revoked ones included.
+// Subscriptions returns the device's live subscriptions.
 func (r *Registry) Subscriptions(ctx context.Context, device string) ([]store.Subscription, error) {
 	return r.store.Subscriptions(ctx, device)
 }

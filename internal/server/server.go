@@ -29,6 +29,7 @@ import (
 	"github.com/heraldpush/herald/internal/router"
 	"github.com/heraldpush/herald/internal/session"
 	"github.com/heraldpush/herald/internal/store"
+	"github.com/heraldpush/herald/internal/webpush"
 )
 
 // Server is one Herald node.
@@ -40,10 +41,12 @@ type Server struct {
 	reg   *registry.Registry
 	deliv *delivery.Service
 	api   *api.API
-	http  *http.Server
-	mqtt  *mqttNode    // nil until buildMQTT
-	debug *http.Server // the profiler's, when --debug-addr is set
-	tls   *tls.Config  // from --tls-cert and --tls-key, for HTTPS and MQTTS; nil without them
+	// webpush is the push service, shared by the API and /mozpush.
+	webpush *webpush.Service
+	http    *http.Server
+	mqtt    *mqttNode    // nil until buildMQTT
+	debug   *http.Server // the profiler's, when --debug-addr is set
+	tls     *tls.Config  // from --tls-cert and --tls-key, for HTTPS and MQTTS; nil without them
 
 	limits *netlimit.Limiter // connection caps, shared by every listener
 
@@ -152,7 +155,16 @@ func (s *Server) build(ctx context.Context, dir dataDir) error {
 	limits.MaxPayload, limits.MaxIDs = cfg.MaxPayload, cfg.MaxIDs
 	limits.DefaultTTL, limits.MaxTTL = cfg.DefaultTTL, cfg.MaxTTL
 	s.deliv = delivery.New(s.store, s.reg, router.Local{Hub: s.hub}, s.hub, delivery.Options{
-		Limits: limits, SweepInterval: cfg.SweepInterval, ReportRetain: cfg.ReportRetain, Log: s.log,
+		Limits: limits, SweepInterval: cfg.SweepInterval, ReportRetain: cfg.ReportRetain,
+		SubscriptionRetain: cfg.WebPushRetain, Log: s.log,
+	})
+	// One push service for /wpush/ and /mozpush, with the limits of
+	// /v1/push: the body is the payload.
+	s.webpush = webpush.New(s.reg, s.deliv, webpush.Options{
+		BaseURL: s.info.HTTPURL, MaxBody: cfg.MaxPayload, MaxTTL: cfg.MaxTTL, MaxSubscriptions: cfg.WebPushMaxSubscriptions,
+		// A push to /wpush spends its app's push rate like one to
+		// /v1/push; s.api exists by the time a push arrives.
+		Admit: func(app string) error { return s.api.AdmitPushes(app, 1) },
 	})
 	// MQTT binds its listeners first: the registration answer tells
 	// devices where to connect.
@@ -164,7 +176,7 @@ func (s *Server) build(ctx context.Context, dir dataDir) error {
 		AdminToken: s.info.AdminToken, MaxBody: cfg.MaxBody, MaxBatch: cfg.MaxBatch,
 		RegisterRate: cfg.RegisterRate, RegisterBurst: cfg.RegisterBurst,
 		AppPushRate: cfg.AppPushRate, AppPushBurst: cfg.AppPushBurst,
-		Links: api.Links{HTTP: s.info.HTTPURL, MQTT: s.deviceMQTTURL()}, Log: s.log,
+		Links: api.Links{HTTP: s.info.HTTPURL, MQTT: s.deviceMQTTURL()}, WebPush: s.webpush, Log: s.log,
 	})
 	pollGW := poll.New(s.reg, s.deliv, poll.Options{
 		MaxWait: cfg.LongPollMax, MaxBody: cfg.MaxBody, MaxBatch: cfg.MaxBatch, MaxBytes: cfg.PollMaxBytes,

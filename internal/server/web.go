@@ -6,7 +6,6 @@ import (
 	"github.com/heraldpush/herald/internal/gateway/mozpush"
 	"github.com/heraldpush/herald/internal/gateway/sse"
 	"github.com/heraldpush/herald/internal/gateway/ws"
-	"github.com/heraldpush/herald/internal/webpush"
 	"github.com/heraldpush/herald/web"
 )
 
@@ -16,7 +15,7 @@ func (s *Server) mountWeb(mux *http.ServeMux) {
 	ws.New(s.reg, s.deliv, ws.Options{MaxAckIDs: s.cfg.MaxBatch, MaxPerDevice: s.cfg.MaxConnsPerDevice, Log: s.log}).Register(mux)
 	sse.New(s.reg, s.deliv, sse.Options{MaxPerDevice: s.cfg.MaxConnsPerDevice, Log: s.log}).Register(mux)
 	web.Register(mux, s.info.AppKey)
-	mozpush.New(s.reg, s.deliv, webpush.New(s.reg, s.deliv, webpush.Options{BaseURL: s.info.HTTPURL}), mozpush.Options{
+	mozpush.New(s.reg, s.deliv, s.webpush, mozpush.Options{
 		DefaultApp: s.info.AppKey, RegisterRate: s.cfg.RegisterRate, RegisterBurst: s.cfg.RegisterBurst, Log: s.log,
 	}).Register(mux)
 }

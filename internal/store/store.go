@@ -140,21 +140,27 @@ type Store interface {
 
 	// CreateSubscription stores a new push subscription (a Web Push
 	// endpoint that Herald hosts, RFC 8030). ErrExists if its token hash
-	// is taken, or its ID among the device's subscriptions; ErrNotFound if
-	// its device does not exist.
+	// is taken, or its ID among the device's subscriptions, live or
+	// revoked; ErrNotFound if its device does not exist.
 	CreateSubscription(ctx context.Context, sub Subscription) error
 	// Subscription returns the subscription whose token hashes to
-	// tokenHash, revoked or not. ErrNotFound if there is none.
+	// tokenHash, revoked or not. ErrNotFound if there is none (or it was
+	// purged).
 	Subscription(ctx context.Context, tokenHash []byte) (Subscription, error)
-	// Subscriptions returns the device's subscriptions, revoked ones
-	// included, in ID order.
+	// Subscriptions returns the device's live subscriptions in ID order.
+	// Its cost follows the live ones only: however many the device
+	// revoked, they are not read.
 	Subscriptions(ctx context.Context, device string) ([]Subscription, error)
 	// RevokeSubscription marks the device's subscription id revoked at at.
-	// The record stays, so that a push to it can be told from a push to a
-	// token that never existed (410 Gone rather than 404). Revoking it
-	// again keeps the first time. ErrNotFound if the device has no
-	// subscription id.
+	// The record stays until PurgeSubscriptions, so that a push to it can
+	// be told from a push to a token that never existed (410 Gone rather
+	// than 404). Revoking it again keeps the first time. ErrNotFound if
+	// the device has no subscription id.
 	RevokeSubscription(ctx context.Context, device, id string, at time.Time) error
+	// PurgeSubscriptions deletes the subscriptions revoked before before,
+	// and returns how many. A push to one is then answered as to a token
+	// that never existed.
+	PurgeSubscriptions(ctx context.Context, before time.Time) (int, error)
 
 	// Close releases the store. Other methods return ErrClosed afterwards.
 	Close() error

@@ -26,7 +26,7 @@ type fixture struct {
 	app   push.App
 }
 
-func newFixture(t *testing.T, o webpush.Options) *fixture {
+func newFixture(t testing.TB, o webpush.Options) *fixture {
 	t.Helper()
 	st, err := embedded.Open(t.TempDir())
 	if err != nil {
@@ -46,7 +46,7 @@ func newFixture(t *testing.T, o webpush.Options) *fixture {
 	return &fixture{reg: reg, deliv: deliv, svc: webpush.New(reg, deliv, o), app: app}
 }
 
-func (f *fixture) device(t *testing.T) push.Device {
+func (f *fixture) device(t testing.TB) push.Device {
 	t.Helper()
 	d, _, err := f.reg.Register(ctx, registry.Registration{AppKey: f.app.Key, Platform: push.Web})
 	if err != nil {

@@ -3,9 +3,12 @@ package mozpush
 import (
 	"bytes"
 	"encoding/json"
+	"errors"
 	"fmt"
 	"io"
 	"unicode/utf8"
+
+	"github.com/heraldpush/herald/internal/strictjson"
 )
 
 // Message types (the "messageType" of a message). The user agent sends
@@ -105,14 +108,22 @@ type wire struct {
 	Updates     []Update         `json:"updates"`
 }
 
+// wireSchema compares a message's keys as encoding/json matches them.
+var wireSchema = strictjson.SchemaOf(&wire{})
+
 // Decode decodes one message from the user agent: a single JSON object
 // whose messageType names it ("{}" is a ping). It checks what each type
-// needs: channel IDs are UUIDs, versions and keys are bounded. A hello's
-// UAID is returned as sent; whether it names a registration is the
-// gateway's question. Errors are *ProtocolError.
+// needs: channel IDs are UUIDs, versions and keys are bounded, and no
+// object names a key twice (which encoding/json would resolve silently to
+// the last). A hello's UAID is returned as sent; whether it names a
+// registration is the gateway's question. Errors are *ProtocolError.
 func Decode(b []byte) (Message, error) {
 	if !utf8.Valid(b) {
 		return Message{}, protoErr("not UTF-8")
+	}
+	var dk *strictjson.DuplicateKeyError
+	if err := strictjson.CheckKeys(b, wireSchema); errors.As(err, &dk) {
+		return Message{}, protoErr("%q appears twice in one object", truncate(dk.Key, 32))
 	}
 	var w wire
 	dec := json.NewDecoder(bytes.NewReader(b))

@@ -65,6 +65,11 @@ func TestDecode(t *testing.T) {
 		`{"messageType":"ack","updates":{}}`,
 		`{"messageType":"nack"}`,
 		`{"messageType":"nack","version":""}`,
+		// A key twice: encoding/json would take the last, a proxy or a log
+		// reader the first.
+		`{"messageType":"register","channelID":"` + chid + `","channelID":"` + chid2 + `"}`,
+		`{"messageType":"ping","messagetype":"hello"}`,
+		`{"messageType":"ack","updates":[{"channelID":"` + chid + `","version":"m_1","Version":"m_2"}]}`,
 	}
 	for _, in := range bad {
 		_, err := Decode([]byte(in))

@@ -1,14 +1,14 @@
 package ws
 
 import (
-	"bytes"
 	"encoding/json"
+	"errors"
 	"fmt"
-	"io"
 	"strings"
 	"unicode/utf8"
 
 	"github.com/heraldpush/herald/internal/push"
+	"github.com/heraldpush/herald/internal/strictjson"
 )
 
 // Frame types. Every frame is one WebSocket text message holding one JSON
@@ -54,18 +54,20 @@ func badFrame(format string, args ...any) *FrameError {
 }
 
 // DecodeFrame decodes one client frame strictly: a single JSON object, no
-// unknown keys, nothing after it, the fields its type needs and no others.
-// Errors are *FrameError. It does not limit the number of IDs; the gateway
-// does, with its configured batch size.
+// unknown keys, no key twice, nothing after it, the fields its type needs
+// and no others. Errors are *FrameError. It does not limit the number of
+// IDs; the gateway does, with its configured batch size.
 func DecodeFrame(b []byte) (Frame, error) {
 	var f Frame
-	dec := json.NewDecoder(bytes.NewReader(b))
-	dec.DisallowUnknownFields()
-	if err := dec.Decode(&f); err != nil {
-		return Frame{}, badFrame("%s", strings.TrimPrefix(err.Error(), "json: "))
-	}
-	if _, err := dec.Token(); err != io.EOF {
+	var dk *strictjson.DuplicateKeyError
+	switch err := strictjson.Decode(b, &f); {
+	case err == nil:
+	case errors.As(err, &dk):
+		return Frame{}, badFrame("%q appears twice in the frame", dk.Key)
+	case errors.Is(err, strictjson.ErrTrailingData):
 		return Frame{}, badFrame("data after the JSON object")
+	default:
+		return Frame{}, badFrame("%s", strings.TrimPrefix(err.Error(), "json: "))
 	}
 	switch f.Type {
 	case TypeAck:

@@ -63,12 +63,14 @@ func (s *Store) Subscription(ctx context.Context, tokenHash []byte) (store.Subsc
 	return sub, nil
 }
 
-// Subscriptions implements store.Store.
+// Subscriptions implements store.Store: live ones only, through the partial
+// index of migration 0003, which holds no revoked row.
 func (s *Store) Subscriptions(ctx context.Context, device string) ([]store.Subscription, error) {
 	if err := s.check(); err != nil {
 		return nil, err
 	}
-	rows, err := s.pool.Query(ctx, `SELECT `+subCols+` FROM webpush_subscriptions WHERE device_id = $1 ORDER BY id`, device)
+	rows, err := s.pool.Query(ctx, `SELECT `+subCols+` FROM webpush_subscriptions
+		WHERE device_id = $1 AND revoked_at IS NULL ORDER BY id`, device)
 	if err != nil {
 		return nil, s.wrap("subscriptions", err)
 	}
@@ -92,4 +94,16 @@ func (s *Store) RevokeSubscription(ctx context.Context, device, id string, at ti
 		return fmt.Errorf("postgres: revoke subscription %q: %w", id, store.ErrNotFound)
 	}
 	return nil
+}
+
+// PurgeSubscriptions implements store.Store.
+func (s *Store) PurgeSubscriptions(ctx context.Context, before time.Time) (int, error) {
+	if err := s.check(); err != nil {
+		return 0, err
+	}
+	tag, err := s.pool.Exec(ctx, `DELETE FROM webpush_subscriptions WHERE revoked_at < $1`, before)
+	if err != nil {
+		return 0, s.wrap("purge subscriptions", err)
+	}
+	return int(tag.RowsAffected()), nil
 }

@@ -52,6 +52,7 @@ func Run(t *testing.T, open Opener) {
 		{"ScheduleSweep", testScheduleSweep},
 		{"Subscriptions", testSubscriptions},
 		{"SubscriptionsReopen", testSubscriptionsReopen},
+		{"PurgeSubscriptions", testPurgeSubscriptions},
 		{"Closed", testClosed},
 	}
 	for _, c := range cases {
