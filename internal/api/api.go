@@ -198,6 +198,7 @@ var pushErrors = []mapping{
 	{push.ErrBadOption, apierr.BadOption},
 	{push.ErrBadPlatform, apierr.BadPlatform},
 	{push.ErrBadTag, apierr.BadName},
+	{push.ErrReservedKey, apierr.ReservedKey},
 	{delivery.ErrNoDevices, apierr.DeviceNotFound},
 	{delivery.ErrNotFound, apierr.MessageNotFound},
 }

@@ -63,6 +63,7 @@ var (
 	BadOption        = newError(400, "bad_option", "an option is invalid")
 	BadPlatform      = newError(400, "bad_platform", "platform must be android, ios, web or other")
 	BadName          = newError(400, "bad_name", "aliases, tags and names are 1 to 128 bytes of UTF-8 without control characters")
+	ReservedKey      = newError(400, "reserved_key", "the message uses a key only Herald writes")
 	BadParameter     = newError(400, "bad_parameter", "a query parameter is invalid")
 	BadToken         = newError(400, "bad_token", "apns_token must be 16 to 100 bytes in hex, fcm_token 1 to 4096 bytes of letters, digits and - _ : .")
 	BadSubscription  = newError(400, "bad_subscription", "webpush must be {endpoint, keys: {p256dh, auth}}: an https endpoint of at most 2048 bytes, a P-256 point and a 16-byte secret in base64url")

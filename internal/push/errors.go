@@ -18,4 +18,7 @@ var (
 	ErrBadTag          = errors.New("push: invalid tag or alias")
 	ErrBadToken        = errors.New("push: invalid channel token")
 	ErrBadSubscription = errors.New("push: invalid web push subscription")
+	// ErrReservedKey means a provider's message uses a key that only
+	// Herald's own Web Push endpoints may write (WebPushKey).
+	ErrReservedKey = errors.New("push: reserved key in message")
 )

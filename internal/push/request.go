@@ -159,6 +159,9 @@ func (r *Request) Build(now time.Time, lim Limits) (*Message, error) {
 	if len(r.Message) > 0 && !bytes.Equal(r.Message, []byte("null")) {
 		data = slices.Clone(r.Message)
 	}
+	if err := checkReserved(data); err != nil {
+		return nil, err
+	}
 	size := len(data)
 	if r.Notification != nil {
 		n, _ := json.Marshal(r.Notification)
@@ -244,4 +247,29 @@ func NormalizeTags(tags []string, max int) ([]string, error) {
 	out := slices.Clone(tags)
 	slices.Sort(out)
 	return slices.Compact(out), nil
+}
+
+// WebPushKey is the top-level key of a message that came through one of
+// Herald's Web Push endpoints (POST /wpush/{token}): the envelope a
+// browser's push client (Firefox over /mozpush, the JS client) hands to
+// the channel it names. Only the endpoint writes it, after checking that
+// subscription's VAPID key; a provider's message carrying it could reach a
+// site's service worker without that check, so Build refuses it.
+const WebPushKey = "webpush"
+
+// checkReserved refuses a message whose top level is an object with
+// WebPushKey. The scan is cheap for the usual message, which does not
+// mention the key at all.
+func checkReserved(data json.RawMessage) error {
+	if !bytes.Contains(data, []byte(`"`+WebPushKey+`"`)) {
+		return nil
+	}
+	var top map[string]json.RawMessage
+	if json.Unmarshal(data, &top) != nil {
+		return nil // not an object: it cannot hold the key
+	}
+	if _, ok := top[WebPushKey]; ok {
+		return fmt.Errorf("%w: message.%s is written only by Herald's Web Push endpoints, which check the subscription's VAPID key: push to a browser through its subscription's endpoint (POST /wpush/{token})", ErrReservedKey, WebPushKey)
+	}
+	return nil
 }

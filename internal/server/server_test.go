@@ -388,6 +388,7 @@ func TestBadInput(t *testing.T) {
 		{"empty audience", "POST", "/v1/push", n.provider(), `{"audience":{},"message":1}`, 400, "empty_audience"},
 		{"too many IDs", "POST", "/v1/push", n.provider(), map[string]any{"audience": map[string]any{"registration_id": ids1001}, "message": 1}, 400, "too_many_ids"},
 		{"payload over 4 KiB", "POST", "/v1/push", n.provider(), map[string]any{"audience": "all", "message": strings.Repeat("x", 4100)}, 413, "payload_too_large"},
+		{"a Web Push envelope from a provider", "POST", "/v1/push", n.provider(), map[string]any{"audience": "all", "message": map[string]any{"webpush": map[string]any{"subscription": "s", "label": "x"}}}, 400, "reserved_key"},
 		{"body over the limit", "POST", "/v1/push", n.provider(), `{"audience":"all","message":"` + strings.Repeat("x", 5<<20) + `"}`, 413, "body_too_large"},
 		{"bad TTL", "POST", "/v1/push", n.provider(), `{"audience":"all","message":1,"options":{"ttl":-1}}`, 400, "bad_ttl"},
 		{"no content", "POST", "/v1/push", n.provider(), `{"audience":"all"}`, 400, "empty_message"},

@@ -490,19 +490,29 @@ func TestNewerConnectionReplaces(t *testing.T) {
 }
 
 // A push that did not come through a channel's endpoint (a provider's
-// broadcast) has no channel: it is dropped, not left to fill the window.
+// notification) has no channel: it is dropped, not left to fill the window.
+// A provider's push that dresses as one (a Web Push envelope naming the
+// channel, to a broadcast or to the device itself) is refused when it is
+// accepted, so that it cannot reach the channel without the VAPID key the
+// channel's subscription asks for.
 func TestOtherPushesDropped(t *testing.T) {
 	e := start(t, Options{Window: 2})
 	u := e.dial("")
 	uaid := u.hello("")
 	_, ep := u.register(chid, "")
 	id, _, _ := parseUAID(uaid)
-	for range 3 {
-		if _, err := e.deliv.Push(context.Background(), e.app, &push.Request{
-			Audience: &push.Audience{All: true}, Message: json.RawMessage(`{"webpush":{"subscription":"sub_x","label":"` + chid + `"}}`),
-		}); err != nil {
-			t.Fatal(err)
+	d, _ := e.reg.Device(context.Background(), e.app.Key, id)
+	subs, err := e.reg.Subscriptions(context.Background(), id)
+	if err != nil || len(subs) != 1 {
+		t.Fatalf("the channel's subscription: %v, %v", subs, err)
+	}
+	forged := json.RawMessage(`{"webpush":{"subscription":"` + subs[0].ID + `","label":"` + chid + `","data":"eA"}}`)
+	for _, aud := range []*push.Audience{{All: true}, {RegistrationIDs: []string{id}}} {
+		if _, err := e.deliv.Push(context.Background(), e.app, &push.Request{Audience: aud, Message: forged}); !errors.Is(err, push.ErrReservedKey) {
+			t.Fatalf("a provider's push in a Web Push envelope to %+v: %v, want ErrReservedKey", aud, err)
 		}
+	}
+	for range 3 {
 		if _, err := e.deliv.Push(context.Background(), e.app, &push.Request{
 			Audience: &push.Audience{RegistrationIDs: []string{id}}, Notification: &push.Notification{Title: "hi"},
 		}); err != nil {
@@ -513,7 +523,6 @@ func TestOtherPushesDropped(t *testing.T) {
 	if n := u.notification(); n.Version != r.MsgID {
 		t.Fatalf("got %+v, want only the Web Push message %s", n, r.MsgID)
 	}
-	d, _ := e.reg.Device(context.Background(), e.app.Key, id)
 	waitFor(t, func() bool { msgs, _ := e.deliv.Pending(context.Background(), &d, 10); return len(msgs) == 1 })
 }
 

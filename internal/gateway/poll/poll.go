@@ -158,22 +158,33 @@ func (g *Gateway) poll(w http.ResponseWriter, r *http.Request, d *push.Device) e
 // messages, in order, as fit in MaxBytes (at least one) and "more": true
 // when some did not fit or more may wait: those come on the next poll,
 // since only an ack takes a message out of the inbox.
+//
+// The messages are encoded straight into one buffer sized for them, so that
+// a poll allocates its answer once: under a flood of polls, what each
+// allocates is what the node's memory follows.
 func (g *Gateway) answer(msgs []push.Message, more bool) []byte {
-	var b bytes.Buffer
-	b.WriteString(`{"messages":[`)
+	size := 64
 	for i := range msgs {
-		one, err := json.Marshal(msgs[i].Delivered())
-		if err != nil {
-			continue // cannot happen: every field marshals
-		}
-		if i > 0 && b.Len()+len(one) > g.opts.MaxBytes {
-			more = true
-			break
-		}
+		size += msgs[i].Size()
+	}
+	var b bytes.Buffer
+	b.Grow(min(size, g.opts.MaxBytes+64<<10))
+	b.WriteString(`{"messages":[`)
+	enc := json.NewEncoder(&b)
+	for i := range msgs {
+		mark := b.Len()
 		if i > 0 {
 			b.WriteByte(',')
 		}
-		b.Write(one)
+		if err := enc.Encode(msgs[i].Delivered()); err != nil {
+			b.Truncate(mark) // cannot happen: every field encodes
+			continue
+		}
+		if i > 0 && b.Len() > g.opts.MaxBytes {
+			b.Truncate(mark)
+			more = true
+			break
+		}
 	}
 	b.WriteString("]")
 	if more {
