@@ -40,6 +40,7 @@ func serve(ctx context.Context, args []string, stdout, stderr io.Writer) error {
 	fs.Int64Var(&cfg.MaxBody, "max-body", cfg.MaxBody, "largest request body, in bytes")
 	fs.DurationVar(&cfg.DefaultTTL, "default-ttl", cfg.DefaultTTL, "TTL of a push that gives none")
 	fs.DurationVar(&cfg.MaxTTL, "max-ttl", cfg.MaxTTL, "longest TTL; longer ones are clamped")
+	fs.DurationVar(&cfg.MaxSchedule, "max-schedule", cfg.MaxSchedule, "how far ahead a push's send_at may be (400 bad_option past it)")
 	fs.DurationVar(&cfg.LongPollMax, "long-poll-max", cfg.LongPollMax, "longest long-poll wait")
 	fs.Float64Var(&cfg.RegisterRate, "register-rate", cfg.RegisterRate, "registrations per second per source address (calls with the master secret are exempt)")
 	fs.IntVar(&cfg.RegisterBurst, "register-burst", cfg.RegisterBurst, "registrations a source address may make at once")

@@ -39,6 +39,7 @@ type Config struct {
 	MaxBody        int64         // bytes of any request body
 	DefaultTTL     time.Duration // when a push gives none
 	MaxTTL         time.Duration
+	MaxSchedule    time.Duration // how far ahead a push's send_at may be
 	LongPollMax    time.Duration // longest GET /v1/inbox?wait=
 	RegisterRate   float64       // registrations per second per source address
 	RegisterBurst  int
@@ -101,6 +102,7 @@ func Default() Config {
 		MaxBody:            4 << 20,
 		DefaultTTL:         24 * time.Hour,
 		MaxTTL:             30 * 24 * time.Hour,
+		MaxSchedule:        30 * 24 * time.Hour,
 		LongPollMax:        60 * time.Second,
 		RegisterRate:       1,
 		RegisterBurst:      20,
@@ -165,7 +167,7 @@ func (c *Config) Validate() error {
 	positive := map[string]int64{
 		"max-payload": int64(c.MaxPayload), "max-ids": int64(c.MaxIDs), "max-tags": int64(c.MaxTags),
 		"max-batch": int64(c.MaxBatch), "max-body": c.MaxBody, "register-burst": int64(c.RegisterBurst),
-		"max-ttl": int64(c.MaxTTL), "long-poll-max": int64(c.LongPollMax), "sweep-interval": int64(c.SweepInterval),
+		"max-ttl": int64(c.MaxTTL), "max-schedule": int64(c.MaxSchedule), "long-poll-max": int64(c.LongPollMax), "sweep-interval": int64(c.SweepInterval),
 		"mqtt-max-keepalive": int64(c.MQTTMaxKeepAlive), "mqtt-connect-timeout": int64(c.MQTTConnectTimeout),
 		"mqtt-max-packet": int64(c.MQTTMaxPacket), "mqtt-window": int64(c.MQTTWindow),
 		"header-timeout": int64(c.HeaderTimeout), "body-timeout": int64(c.BodyTimeout), "write-timeout": int64(c.WriteTimeout),

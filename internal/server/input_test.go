@@ -299,3 +299,21 @@ func TestRevokedSubscriptionsPurged(t *testing.T) {
 		t.Errorf("the live subscription after the purge: %d %s", status, code)
 	}
 }
+
+// TestMaxScheduleFromConfig: --max-schedule bounds how far ahead send_at
+// may be, through the real listener.
+func TestMaxScheduleFromConfig(t *testing.T) {
+	cfg := testConfig(t)
+	cfg.MaxSchedule = time.Hour
+	n := startNode(t, cfg)
+	for _, c := range []struct {
+		ahead  time.Duration
+		status int
+	}{{50 * time.Minute, 202}, {2 * time.Hour, 400}} {
+		body := map[string]any{"audience": "all", "message": map[string]any{"n": 1},
+			"options": map[string]any{"send_at": time.Now().Add(c.ahead).UTC().Format(time.RFC3339)}}
+		if status, raw := n.call("POST", "/v1/push", n.provider(), body, nil); status != c.status {
+			t.Errorf("send_at %s ahead with --max-schedule 1h: %d %s, want %d", c.ahead, status, raw, c.status)
+		}
+	}
+}

@@ -153,7 +153,7 @@ func (s *Server) build(ctx context.Context, dir dataDir) error {
 
 	limits := push.DefaultLimits()
 	limits.MaxPayload, limits.MaxIDs = cfg.MaxPayload, cfg.MaxIDs
-	limits.DefaultTTL, limits.MaxTTL = cfg.DefaultTTL, cfg.MaxTTL
+	limits.DefaultTTL, limits.MaxTTL, limits.MaxDelay = cfg.DefaultTTL, cfg.MaxTTL, cfg.MaxSchedule
 	s.deliv = delivery.New(s.store, s.reg, router.Local{Hub: s.hub}, s.hub, delivery.Options{
 		Limits: limits, SweepInterval: cfg.SweepInterval, ReportRetain: cfg.ReportRetain,
 		SubscriptionRetain: cfg.WebPushRetain, Log: s.log,
