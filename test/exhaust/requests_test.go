@@ -149,6 +149,9 @@ func TestSlowReadIsBounded(t *testing.T) {
 	if err := json.Unmarshal(body, &answer); err != nil {
 		t.Fatalf("poll answer: %v", err)
 	}
+	if n := strings.Count(string(body), "\n"); n != 1 {
+		t.Errorf("the poll answer has %d newlines, want one at its end (compact JSON, as before the cap)", n)
+	}
 	if len(body) > 1<<20+4096 || !answer.More || len(answer.Messages) < 300 {
 		t.Fatalf("a poll of 1,000 messages of 3 KiB answered %d bytes, %d messages, more=%v: want at most 1 MiB, about 340 messages and more", len(body), len(answer.Messages), answer.More)
 	}

@@ -180,6 +180,7 @@ func (g *Gateway) answer(msgs []push.Message, more bool) []byte {
 			b.Truncate(mark) // cannot happen: every field encodes
 			continue
 		}
+		b.Truncate(b.Len() - 1) // the newline Encode ends each value with
 		if i > 0 && b.Len() > g.opts.MaxBytes {
 			b.Truncate(mark)
 			more = true
