@@ -55,6 +55,13 @@ func (e *RetryError) Unwrap() error { return e.Err }
 type Target struct {
 	Token   string
 	WebPush *push.WebPushSubscription
+	// Platform is the device's platform: FCM shapes a message for an iOS
+	// device (its apns block) apart from an Android one.
+	Platform push.Platform
+	// Since is when the device registered this token. APNs answers 410
+	// with the time it learnt the token was invalid; a token registered
+	// after that time is valid again and must not be deactivated.
+	Since time.Time
 }
 
 // Sender hands messages to one vendor for one app. Send returns nil once the
