@@ -56,11 +56,72 @@ type WebPushSubscription struct {
 	Auth     string `json:"auth"`
 }
 
-// Channel is where Herald sends a device's pushes.
+// Channel is where Herald sends a device's pushes besides its own
+// connection: a vendor's channel (APNs, FCM, Web Push), or none (Kind
+// ChannelHerald). A device may always connect to Herald as well.
 type Channel struct {
 	Kind    ChannelKind          `json:"kind"`
 	Token   string               `json:"token,omitempty"`   // APNs device token or FCM registration token
 	WebPush *WebPushSubscription `json:"webpush,omitempty"` // set when Kind is ChannelWebPush
+	// Since is when the device registered this token or subscription.
+	Since time.Time `json:"since,omitzero"`
+	// Inactive is why the vendor's channel is no longer tried (the vendor
+	// said the token is gone), empty while it is active; InactiveAt is
+	// when that was learnt.
+	Inactive   string    `json:"inactive,omitempty"`
+	InactiveAt time.Time `json:"inactive_at,omitzero"`
+}
+
+// Vendor reports whether c is an active vendor channel: one a message can
+// be relayed to.
+func (c *Channel) Vendor() bool {
+	return c.Kind != "" && c.Kind != ChannelHerald && c.Inactive == ""
+}
+
+// Address is what identifies c at its vendor: the token, or the Web Push
+// endpoint; empty for Herald's own channel. Two devices of an app never
+// share one.
+func (c *Channel) Address() string {
+	if c.WebPush != nil {
+		return c.WebPush.Endpoint
+	}
+	return c.Token
+}
+
+// SameAddress reports whether c and o are the same vendor channel (kind and
+// address), whatever their state.
+func (c *Channel) SameAddress(o *Channel) bool {
+	return c.Kind == o.Kind && c.Address() == o.Address()
+}
+
+// ChannelPolicy says which of a device's channels a message takes: its own
+// Herald connection, its vendor's channel, or both in turn.
+type ChannelPolicy string
+
+// The channel policies.
+const (
+	// OwnFirst (the default) delivers on the device's own connection when
+	// it has a live one, and through its vendor's channel when it has none
+	// or has not acknowledged within the relay delay.
+	OwnFirst ChannelPolicy = "own_first"
+	// VendorFirst relays at once and keeps the message for the device's
+	// own connection too; clients drop the second copy by its id.
+	VendorFirst ChannelPolicy = "vendor_first"
+	// OwnOnly never relays.
+	OwnOnly ChannelPolicy = "own_only"
+	// VendorOnly relays to devices with an active vendor channel and does
+	// not keep the message for their own connection; devices without one
+	// get it on their own connection.
+	VendorOnly ChannelPolicy = "vendor_only"
+)
+
+// Valid reports whether p is a known policy; empty means the app's default.
+func (p ChannelPolicy) Valid() bool {
+	switch p {
+	case "", OwnFirst, VendorFirst, OwnOnly, VendorOnly:
+		return true
+	}
+	return false
 }
 
 // Device is one registration.
@@ -129,6 +190,13 @@ type Message struct {
 	SendAt     time.Time // not delivered before; equals AcceptedAt when not scheduled
 	ExpiresAt  time.Time // SendAt + TTL
 
+	// Channel is the push's channel policy; empty for the app's default.
+	// RelayAfter is how long an own_first push waits for the device's ack
+	// before it is relayed; nil for the app's default. Only Channel is
+	// stored: the relay jobs are due when Append writes them.
+	Channel    ChannelPolicy
+	RelayAfter *time.Duration
+
 	// Recalled is set once the provider recalls the message.
 	Recalled bool
 	// Replaced is set when a newer fan-out message with the same
@@ -162,6 +230,13 @@ func (m *Message) Live(now time.Time) bool {
 // ForPlatform reports whether m's platform filter lets it reach p.
 func (m *Message) ForPlatform(p Platform) bool {
 	return len(m.Platforms) == 0 || slices.Contains(m.Platforms, p)
+}
+
+// ForOwn reports whether a fan-out message is for device d on its own
+// connection: For, unless m is relayed only (VendorOnly) and d has an
+// active vendor channel.
+func (m *Message) ForOwn(d *Device) bool {
+	return m.For(d) && !(m.Channel == VendorOnly && d.Channel.Vendor())
 }
 
 // Fanout reports whether m is delivered by fan-out on read: stored once and

@@ -50,7 +50,15 @@ type Options struct {
 	Priority       Priority   `json:"priority,omitempty"`
 	SendAt         *time.Time `json:"send_at,omitempty"`
 	IdempotencyKey string     `json:"idempotency_key,omitempty"`
+	// Channel overrides the app's channel policy for this push.
+	Channel ChannelPolicy `json:"channel,omitempty"`
+	// RelayAfter (seconds) overrides how long an own_first push waits
+	// for the device's ack on its own connection before it is relayed.
+	RelayAfter *int64 `json:"relay_after,omitempty"`
 }
+
+// MaxRelayAfter bounds options.relay_after.
+const MaxRelayAfter = 24 * time.Hour
 
 // PlatformFilter is "all", one platform, or a list of them.
 type PlatformFilter []Platform
@@ -197,6 +205,17 @@ func (r *Request) Build(now time.Time, lim Limits) (*Message, error) {
 	if len(o.IdempotencyKey) > 128 || !utf8.ValidString(o.IdempotencyKey) {
 		return nil, fmt.Errorf("%w: idempotency_key must be valid UTF-8 of at most 128 bytes", ErrBadOption)
 	}
+	if !o.Channel.Valid() {
+		return nil, fmt.Errorf("%w: channel must be own_first, vendor_first, own_only or vendor_only, not %q", ErrBadOption, o.Channel)
+	}
+	var relayAfter *time.Duration
+	if o.RelayAfter != nil {
+		if *o.RelayAfter < 0 || *o.RelayAfter > int64(MaxRelayAfter/time.Second) {
+			return nil, fmt.Errorf("%w: relay_after must be 0 to %d seconds", ErrBadOption, int64(MaxRelayAfter/time.Second))
+		}
+		d := time.Duration(*o.RelayAfter) * time.Second
+		relayAfter = &d
+	}
 	now = now.UTC()
 	sendAt := now
 	if o.SendAt != nil && o.SendAt.After(now) {
@@ -214,6 +233,8 @@ func (r *Request) Build(now time.Time, lim Limits) (*Message, error) {
 		Priority:       prio,
 		CollapseID:     o.CollapseID,
 		IdempotencyKey: o.IdempotencyKey,
+		Channel:        o.Channel,
+		RelayAfter:     relayAfter,
 		AcceptedAt:     now,
 		SendAt:         sendAt,
 		ExpiresAt:      sendAt.Add(ttl),

@@ -162,8 +162,103 @@ type Store interface {
 	// that never existed.
 	PurgeSubscriptions(ctx context.Context, before time.Time) (int, error)
 
+	RelayStore
+
 	// Close releases the store. Other methods return ErrClosed afterwards.
 	Close() error
+}
+
+// RelayStore is the durable part of relaying messages to the vendors'
+// channels (APNs, FCM, Web Push): the jobs that wait for a send or a retry,
+// what the vendors answered, the apps' channel credentials, and the
+// deactivation of a device's channel the vendor says is gone.
+//
+// A relay job is written by Append in the same atomic write as its
+// message (Accept.Relays), so a message accepted is never lost to its
+// vendor: a job stays until RelayDone, across crashes and restarts.
+//
+// Devices: CreateDevice and UpdateDevice keep vendor addresses unique per
+// app (push.Channel.Address): a device that registers a token or endpoint
+// another device of its app holds takes it, and the other device's channel
+// becomes Herald's own (ChannelHerald) in the same write.
+type RelayStore interface {
+	// RelayDue returns up to limit relay jobs due at now (Due <= now), in
+	// due order, and the Due of the earliest job it did not return (zero
+	// when there is none): the caller looks again then, or at once when
+	// that has passed (the page was full). Jobs stay listed until
+	// RelayRetry or RelayDone, so a caller with jobs in flight asks for
+	// that many more and leaves them out.
+	RelayDue(ctx context.Context, now time.Time, limit int) (due []RelayJob, next time.Time, err error)
+	// RelayRetry reschedules job (as RelayDue returned it) for due, with
+	// its Attempt and Channel as given. The first retry of a job counts it
+	// as waiting in its message's report. Ignored if the job is gone.
+	RelayRetry(ctx context.Context, job RelayJob, due time.Time) error
+	// RelayDone removes job and counts its outcome in its message's
+	// report (Counters.Relay), once: ignored if the job is gone.
+	RelayDone(ctx context.Context, job RelayJob, out RelayOutcome) error
+	// RelayExpand adds jobs for devices found by expanding the fan-out
+	// job from (Device empty); with last set it removes from in the same
+	// write. A job that exists already is left as it is.
+	RelayExpand(ctx context.Context, from RelayJob, jobs []RelayJob, last bool) error
+	// Waits reports whether m still waits for d: an inbox entry when d is
+	// an explicit target, or, for a fan-out message meant for d, no
+	// acknowledgement. An own_first relay is skipped when it is false.
+	Waits(ctx context.Context, d *push.Device, m *push.Message) (bool, error)
+	// DeactivateChannel marks device id's channel inactive with reason at
+	// at, if the channel is still ch (same kind and address): a vendor's
+	// answer about an old token must not touch a newer one. It reports
+	// whether it did. ErrNotFound if there is no such device.
+	DeactivateChannel(ctx context.Context, id string, ch push.Channel, reason string, at time.Time) (bool, error)
+
+	// PutChannelConfig stores app's settings for a vendor channel (kind:
+	// "apns", "fcm", "webpush", or "delivery" for the app's channel
+	// policy), sealed by the caller (credentials are encrypted before they
+	// reach the store). ErrNotFound if the app does not exist.
+	PutChannelConfig(ctx context.Context, app, kind string, sealed []byte) error
+	// ChannelConfig returns what PutChannelConfig stored. ErrNotFound if
+	// none.
+	ChannelConfig(ctx context.Context, app, kind string) ([]byte, error)
+	// DeleteChannelConfig removes it. ErrNotFound if none.
+	DeleteChannelConfig(ctx context.Context, app, kind string) error
+}
+
+// RelayJob is one message due to one device's vendor channel, or, with
+// Device empty, a fan-out message whose devices on vendor channels are
+// still to be found (RelayExpand).
+type RelayJob struct {
+	Seq    uint64 // the message's
+	MsgID  string // set by Append
+	App    string // set by Append
+	Device string
+	// Channel is the vendor channel the job is for; set for a device's
+	// job, empty for a fan-out job.
+	Channel push.ChannelKind
+	Due     time.Time
+	Attempt int // sends made so far
+}
+
+// The results a relay job ends with (RelayOutcome.Result).
+const (
+	RelaySent   = "sent"   // the vendor accepted the message
+	RelayFailed = "failed" // it was not sent, for Reason
+	RelayGone   = "gone"   // the vendor said the token is gone; the channel was deactivated
+	RelayOwn    = "own"    // not relayed: the device acknowledged on its own connection first
+)
+
+// RelayOutcome is how a relay job ended.
+type RelayOutcome struct {
+	Channel push.ChannelKind
+	Result  string // RelaySent, RelayFailed, RelayGone or RelayOwn
+	Reason  string // the vendor's reason or Herald's (expired, no_channel, ...); empty when sent
+}
+
+// RelayCounts are a message's relay outcomes on one channel.
+type RelayCounts struct {
+	Sent    int            `json:"sent"`
+	Failed  map[string]int `json:"failed,omitempty"` // by reason
+	Gone    int            `json:"gone"`
+	Own     int            `json:"own,omitempty"`
+	Waiting int            `json:"waiting"` // jobs waiting for a retry
 }
 
 // Subscription is a push subscription that Herald hosts (RFC 8030): the
@@ -211,6 +306,9 @@ type Accept struct {
 	// Targets are the registration IDs that get an inbox entry: the
 	// explicit audience, resolved and checked to belong to Msg.App.
 	Targets []string
+	// Relays are the message's relay jobs, stored with it; Seq, MsgID and
+	// App are set by Append.
+	Relays []RelayJob
 }
 
 // Accepted is the outcome of one Accept.
@@ -225,4 +323,6 @@ type Counters struct {
 	Targeted  int // inbox entries created for explicit targets
 	Delivered int // acknowledgements, explicit and fan-out
 	Replaced  int // inbox entries dropped by a newer message with the same collapse ID
+	// Relay counts relay outcomes by channel; nil when there were none.
+	Relay map[push.ChannelKind]*RelayCounts
 }

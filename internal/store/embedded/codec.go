@@ -17,6 +17,11 @@ import (
 // field order is the format: append new fields at the end, never reorder.
 const recordV1 = 1
 
+// recordV2 is a device or message record with the fields the relay added
+// at its end (a device channel's Since and deactivation, a message's
+// channel policy). A v1 record has none of them and reads as before.
+const recordV2 = 2
+
 var errCorrupt = errors.New("embedded: corrupt record")
 
 // enc appends fields to a byte slice.
@@ -152,12 +157,20 @@ func (d *dec) time() time.Time {
 }
 
 func (d *dec) version() {
-	if len(d.b) == 0 || d.b[0] != recordV1 {
+	d.versions(recordV1)
+}
+
+// versions reads the version byte, which may be any up to newest, and
+// returns it (0 after an error).
+func (d *dec) versions(newest byte) byte {
+	if len(d.b) == 0 || d.b[0] < recordV1 || d.b[0] > newest {
 		d.err = fmt.Errorf("%w: unknown record version", errCorrupt)
 		d.b = nil
-		return
+		return 0
 	}
+	v := d.b[0]
 	d.b = d.b[1:]
+	return v
 }
 
 func encodeApp(a *push.App) []byte {
@@ -177,7 +190,7 @@ func decodeApp(b []byte) (push.App, error) {
 }
 
 func encodeDevice(v *push.Device) []byte {
-	e := enc{recordV1}
+	e := enc{recordV2}
 	e.str(v.ID)
 	e.str(v.App)
 	e.str(string(v.Platform))
@@ -195,12 +208,15 @@ func encodeDevice(v *push.Device) []byte {
 	e.time(v.CreatedAt)
 	e.time(v.UpdatedAt)
 	e.uvarint(v.FirstSeq)
+	e.time(v.Channel.Since)
+	e.str(v.Channel.Inactive)
+	e.time(v.Channel.InactiveAt)
 	return e
 }
 
 func decodeDevice(b []byte) (push.Device, error) {
 	d := dec{b: b}
-	d.version()
+	ver := d.versions(recordV2)
 	var v push.Device
 	v.ID = d.str()
 	v.App = d.str()
@@ -216,12 +232,17 @@ func decodeDevice(b []byte) (push.Device, error) {
 	v.CreatedAt = d.time()
 	v.UpdatedAt = d.time()
 	v.FirstSeq = d.uvarint()
+	if ver >= recordV2 {
+		v.Channel.Since = d.time()
+		v.Channel.Inactive = d.str()
+		v.Channel.InactiveAt = d.time()
+	}
 	return v, d.err
 }
 
 func encodeMessage(m *push.Message) []byte {
 	e := make(enc, 0, 128+len(m.Data))
-	e = append(e, recordV1)
+	e = append(e, recordV2)
 	e.str(m.ID)
 	e.str(m.App)
 	e.uvarint(m.Seq)
@@ -261,12 +282,13 @@ func encodeMessage(m *push.Message) []byte {
 	e.time(m.ExpiresAt)
 	e.bool(m.Recalled)
 	e.bool(m.Replaced)
+	e.str(string(m.Channel))
 	return e
 }
 
 func decodeMessage(b []byte) (*push.Message, error) {
 	d := dec{b: b}
-	d.version()
+	ver := d.versions(recordV2)
 	m := &push.Message{ID: d.str(), App: d.str(), Seq: d.uvarint()}
 	m.Audience = push.Audience{
 		All: d.bool(), RegistrationIDs: d.strs(), Aliases: d.strs(),
@@ -302,6 +324,9 @@ func decodeMessage(b []byte) (*push.Message, error) {
 	m.ExpiresAt = d.time()
 	m.Recalled = d.bool()
 	m.Replaced = d.bool()
+	if ver >= recordV2 {
+		m.Channel = push.ChannelPolicy(d.str())
+	}
 	if d.err != nil {
 		return nil, d.err
 	}

@@ -75,6 +75,9 @@ func (s *Store) CreateDevice(ctx context.Context, d push.Device) (push.Device, e
 			return orErr(err, store.ErrExists)
 		}
 		d.FirstSeq = w.s.seq
+		if err := w.takeAddress(&d, nil); err != nil {
+			return err
+		}
 		w.putDevice(&d)
 		return nil
 	})
@@ -123,6 +126,9 @@ func (s *Store) UpdateDevice(ctx context.Context, d push.Device) error {
 		nd := old
 		nd.Platform, nd.Alias, nd.Tags = d.Platform, d.Alias, d.Tags
 		nd.Channel, nd.SecretHash, nd.UpdatedAt = d.Channel, d.SecretHash, d.UpdatedAt
+		if err := w.takeAddress(&nd, &old); err != nil {
+			return err
+		}
 		w.putDevice(&nd)
 		return nil
 	})
@@ -134,6 +140,9 @@ func (s *Store) DeleteDevice(ctx context.Context, id string) error {
 	return s.write(ctx, func(w *writeTx) error {
 		d, err := readDevice(w.b, id)
 		if err != nil {
+			return err
+		}
+		if err := w.dropAddress(&d); err != nil {
 			return err
 		}
 		w.del(kDevice(id))

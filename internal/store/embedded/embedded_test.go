@@ -300,3 +300,22 @@ func TestCorruptRecord(t *testing.T) {
 		t.Errorf("unknown version: %v", err)
 	}
 }
+
+// TestV1RecordsRead checks that device and message records written before
+// the relay fields existed still read, with those fields empty.
+func TestV1RecordsRead(t *testing.T) {
+	d := push.Device{ID: "d", App: "a", Platform: push.IOS, Channel: push.Channel{Kind: push.ChannelAPNs, Token: "ab"}}
+	b := encodeDevice(&d)
+	v1 := append([]byte{recordV1}, b[1:len(b)-3]...) // without Since, Inactive, InactiveAt
+	got, err := decodeDevice(v1)
+	if err != nil || got.Channel.Token != "ab" || got.Channel.Inactive != "" || !got.Channel.Since.IsZero() {
+		t.Errorf("v1 device = %+v, %v", got, err)
+	}
+	m := newMsg("m", push.Audience{All: true}, time.Hour)
+	b = encodeMessage(m)
+	v1 = append([]byte{recordV1}, b[1:len(b)-1]...) // without the channel policy
+	gm, err := decodeMessage(v1)
+	if err != nil || gm.ID != "m" || gm.Channel != "" {
+		t.Errorf("v1 message = %+v, %v", gm, err)
+	}
+}

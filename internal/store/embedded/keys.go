@@ -31,6 +31,11 @@ import (
 //	'r' seq deviceID                     -            fan-out acknowledgement
 //	'x' expiresAt seq                    -            expiry index
 //	'q' sendAt seq                       schedule     scheduled message not yet fired (schedule.go)
+//	'j' seq deviceID                     relay job    a message due to a device's vendor channel (relay.go)
+//	'J' due seq deviceID                 -            relay jobs in due order
+//	'o' seq lp(channel) lp(result) reason  count      relay outcomes of a message
+//	'T' lp(app) lp(kind) address         deviceID     the device holding a vendor address
+//	'C' lp(app) kind                     sealed       an app's channel settings
 //
 // Acknowledgements are keyed by message first: Pending asks "has d acked
 // seq" (a point lookup either way), while purging a message must drop all
@@ -56,6 +61,11 @@ const (
 	tAck      = 'r'
 	tExpiry   = 'x'
 	tSched    = 'q'
+	tJob      = 'j'
+	tJobDue   = 'J'
+	tOutcome  = 'o'
+	tAddress  = 'T'
+	tChanConf = 'C'
 )
 
 // formatVersion is written at creation; Open refuses a store it does not know.
@@ -99,6 +109,20 @@ func kExpiry(at time.Time, seq uint64) []byte {
 }
 func kSched(at time.Time, seq uint64) []byte {
 	return u64(u64(key(tSched), timeOrder(at)), seq)
+}
+
+func kJobPrefix(seq uint64) []byte       { return u64(key(tJob), seq) }
+func kJob(seq uint64, dev string) []byte { return append(kJobPrefix(seq), dev...) }
+func kOutcomePrefix(seq uint64) []byte   { return u64(key(tOutcome), seq) }
+func kChanConf(app, kind string) []byte  { return append(lp(key(tChanConf), app), kind...) }
+func kAddress(app, kind, addr string) []byte {
+	return append(lp(lp(key(tAddress), app), kind), addr...)
+}
+func kJobDue(due time.Time, seq uint64, dev string) []byte {
+	return append(u64(u64(key(tJobDue), timeOrder(due)), seq), dev...)
+}
+func kOutcome(seq uint64, channel, result, reason string) []byte {
+	return append(lp(lp(kOutcomePrefix(seq), channel), result), reason...)
 }
 
 // timeOrder maps t to a uint64 whose order is t's order, times before 1970

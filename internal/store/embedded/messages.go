@@ -107,6 +107,7 @@ func (w *writeTx) append(a store.Accept) (store.Accepted, error) {
 	w.set(kCounters(m.Seq), encodeCounters(counters{targeted: uint64(len(targets))}))
 	w.set(kExpiry(m.ExpiresAt, m.Seq), nil)
 	w.schedule(m)
+	w.appendRelays(m, a.Relays)
 	if m.IdempotencyKey != "" {
 		w.set(kIdem(m.App, m.IdempotencyKey), append(binary.BigEndian.AppendUint64(nil, m.Seq), m.ID...))
 	}
@@ -235,7 +236,8 @@ func (s *Store) Message(ctx context.Context, app, id string) (m push.Message, c 
 		}
 		m = *pm
 		c = store.Counters{Targeted: int(sc.targeted), Delivered: int(sc.delivered), Replaced: int(sc.replaced)}
-		return nil
+		c.Relay, err = relayCounts(r, seq)
+		return err
 	})
 	return m, c, err
 }
@@ -330,7 +332,7 @@ func (s *Store) Pending(ctx context.Context, d *push.Device, now time.Time, limi
 				continue
 			}
 			if !fromInbox {
-				if !m.For(d) {
+				if !m.ForOwn(d) {
 					continue
 				}
 				if _, acked := acks.get(kAck(seq, d.ID)); acked {

@@ -167,6 +167,9 @@ func (w *writeTx) purgeMessage(m *push.Message) error {
 		}
 	}
 	w.unschedule(m)
+	if err := w.purgeRelays(seq); err != nil {
+		return err
+	}
 	w.del(kMsg(seq))
 	w.del(kMsgID(m.App, m.ID))
 	w.del(kCounters(seq))

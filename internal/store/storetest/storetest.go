@@ -53,6 +53,15 @@ func Run(t *testing.T, open Opener) {
 		{"Subscriptions", testSubscriptions},
 		{"SubscriptionsReopen", testSubscriptionsReopen},
 		{"PurgeSubscriptions", testPurgeSubscriptions},
+		{"RelayQueue", testRelayQueue},
+		{"RelayReopen", testRelayReopen},
+		{"RelayExpand", testRelayExpand},
+		{"RelaySweep", testRelaySweep},
+		{"RelayWaits", testRelayWaits},
+		{"VendorOnlyFanout", testVendorOnlyFanout},
+		{"DeactivateChannel", testDeactivateChannel},
+		{"AddressTakeover", testAddressTakeover},
+		{"ChannelConfig", testChannelConfig},
 		{"Closed", testClosed},
 	}
 	for _, c := range cases {
@@ -157,6 +166,11 @@ func counters(t *testing.T, s store.Store, app, id string) (push.Message, store.
 		t.Fatalf("Message(%s): %v", id, err)
 	}
 	return m, c
+}
+
+// sameCounts compares the delivery counters, leaving the relay's out.
+func sameCounts(a, b store.Counters) bool {
+	return a.Targeted == b.Targeted && a.Delivered == b.Delivered && a.Replaced == b.Replaced
 }
 
 func testApps(t *testing.T, open Opener) {
@@ -306,7 +320,7 @@ func testDirectInbox(t *testing.T, open Opener) {
 	wantPending(t, s, d1, now, "m2")
 	wantPending(t, s, d2, now, "m1")
 
-	if _, c := counters(t, s, "a", "m1"); c != (store.Counters{Targeted: 2, Delivered: 1}) {
+	if _, c := counters(t, s, "a", "m1"); !sameCounts(c, store.Counters{Targeted: 2, Delivered: 1}) {
 		t.Errorf("m1 counters = %+v, want targeted 2 delivered 1", c)
 	}
 	ack(t, s, d2, "m1")
@@ -488,7 +502,7 @@ func testCollapseDirect(t *testing.T, open Opener) {
 	now := epoch.Add(time.Second)
 	wantPending(t, s, d1, now, "other", "new")
 	wantPending(t, s, d2, now, "new")
-	if _, c := counters(t, s, "a", "old"); c != (store.Counters{Targeted: 2, Delivered: 1, Replaced: 1}) {
+	if _, c := counters(t, s, "a", "old"); !sameCounts(c, store.Counters{Targeted: 2, Delivered: 1, Replaced: 1}) {
 		t.Errorf("replaced message counters = %+v, want targeted 2, delivered 1, replaced 1", c)
 	}
 }

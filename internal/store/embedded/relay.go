@@ -1,0 +1,394 @@
+package embedded
+
+import (
+	"bytes"
+	"context"
+	"encoding/binary"
+	"errors"
+	"fmt"
+	"time"
+
+	"github.com/cockroachdb/pebble/v2"
+
+	"github.com/heraldpush/herald/internal/push"
+	"github.com/heraldpush/herald/internal/store"
+)
+
+// Relay jobs live in two tables: 'j', keyed by message and device, holds
+// the job (so that a fan-out expansion that runs again finds the jobs it
+// made, and a purge drops a message's jobs as one range), and 'J', keyed by
+// due time, lists them in the order RelayDue wants. Both change in one
+// write. Outcome counters ('o') are one row per channel, result and reason,
+// so that a report reads a few rows however many devices a message reached.
+
+func encodeJob(j *store.RelayJob) []byte {
+	e := enc{recordV1}
+	e.str(j.App)
+	e.str(j.MsgID)
+	e.str(string(j.Channel))
+	e.time(j.Due)
+	e.uvarint(uint64(j.Attempt))
+	return e
+}
+
+func decodeJob(k, v []byte) (store.RelayJob, error) {
+	if len(k) < 1+8 {
+		return store.RelayJob{}, fmt.Errorf("%w: relay job key", errCorrupt)
+	}
+	d := dec{b: v}
+	d.version()
+	j := store.RelayJob{
+		Seq: binary.BigEndian.Uint64(k[1:9]), Device: string(k[9:]),
+		App: d.str(), MsgID: d.str(), Channel: push.ChannelKind(d.str()), Due: d.time(), Attempt: int(d.uvarint()),
+	}
+	return j, d.err
+}
+
+// putJob writes j, replacing the due row of the job it updates (old), if
+// any.
+func (w *writeTx) putJob(j *store.RelayJob, old *store.RelayJob) {
+	if old != nil {
+		w.del(kJobDue(old.Due, old.Seq, old.Device))
+	}
+	w.set(kJob(j.Seq, j.Device), encodeJob(j))
+	w.set(kJobDue(j.Due, j.Seq, j.Device), nil)
+}
+
+// job reads the stored job with j's key, and whether there is one.
+func (w *writeTx) job(j store.RelayJob) (store.RelayJob, bool, error) {
+	k := kJob(j.Seq, j.Device)
+	v, err := w.get(k)
+	if errors.Is(err, store.ErrNotFound) {
+		return store.RelayJob{}, false, nil
+	}
+	if err != nil {
+		return store.RelayJob{}, false, err
+	}
+	old, err := decodeJob(k, v)
+	return old, err == nil, err
+}
+
+// appendRelays writes the relay jobs of message m; append calls it.
+func (w *writeTx) appendRelays(m *push.Message, jobs []store.RelayJob) {
+	for i := range jobs {
+		j := jobs[i]
+		j.Seq, j.MsgID, j.App = m.Seq, m.ID, m.App
+		w.putJob(&j, nil)
+	}
+}
+
+// RelayDue implements store.Store.
+func (s *Store) RelayDue(ctx context.Context, now time.Time, limit int) ([]store.RelayJob, time.Time, error) {
+	var (
+		out  []store.RelayJob
+		next time.Time
+	)
+	err := s.read(ctx, func(r pebble.Reader) error {
+		out, next = nil, time.Time{}
+		hi := u64(key(tJobDue), timeOrder(now.Add(time.Nanosecond)))
+		return scan(r, key(tJobDue), func(k, _ []byte) (bool, error) {
+			if len(k) < 1+16 {
+				return false, fmt.Errorf("%w: relay due key", errCorrupt)
+			}
+			if len(out) >= limit || bytes.Compare(k, hi) >= 0 {
+				next = time.Unix(0, int64(binary.BigEndian.Uint64(k[1:9])^1<<63)).UTC()
+				return false, nil
+			}
+			jk := kJob(binary.BigEndian.Uint64(k[9:17]), string(k[17:]))
+			v, err := getValue(r, jk)
+			if errors.Is(err, store.ErrNotFound) {
+				return true, nil // a stale due row; the job's own row is the truth
+			}
+			if err != nil {
+				return false, err
+			}
+			j, err := decodeJob(jk, v)
+			if err != nil {
+				return false, err
+			}
+			out = append(out, j)
+			return true, nil
+		})
+	})
+	if err != nil {
+		return nil, time.Time{}, err
+	}
+	return out, next, nil
+}
+
+// RelayRetry implements store.Store.
+func (s *Store) RelayRetry(ctx context.Context, job store.RelayJob, due time.Time) error {
+	return s.write(ctx, func(w *writeTx) error {
+		old, ok, err := w.job(job)
+		if err != nil || !ok {
+			return err
+		}
+		if old.Attempt == 0 && job.Attempt > 0 && job.Device != "" {
+			if err := w.count(job.Seq, job.Channel, "waiting", "", 1); err != nil {
+				return err
+			}
+		}
+		nj := old
+		nj.Due, nj.Attempt, nj.Channel = due, job.Attempt, job.Channel
+		w.putJob(&nj, &old)
+		return nil
+	})
+}
+
+// RelayDone implements store.Store.
+func (s *Store) RelayDone(ctx context.Context, job store.RelayJob, out store.RelayOutcome) error {
+	return s.write(ctx, func(w *writeTx) error {
+		old, ok, err := w.job(job)
+		if err != nil || !ok {
+			return err
+		}
+		w.del(kJob(old.Seq, old.Device))
+		w.del(kJobDue(old.Due, old.Seq, old.Device))
+		if old.Attempt > 0 && old.Device != "" {
+			if err := w.count(old.Seq, old.Channel, "waiting", "", -1); err != nil {
+				return err
+			}
+		}
+		if old.Device == "" || out.Result == "" {
+			return nil
+		}
+		// A message purged meanwhile keeps no counters.
+		if ok, err := w.has(kMsg(old.Seq)); err != nil || !ok {
+			return err
+		}
+		return w.count(old.Seq, out.Channel, out.Result, out.Reason, 1)
+	})
+}
+
+// count adds delta to one outcome counter of message seq.
+func (w *writeTx) count(seq uint64, ch push.ChannelKind, result, reason string, delta int64) error {
+	k := kOutcome(seq, string(ch), result, reason)
+	v, err := w.get(k)
+	var n int64
+	switch {
+	case err == nil:
+		d := dec{b: v}
+		n = d.varint()
+		if d.err != nil {
+			return d.err
+		}
+	case !errors.Is(err, store.ErrNotFound):
+		return err
+	}
+	n += delta
+	if n <= 0 {
+		w.del(k)
+		return nil
+	}
+	var e enc
+	e.varint(n)
+	w.set(k, e)
+	return nil
+}
+
+// RelayExpand implements store.Store.
+func (s *Store) RelayExpand(ctx context.Context, from store.RelayJob, jobs []store.RelayJob, last bool) error {
+	return s.write(ctx, func(w *writeTx) error {
+		old, ok, err := w.job(from)
+		if err != nil || !ok {
+			return err // expanded already
+		}
+		for i := range jobs {
+			j := jobs[i]
+			j.Seq, j.MsgID, j.App = old.Seq, old.MsgID, old.App
+			if _, exists, err := w.job(j); err != nil {
+				return err
+			} else if exists {
+				continue
+			}
+			w.putJob(&j, nil)
+		}
+		if last {
+			w.del(kJob(old.Seq, old.Device))
+			w.del(kJobDue(old.Due, old.Seq, old.Device))
+		}
+		return nil
+	})
+}
+
+// relayCounts reads the outcome counters of message seq.
+func relayCounts(r pebble.Reader, seq uint64) (map[push.ChannelKind]*store.RelayCounts, error) {
+	var out map[push.ChannelKind]*store.RelayCounts
+	p := kOutcomePrefix(seq)
+	err := scan(r, p, func(k, v []byte) (bool, error) {
+		d := dec{b: k[len(p):]}
+		ch, result := push.ChannelKind(d.str()), d.str()
+		reason := string(d.b)
+		vd := dec{b: v}
+		n := int(vd.varint())
+		if d.err != nil || vd.err != nil {
+			return false, errCorrupt
+		}
+		if out == nil {
+			out = map[push.ChannelKind]*store.RelayCounts{}
+		}
+		c := out[ch]
+		if c == nil {
+			c = &store.RelayCounts{}
+			out[ch] = c
+		}
+		switch result {
+		case store.RelaySent:
+			c.Sent += n
+		case store.RelayGone:
+			c.Gone += n
+		case store.RelayOwn:
+			c.Own += n
+		case "waiting":
+			c.Waiting += n
+		default:
+			if c.Failed == nil {
+				c.Failed = map[string]int{}
+			}
+			c.Failed[reason] += n
+		}
+		return true, nil
+	})
+	return out, err
+}
+
+// purgeRelays deletes message seq's jobs and outcome counters.
+func (w *writeTx) purgeRelays(seq uint64) error {
+	var dues [][]byte
+	err := scan(w.b, kJobPrefix(seq), func(k, v []byte) (bool, error) {
+		j, err := decodeJob(k, v)
+		if err != nil {
+			return false, err
+		}
+		dues = append(dues, kJobDue(j.Due, j.Seq, j.Device))
+		return true, nil
+	})
+	if err != nil {
+		return err
+	}
+	for _, k := range dues {
+		w.del(k)
+	}
+	w.b.DeleteRange(kJobPrefix(seq), kJobPrefix(seq+1), nil)
+	w.b.DeleteRange(kOutcomePrefix(seq), kOutcomePrefix(seq+1), nil)
+	return nil
+}
+
+// Waits implements store.Store.
+func (s *Store) Waits(ctx context.Context, d *push.Device, m *push.Message) (bool, error) {
+	var waits bool
+	err := s.readOne(ctx, func(r pebble.Reader) error {
+		inbox, err := hasKey(r, kInbox(d.ID, m.Seq))
+		if err != nil || inbox {
+			waits = inbox
+			return err
+		}
+		if !m.Fanout() || !m.For(d) {
+			waits = false
+			return nil
+		}
+		acked, err := hasKey(r, kAck(m.Seq, d.ID))
+		waits = !acked
+		return err
+	})
+	return waits, err
+}
+
+// DeactivateChannel implements store.Store.
+func (s *Store) DeactivateChannel(ctx context.Context, id string, ch push.Channel, reason string, at time.Time) (bool, error) {
+	var done bool
+	err := s.write(ctx, func(w *writeTx) error {
+		done = false
+		d, err := readDevice(w.b, id)
+		if err != nil {
+			return err
+		}
+		if !d.Channel.SameAddress(&ch) || d.Channel.Inactive != "" {
+			return nil
+		}
+		d.Channel.Inactive, d.Channel.InactiveAt = reason, at.UTC()
+		w.set(kDevice(d.ID), encodeDevice(&d))
+		done = true
+		return nil
+	})
+	return done, err
+}
+
+// takeAddress makes d the holder of its channel's vendor address, taking it
+// from another device of the app that held it, whose channel becomes
+// Herald's own; and drops the index row of the address d held before (old,
+// nil for a new device).
+func (w *writeTx) takeAddress(d *push.Device, old *push.Device) error {
+	if old != nil && old.Channel.Kind != push.ChannelHerald && old.Channel.Address() != "" && !old.Channel.SameAddress(&d.Channel) {
+		w.del(kAddress(old.App, string(old.Channel.Kind), old.Channel.Address()))
+	}
+	if d.Channel.Kind == push.ChannelHerald || d.Channel.Address() == "" {
+		return nil
+	}
+	k := kAddress(d.App, string(d.Channel.Kind), d.Channel.Address())
+	v, err := w.get(k)
+	switch {
+	case err == nil && string(v) != d.ID:
+		other, err := readDevice(w.b, string(v))
+		if err == nil && other.Channel.SameAddress(&d.Channel) {
+			other.Channel = push.Channel{Kind: push.ChannelHerald}
+			w.set(kDevice(other.ID), encodeDevice(&other))
+		} else if err != nil && !errors.Is(err, store.ErrNotFound) {
+			return err
+		}
+	case err != nil && !errors.Is(err, store.ErrNotFound):
+		return err
+	}
+	w.set(k, []byte(d.ID))
+	return nil
+}
+
+// dropAddress removes d's address index row, if d holds it.
+func (w *writeTx) dropAddress(d *push.Device) error {
+	if d.Channel.Kind == push.ChannelHerald || d.Channel.Address() == "" {
+		return nil
+	}
+	k := kAddress(d.App, string(d.Channel.Kind), d.Channel.Address())
+	v, err := w.get(k)
+	if errors.Is(err, store.ErrNotFound) {
+		return nil
+	}
+	if err != nil {
+		return err
+	}
+	if string(v) == d.ID {
+		w.del(k)
+	}
+	return nil
+}
+
+// PutChannelConfig implements store.Store.
+func (s *Store) PutChannelConfig(ctx context.Context, app, kind string, sealed []byte) error {
+	return s.write(ctx, func(w *writeTx) error {
+		if ok, err := w.has(kApp(app)); err != nil || !ok {
+			return orErr(err, store.ErrNotFound)
+		}
+		w.set(kChanConf(app, kind), sealed)
+		return nil
+	})
+}
+
+// ChannelConfig implements store.Store.
+func (s *Store) ChannelConfig(ctx context.Context, app, kind string) (v []byte, err error) {
+	err = s.readOne(ctx, func(r pebble.Reader) error {
+		v, err = getValue(r, kChanConf(app, kind))
+		return err
+	})
+	return v, err
+}
+
+// DeleteChannelConfig implements store.Store.
+func (s *Store) DeleteChannelConfig(ctx context.Context, app, kind string) error {
+	return s.write(ctx, func(w *writeTx) error {
+		if ok, err := w.has(kChanConf(app, kind)); err != nil || !ok {
+			return orErr(err, store.ErrNotFound)
+		}
+		w.del(kChanConf(app, kind))
+		return nil
+	})
+}
