@@ -94,6 +94,15 @@ type Sender struct {
 	mu     sync.Mutex
 	token  string    // the provider token, "" before the first send
 	issued time.Time // its iat
+
+	// Until a request has been answered there may be no connection, and
+	// net/http dials once for each request waiting for one (keeping one
+	// of the connections): a burst of sends on a new Sender would open
+	// hundreds. So while connected is false one request goes alone and
+	// the others wait for its answer (first is closed then).
+	gate      sync.Mutex
+	connected bool
+	first     chan struct{} // non-nil while a request goes alone
 }
 
 // New returns a Sender for the app whose key, key ID, team and bundle ID o
@@ -225,7 +234,14 @@ func (s *Sender) post(ctx context.Context, token, providerToken string, m *push.
 	if m.CollapseID != "" {
 		h.Set("Apns-Collapse-Id", CollapseID(m.CollapseID))
 	}
+	alone, err := s.wait(ctx)
+	if err != nil {
+		return reply{}, err
+	}
 	resp, err := s.opts.Client.Do(req)
+	if alone || err != nil {
+		s.answered(alone, err == nil)
+	}
 	if err != nil {
 		if ctx.Err() != nil {
 			return reply{}, ctx.Err()
@@ -246,6 +262,45 @@ func (s *Sender) post(ctx context.Context, token, providerToken string, m *push.
 		a.reason, a.timestamp = detail.Reason, detail.Timestamp
 	}
 	return a, nil
+}
+
+// wait returns once a request may go: at once when APNs has answered
+// one already, else after the request going alone is answered, or (alone
+// true) when it is to be that request.
+func (s *Sender) wait(ctx context.Context) (alone bool, err error) {
+	s.gate.Lock()
+	if s.connected {
+		s.gate.Unlock()
+		return false, nil
+	}
+	if s.first == nil {
+		s.first = make(chan struct{})
+		s.gate.Unlock()
+		return true, nil
+	}
+	first := s.first
+	s.gate.Unlock()
+	select {
+	case <-first:
+		// Answered or not, the waiting requests go: when the service
+		// cannot be reached, each finds out for itself.
+		return false, nil
+	case <-ctx.Done():
+		return false, ctx.Err()
+	}
+}
+
+// answered records that a request was answered (ok) or met a network
+// error, and lets the waiting requests go when it went alone. After a
+// network error the connection may be lost: the next request goes alone.
+func (s *Sender) answered(alone, ok bool) {
+	s.gate.Lock()
+	defer s.gate.Unlock()
+	s.connected = ok
+	if alone {
+		close(s.first)
+		s.first = nil
+	}
 }
 
 // answer maps APNs's answer onto the relay's errors, as Apple's "Handling
