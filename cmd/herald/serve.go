@@ -66,6 +66,11 @@ func serve(ctx context.Context, args []string, stdout, stderr io.Writer) error {
 	fs.IntVar(&cfg.PollMaxBytes, "poll-max-bytes", cfg.PollMaxBytes, "most bytes of messages in one poll answer (always at least one message); the rest come on the next poll")
 	fs.IntVar(&cfg.MaxConnsPerDevice, "max-conns-per-device", cfg.MaxConnsPerDevice, "most WebSocket, SSE and long-poll connections one device holds on each transport; the oldest is closed past it")
 	// Stored input (issue 7).
+	fs.StringVar(&cfg.SecretKey, "secret-key", cfg.SecretKey, "the key that seals apps' channel credentials at rest: 32 bytes in hex or base64 (openssl rand -hex 32); generated and kept in the data directory when empty; every node of a cluster needs the same. Prefer HERALD_SECRET_KEY: a flag shows in ps")
+	fs.IntVar(&cfg.RelayAttempts, "relay-attempts", cfg.RelayAttempts, "sends of one message to a vendor (APNs, FCM, Web Push), retries included, before it is reported failed")
+	fs.DurationVar(&cfg.RelayBackoffMax, "relay-backoff-max", cfg.RelayBackoffMax, "the longest wait between two retries of a relay (exponential from 1 s with jitter, or the vendor's Retry-After)")
+	fs.DurationVar(&cfg.RelayTimeout, "relay-timeout", cfg.RelayTimeout, "how long one send to a vendor may take before it is retried")
+	fs.IntVar(&cfg.RelayPerChannel, "relay-per-channel", cfg.RelayPerChannel, "sends in flight to one app's vendor channel: a slow vendor holds only these")
 	fs.DurationVar(&cfg.WebPushRetain, "webpush-retain", cfg.WebPushRetain, "how long a revoked Web Push subscription answers 410 before it is purged (then 404)")
 	fs.IntVar(&cfg.WebPushMaxSubscriptions, "webpush-max-subscriptions", cfg.WebPushMaxSubscriptions, "most live Web Push subscriptions (Firefox channels) per device")
 	if err := fs.Parse(args); err != nil {

@@ -19,6 +19,7 @@ import (
 	"github.com/heraldpush/herald/internal/netlimit"
 	"github.com/heraldpush/herald/internal/push"
 	"github.com/heraldpush/herald/internal/registry"
+	"github.com/heraldpush/herald/internal/relay"
 	"github.com/heraldpush/herald/internal/session"
 	"github.com/heraldpush/herald/internal/webpush"
 )
@@ -41,7 +42,10 @@ type Options struct {
 	// /v1/webpush/subscriptions, shared with the Mozilla gateway so that
 	// both apply the same limits. Required.
 	WebPush *webpush.Service
-	Log     *slog.Logger
+	// Channels are the apps' vendor channel settings; their routes are
+	// left out when nil.
+	Channels *relay.Channels
+	Log      *slog.Logger
 }
 
 // Links are the addresses a device connects to.
@@ -90,6 +94,7 @@ func (a *API) Register(mux *http.ServeMux) {
 	mux.Handle("GET /v1/messages/{id}", h(a.provider(a.report)))
 	mux.Handle("DELETE /v1/messages/{id}", h(a.provider(a.recall)))
 	a.registerWebPush(mux)
+	a.registerChannels(mux)
 }
 
 // Run prunes idle rate-limit state until ctx ends.

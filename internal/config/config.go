@@ -83,6 +83,13 @@ type Config struct {
 	// Stored input (issue 7): the push service's subscriptions.
 	WebPushRetain           time.Duration // how long a revoked subscription answers 410 before it is purged (then 404)
 	WebPushMaxSubscriptions int           // live subscriptions per device
+
+	// The relay to vendor channels (docs/operations.md, "Official channels").
+	SecretKey       string        // seals channel credentials: 32 bytes in hex or base64; kept in the data directory when empty
+	RelayAttempts   int           // sends of one message to a vendor, retries included
+	RelayBackoffMax time.Duration // the longest wait between two retries
+	RelayTimeout    time.Duration // one send to a vendor
+	RelayPerChannel int           // sends in flight to one app's vendor channel
 }
 
 // Default returns the settings `herald serve` starts with.
@@ -126,6 +133,10 @@ func Default() Config {
 		MaxUnauthConns:          DefaultMaxUnauthConns(),
 		WebPushRetain:           30 * 24 * time.Hour,
 		WebPushMaxSubscriptions: 100,
+		RelayAttempts:           8,
+		RelayBackoffMax:         10 * time.Minute,
+		RelayTimeout:            30 * time.Second,
+		RelayPerChannel:         256,
 	}
 }
 
@@ -173,6 +184,8 @@ func (c *Config) Validate() error {
 		"header-timeout": int64(c.HeaderTimeout), "body-timeout": int64(c.BodyTimeout), "write-timeout": int64(c.WriteTimeout),
 		"max-header-bytes": int64(c.MaxHeaderBytes), "poll-max-bytes": int64(c.PollMaxBytes), "max-conns-per-device": int64(c.MaxConnsPerDevice),
 		"webpush-retain": int64(c.WebPushRetain), "webpush-max-subscriptions": int64(c.WebPushMaxSubscriptions),
+		"relay-attempts": int64(c.RelayAttempts), "relay-backoff-max": int64(c.RelayBackoffMax),
+		"relay-timeout": int64(c.RelayTimeout), "relay-per-channel": int64(c.RelayPerChannel),
 	}
 	for name, v := range positive {
 		if v <= 0 {

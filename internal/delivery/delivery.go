@@ -51,6 +51,7 @@ type Service struct {
 	done   chan struct{} // closed when the service stops
 
 	sched scheduler // the one timer for scheduled messages (schedule.go)
+	relay *relayer  // the relay queue (relay.go); nil when relaying is off
 
 	mu     sync.Mutex
 	closed bool // guarded by mu
@@ -166,19 +167,24 @@ func (s *Service) PushBatch(ctx context.Context, app push.App, reqs []*push.Requ
 			continue
 		}
 		m.ID, m.App = push.NewMessageID(), app.Key
-		var targets, unknown []string
+		var devices []push.Device
+		var unknown []string
 		if m.Audience.Explicit() {
-			targets, unknown, err = s.reg.Resolve(ctx, app.Key, &m.Audience, m.Platforms)
+			devices, unknown, err = s.reg.ResolveDevices(ctx, app.Key, &m.Audience, m.Platforms)
 			if err != nil {
 				return nil, nil, err
 			}
-			if len(targets) == 0 && !m.Fanout() {
+			if len(devices) == 0 && !m.Fanout() {
 				errs[i] = fmt.Errorf("%w: none of %d registration IDs and aliases names a device of this app", ErrNoDevices, len(unknown))
 				continue
 			}
 		}
-		results[i] = Result{Targeted: len(targets), Unknown: unknown}
-		batch = append(batch, store.Accept{Msg: m, Targets: targets})
+		relays, targets, err := s.relayJobs(ctx, m, devices)
+		if err != nil {
+			return nil, nil, fmt.Errorf("delivery: channel settings: %w", err)
+		}
+		results[i] = Result{Targeted: len(devices), Unknown: unknown}
+		batch = append(batch, store.Accept{Msg: m, Targets: targets, Relays: relays})
 		index = append(index, i)
 	}
 	if len(batch) == 0 {
@@ -187,6 +193,9 @@ func (s *Service) PushBatch(ctx context.Context, app push.App, reqs []*push.Requ
 	accepted, err := s.store.Append(ctx, batch)
 	if err != nil {
 		return nil, nil, fmt.Errorf("delivery: store: %w", err)
+	}
+	if s.relay != nil {
+		s.relay.poke()
 	}
 	for j, a := range accepted {
 		i := index[j]
@@ -371,6 +380,9 @@ type Report struct {
 	Expired    int       `json:"expired"`   // devices it expired before reaching
 	Recalled   int       `json:"recalled"`  // devices it was recalled before reaching
 	Replaced   int       `json:"replaced"`  // devices that got a newer message with its collapse ID instead
+	// Channels is the message's outcome per channel: "own" (Herald's
+	// connections) and each vendor channel it was relayed on.
+	Channels map[string]ChannelReport `json:"channels"`
 }
 
 // Report returns the delivery report of app's message id. For a fan-out
@@ -398,6 +410,7 @@ func (s *Service) Report(ctx context.Context, app, id string) (Report, error) {
 	r := Report{
 		MsgID: m.ID, AcceptedAt: m.AcceptedAt, SendAt: m.SendAt, ExpiresAt: m.ExpiresAt,
 		Targeted: targeted, Delivered: c.Delivered, Replaced: c.Replaced,
+		Channels: channelReports(c),
 	}
 	rest := max(0, targeted-c.Delivered-c.Replaced)
 	now := s.now()
@@ -426,6 +439,9 @@ func (s *Service) Run(ctx context.Context) {
 	var wg sync.WaitGroup
 	defer wg.Wait()
 	wg.Go(func() { s.schedule(ctx) })
+	if s.relay != nil {
+		wg.Go(func() { s.runRelay(ctx) })
+	}
 	if s.sweepEvery <= 0 {
 		<-ctx.Done()
 		return

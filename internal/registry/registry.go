@@ -126,6 +126,7 @@ func (r *Registry) Register(ctx context.Context, reg Registration) (push.Device,
 		return push.Device{}, "", err
 	}
 	now := r.now().UTC()
+	reg.Channel.Since = sinceFor(reg.Channel, now)
 	secret := push.NewSecret()
 	d, err := r.store.CreateDevice(ctx, push.Device{
 		ID: push.NewRegistrationID(), App: reg.AppKey, Platform: reg.Platform,
@@ -177,6 +178,15 @@ type Patch struct {
 	Channel    *push.Channel // replaces the device's channel
 }
 
+// sinceFor is the registration time of a channel registered at now: now
+// for a vendor's, none for Herald's own.
+func sinceFor(ch push.Channel, now time.Time) time.Time {
+	if ch.Kind == push.ChannelHerald {
+		return time.Time{}
+	}
+	return now
+}
+
 // checkChannel checks a channel from outside (push.NormalizeChannel) and
 // returns it as it is stored. Its errors wrap ErrInvalid and the push
 // package's own, which say which field failed.
@@ -211,12 +221,17 @@ func (r *Registry) Update(ctx context.Context, app, id string, p Patch) (push.De
 	if d.Tags, err = push.NormalizeTags(tags, r.maxTags); err != nil {
 		return push.Device{}, fmt.Errorf("%w: tags: %v", ErrInvalid, err)
 	}
+	now := r.now().UTC()
 	if p.Channel != nil {
+		// A token given again, even the one held, is the device saying it
+		// is valid now: it is active again from now on (APNs compares a
+		// token's registration time with when it learnt the token was gone).
 		if d.Channel, err = checkChannel(*p.Channel); err != nil {
 			return push.Device{}, err
 		}
+		d.Channel.Since = sinceFor(d.Channel, now)
 	}
-	d.UpdatedAt = r.now().UTC()
+	d.UpdatedAt = now
 	if err := r.store.UpdateDevice(ctx, d); err != nil {
 		if errors.Is(err, store.ErrNotFound) {
 			return push.Device{}, ErrNotFound
@@ -265,6 +280,16 @@ func (r *Registry) Alias(ctx context.Context, app, alias string) ([]push.Device,
 // names (or devices of other apps, which look the same) are returned in
 // unknown.
 func (r *Registry) Resolve(ctx context.Context, app string, a *push.Audience, platforms []push.Platform) (targets, unknown []string, err error) {
+	devs, unknown, err := r.ResolveDevices(ctx, app, a, platforms)
+	for _, d := range devs {
+		targets = append(targets, d.ID)
+	}
+	return targets, unknown, err
+}
+
+// ResolveDevices is Resolve returning the devices, whose channels the
+// relay needs.
+func (r *Registry) ResolveDevices(ctx context.Context, app string, a *push.Audience, platforms []push.Platform) (targets []push.Device, unknown []string, err error) {
 	seen := make(map[string]bool, len(a.RegistrationIDs))
 	pass := func(p push.Platform) bool { return len(platforms) == 0 || slices.Contains(platforms, p) }
 	for _, id := range a.RegistrationIDs {
@@ -281,7 +306,7 @@ func (r *Registry) Resolve(ctx context.Context, app string, a *push.Audience, pl
 			return nil, nil, err
 		}
 		if pass(d.Platform) {
-			targets = append(targets, id)
+			targets = append(targets, d)
 		}
 	}
 	for _, alias := range a.Aliases {
@@ -295,7 +320,7 @@ func (r *Registry) Resolve(ctx context.Context, app string, a *push.Audience, pl
 		for _, d := range ds {
 			if !seen[d.ID] && pass(d.Platform) {
 				seen[d.ID] = true
-				targets = append(targets, d.ID)
+				targets = append(targets, d)
 			}
 		}
 	}

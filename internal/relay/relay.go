@@ -80,6 +80,14 @@ type Policy struct {
 	Attempts int           // sends in all, the first included; 8 when zero
 }
 
+// MaxAttempts is how many sends the policy allows in all.
+func (p Policy) MaxAttempts() int {
+	if p.Attempts <= 0 {
+		return 8
+	}
+	return p.Attempts
+}
+
 // Next returns when to send again after attempt (1 for the first send)
 // failed with err at now, or false when the message is done with: the
 // error is final (gone, rejected, credentials), the attempts are spent, or
@@ -88,17 +96,14 @@ func (p Policy) Next(attempt int, err error, now, expires time.Time) (time.Durat
 	if err == nil || errors.Is(err, ErrGone) || errors.Is(err, ErrRejected) || errors.Is(err, ErrCredentials) {
 		return 0, false
 	}
-	base, maxWait, attempts := p.Base, p.Max, p.Attempts
+	base, maxWait := p.Base, p.Max
 	if base <= 0 {
 		base = time.Second
 	}
 	if maxWait <= 0 {
 		maxWait = 10 * time.Minute
 	}
-	if attempts <= 0 {
-		attempts = 8
-	}
-	if attempt >= attempts {
+	if attempt >= p.MaxAttempts() {
 		return 0, false
 	}
 	backoff := base << min(attempt-1, 30)

@@ -158,6 +158,10 @@ func (s *Server) build(ctx context.Context, dir dataDir) error {
 		Limits: limits, SweepInterval: cfg.SweepInterval, ReportRetain: cfg.ReportRetain,
 		SubscriptionRetain: cfg.WebPushRetain, Log: s.log,
 	})
+	channels, err := s.startRelay(cfg)
+	if err != nil {
+		return err
+	}
 	// One push service for /wpush/ and /mozpush, with the limits of
 	// /v1/push: the body is the payload.
 	s.webpush = webpush.New(s.reg, s.deliv, webpush.Options{
@@ -176,7 +180,7 @@ func (s *Server) build(ctx context.Context, dir dataDir) error {
 		AdminToken: s.info.AdminToken, MaxBody: cfg.MaxBody, MaxBatch: cfg.MaxBatch,
 		RegisterRate: cfg.RegisterRate, RegisterBurst: cfg.RegisterBurst,
 		AppPushRate: cfg.AppPushRate, AppPushBurst: cfg.AppPushBurst,
-		Links: api.Links{HTTP: s.info.HTTPURL, MQTT: s.deviceMQTTURL()}, WebPush: s.webpush, Log: s.log,
+		Links: api.Links{HTTP: s.info.HTTPURL, MQTT: s.deviceMQTTURL()}, WebPush: s.webpush, Channels: channels, Log: s.log,
 	})
 	pollGW := poll.New(s.reg, s.deliv, poll.Options{
 		MaxWait: cfg.LongPollMax, MaxBody: cfg.MaxBody, MaxBatch: cfg.MaxBatch, MaxBytes: cfg.PollMaxBytes,

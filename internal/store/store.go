@@ -235,6 +235,10 @@ type RelayJob struct {
 	Channel push.ChannelKind
 	Due     time.Time
 	Attempt int // sends made so far
+	// Wait is, for a fan-out job, how long an own_first push waits for the
+	// ack of a device that is online when the job is expanded before it is
+	// relayed; negative for the app's default. Unused for a device's job.
+	Wait time.Duration
 }
 
 // The results a relay job ends with (RelayOutcome.Result).

@@ -110,6 +110,18 @@ func Start(t testing.TB, dataDir string, args ...string) *Server {
 // the server's once the launcher has exec'd it.
 func StartUnder(t testing.TB, launcher []string, dataDir string, args ...string) *Server {
 	t.Helper()
+	return start(t, launcher, nil, dataDir, args...)
+}
+
+// StartEnv is Start with env (KEY=value) added to the server's
+// environment, such as SSL_CERT_FILE for a local vendor's certificate.
+func StartEnv(t testing.TB, env []string, dataDir string, args ...string) *Server {
+	t.Helper()
+	return start(t, nil, env, dataDir, args...)
+}
+
+func start(t testing.TB, launcher, env []string, dataDir string, args ...string) *Server {
+	t.Helper()
 	touched.Do(func() { touchSources(srcRoot) })
 	base := []string{"serve", "--data", dataDir, "--http", "127.0.0.1:0", "--mqtt", ""}
 	if entries, err := os.ReadDir(dataDir); err != nil || len(entries) == 0 {
@@ -117,6 +129,9 @@ func StartUnder(t testing.TB, launcher []string, dataDir string, args ...string)
 	}
 	argv := append(append(append([]string(nil), launcher...), bin), append(base, args...)...)
 	cmd := exec.Command(argv[0], argv[1:]...)
+	if env != nil {
+		cmd.Env = append(os.Environ(), env...)
+	}
 	stdout, _ := cmd.StdoutPipe()
 	s := &Server{Cmd: cmd, Log: &SyncBuffer{}, done: make(chan struct{})}
 	cmd.Stderr = s.Log

@@ -28,6 +28,7 @@ func encodeJob(j *store.RelayJob) []byte {
 	e.str(string(j.Channel))
 	e.time(j.Due)
 	e.uvarint(uint64(j.Attempt))
+	e.varint(int64(j.Wait))
 	return e
 }
 
@@ -40,6 +41,7 @@ func decodeJob(k, v []byte) (store.RelayJob, error) {
 	j := store.RelayJob{
 		Seq: binary.BigEndian.Uint64(k[1:9]), Device: string(k[9:]),
 		App: d.str(), MsgID: d.str(), Channel: push.ChannelKind(d.str()), Due: d.time(), Attempt: int(d.uvarint()),
+		Wait: time.Duration(d.varint()),
 	}
 	return j, d.err
 }

@@ -180,11 +180,14 @@ func testRelayExpand(t *testing.T, open Opener) {
 	s, reopen := open(t)
 	mustApp(t, s, "a")
 	m := msg("a", "b1", push.Audience{All: true})
-	_, err := s.Append(ctx, []store.Accept{{Msg: m, Relays: []store.RelayJob{{Due: epoch}}}})
+	_, err := s.Append(ctx, []store.Accept{{Msg: m, Relays: []store.RelayJob{{Due: epoch, Wait: 7 * time.Second}}}})
 	if err != nil {
 		t.Fatal(err)
 	}
 	fan := wantJobs(t, s, epoch, time.Time{}, "b1/")[0]
+	if fan.Wait != 7*time.Second {
+		t.Errorf("fan-out job wait = %v, want 7s", fan.Wait)
+	}
 	if err := s.RelayExpand(ctx, fan, []store.RelayJob{{Device: "d1", Channel: push.ChannelAPNs, Due: epoch}}, false); err != nil {
 		t.Fatal(err)
 	}

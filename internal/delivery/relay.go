@@ -1,0 +1,455 @@
+package delivery
+
+import (
+	"context"
+	"errors"
+	"strings"
+	"sync"
+	"time"
+
+	"github.com/heraldpush/herald/internal/push"
+	"github.com/heraldpush/herald/internal/relay"
+	"github.com/heraldpush/herald/internal/store"
+)
+
+// Relays is what delivery needs of the apps' vendor channels
+// (relay.Channels).
+type Relays interface {
+	// Sender returns app's Sender for kind: relay.ErrNoChannel when the app
+	// has none, an error wrapping relay.ErrCredentials when its
+	// credentials are known bad.
+	Sender(ctx context.Context, app string, kind push.ChannelKind) (relay.Sender, error)
+	// Routing returns app's channel policy.
+	Routing(ctx context.Context, app string) (relay.Routing, error)
+	// Broken records that the vendor refused app's credentials for kind.
+	Broken(app string, kind push.ChannelKind, reason string)
+}
+
+// RelayOptions configure the relay queue.
+type RelayOptions struct {
+	Retry relay.Policy
+	// SendTimeout bounds one send to a vendor; 30 s when zero.
+	SendTimeout time.Duration
+	// PerChannel bounds the sends in flight to one app's vendor channel,
+	// so that a slow vendor holds only its own sends; 256 when zero.
+	PerChannel int
+	// InFlight bounds the sends in flight in all; 4096 when zero.
+	InFlight int
+}
+
+// relayer runs the durable relay queue: it reads due jobs from the store,
+// sends each through its app's vendor channel, and records the answer, a
+// retry or the channel's deactivation. Jobs stay in the store until
+// answered, so a crash sends again what was not answered (at least once).
+type relayer struct {
+	relays Relays
+	opts   RelayOptions
+	wake   chan struct{} // capacity 1
+
+	mu       sync.Mutex
+	inflight map[jobKey]bool      // guarded by mu
+	lanes    map[laneKey]int      // sends in flight per app channel; guarded by mu
+	held     map[jobKey]time.Time // jobs whose store write failed, not taken again before; guarded by mu
+}
+
+type jobKey struct {
+	seq    uint64
+	device string
+}
+
+type laneKey struct {
+	app  string
+	kind push.ChannelKind
+}
+
+// EnableRelay turns on relaying to vendor channels through r. Call it
+// before Run.
+func (s *Service) EnableRelay(r Relays, o RelayOptions) {
+	if o.SendTimeout <= 0 {
+		o.SendTimeout = 30 * time.Second
+	}
+	if o.PerChannel <= 0 {
+		o.PerChannel = 256
+	}
+	if o.InFlight <= 0 {
+		o.InFlight = 4096
+	}
+	s.relay = &relayer{relays: r, opts: o, wake: make(chan struct{}, 1),
+		inflight: map[jobKey]bool{}, lanes: map[laneKey]int{}, held: map[jobKey]time.Time{}}
+}
+
+func (r *relayer) poke() {
+	select {
+	case r.wake <- struct{}{}:
+	default:
+	}
+}
+
+// routing is the channel policy of m: its own, or its app's.
+func (s *Service) routing(ctx context.Context, m *push.Message) (push.ChannelPolicy, time.Duration, error) {
+	rt, err := s.relay.relays.Routing(ctx, m.App)
+	if err != nil {
+		return "", 0, err
+	}
+	policy, wait := rt.Channel, time.Duration(rt.RelayAfter)*time.Second
+	if m.Channel != "" {
+		policy = m.Channel
+	}
+	if m.RelayAfter != nil {
+		wait = *m.RelayAfter
+	}
+	return policy, wait, nil
+}
+
+// relayJobs returns the relay jobs of a message about to be accepted for
+// targets, and the targets that keep an inbox entry (vendor_only takes the
+// devices it relays to out of it).
+func (s *Service) relayJobs(ctx context.Context, m *push.Message, targets []push.Device) ([]store.RelayJob, []string, error) {
+	ids := make([]string, 0, len(targets))
+	if s.relay == nil {
+		for _, d := range targets {
+			ids = append(ids, d.ID)
+		}
+		return nil, ids, nil
+	}
+	policy, wait, err := s.routing(ctx, m)
+	if err != nil {
+		return nil, nil, err
+	}
+	var jobs []store.RelayJob
+	for _, d := range targets {
+		if policy == push.OwnOnly || !d.Channel.Vendor() || !s.hasChannel(ctx, m.App, d.Channel.Kind) {
+			ids = append(ids, d.ID)
+			continue
+		}
+		due := m.SendAt
+		if policy == push.OwnFirst && len(s.hub.Sessions(d.ID)) > 0 {
+			due = due.Add(wait)
+		}
+		jobs = append(jobs, store.RelayJob{Device: d.ID, Channel: d.Channel.Kind, Due: due})
+		if policy != push.VendorOnly {
+			ids = append(ids, d.ID)
+		}
+	}
+	if m.Fanout() && policy != push.OwnOnly && s.anyChannel(ctx, m.App) {
+		w := time.Duration(-1)
+		if m.RelayAfter != nil {
+			w = *m.RelayAfter
+		}
+		jobs = append(jobs, store.RelayJob{Due: m.SendAt, Wait: w})
+	}
+	return jobs, ids, nil
+}
+
+// hasChannel reports whether app has settings for kind (working or not:
+// a job for broken credentials is reported failed rather than forgotten).
+func (s *Service) hasChannel(ctx context.Context, app string, kind push.ChannelKind) bool {
+	_, err := s.relay.relays.Sender(ctx, app, kind)
+	return !errors.Is(err, relay.ErrNoChannel)
+}
+
+func (s *Service) anyChannel(ctx context.Context, app string) bool {
+	for _, k := range relay.Kinds {
+		if s.hasChannel(ctx, app, k) {
+			return true
+		}
+	}
+	return false
+}
+
+// runRelay sends due relay jobs until ctx ends.
+func (s *Service) runRelay(ctx context.Context) {
+	r := s.relay
+	var wg sync.WaitGroup
+	defer wg.Wait()
+	timer := time.NewTimer(0)
+	defer timer.Stop()
+	for {
+		select {
+		case <-ctx.Done():
+			return
+		case <-timer.C:
+		case <-r.wake:
+		}
+		next, err := s.takeDue(ctx, &wg)
+		wait := time.Minute
+		switch {
+		case err != nil:
+			if ctx.Err() == nil {
+				s.log.Error("relay queue: reading due jobs failed", "err", err)
+			}
+			wait = 5 * time.Second
+		case !next.IsZero():
+			wait = max(next.Sub(s.now()), 0)
+		}
+		if !timer.Stop() {
+			select {
+			case <-timer.C:
+			default:
+			}
+		}
+		timer.Reset(min(wait, time.Minute))
+	}
+}
+
+// takeDue starts the sends of the jobs due now that are not in flight, as
+// far as the bounds allow, and returns when to look again.
+func (s *Service) takeDue(ctx context.Context, wg *sync.WaitGroup) (time.Time, error) {
+	r := s.relay
+	now := s.now()
+	r.mu.Lock()
+	n := len(r.inflight) + len(r.held)
+	for k, until := range r.held {
+		if !now.Before(until) {
+			delete(r.held, k)
+		}
+	}
+	r.mu.Unlock()
+	jobs, next, err := s.store.RelayDue(ctx, now, n+256)
+	if err != nil {
+		return time.Time{}, err
+	}
+	full := false
+	r.mu.Lock()
+	for _, j := range jobs {
+		k := jobKey{j.Seq, j.Device}
+		if r.inflight[k] || !r.held[k].IsZero() {
+			continue
+		}
+		lane := laneKey{j.App, j.Channel}
+		if len(r.inflight) >= r.opts.InFlight || (j.Device != "" && r.lanes[lane] >= r.opts.PerChannel) {
+			full = true
+			continue
+		}
+		r.inflight[k] = true
+		r.lanes[lane]++
+		wg.Go(func() {
+			s.relayOne(ctx, j)
+			r.mu.Lock()
+			delete(r.inflight, k)
+			if r.lanes[lane]--; r.lanes[lane] == 0 {
+				delete(r.lanes, lane)
+			}
+			r.mu.Unlock()
+			r.poke()
+		})
+	}
+	r.mu.Unlock()
+	if full || len(jobs) == n+256 {
+		// More are due than were taken: look again as soon as a send ends
+		// (it pokes), or in a second.
+		return now.Add(time.Second), nil
+	}
+	return next, nil
+}
+
+// hold keeps job out of the queue for a while after a store write about
+// it failed, so that a store that is down is not hammered.
+func (r *relayer) hold(j store.RelayJob, until time.Time) {
+	r.mu.Lock()
+	r.held[jobKey{j.Seq, j.Device}] = until
+	r.mu.Unlock()
+}
+
+// relayOne handles one due job to its end or its next retry.
+func (s *Service) relayOne(ctx context.Context, j store.RelayJob) {
+	if ctx.Err() != nil {
+		return
+	}
+	err := s.relayJob(ctx, j)
+	if err != nil && ctx.Err() == nil {
+		s.log.Error("relay job failed; it stays queued", "msg", j.MsgID, "device", j.Device, "err", err)
+		s.relay.hold(j, s.now().Add(5*time.Second))
+	}
+}
+
+// relayJob sends j, or expands it when it is a fan-out job. An error means
+// the store could not be read or written; the job stays queued.
+func (s *Service) relayJob(ctx context.Context, j store.RelayJob) error {
+	m, _, err := s.store.Message(ctx, j.App, j.MsgID)
+	if errors.Is(err, store.ErrNotFound) {
+		return s.store.RelayDone(ctx, j, store.RelayOutcome{}) // purged
+	}
+	if err != nil {
+		return err
+	}
+	now := s.now()
+	// A message with a TTL of 0 is for "now or never": it expired the
+	// moment it was accepted, and still gets its one send, promptly
+	// (APNs takes it with apns-expiration 0), never a retry.
+	nowOrNever := m.TTL == 0 && j.Attempt == 0 && !m.Recalled && !m.Replaced && m.Due(now) && now.Sub(j.Due) < time.Minute
+	if !m.Live(now) && !nowOrNever {
+		reason := "expired"
+		switch {
+		case m.Recalled:
+			reason = "recalled"
+		case m.Replaced:
+			reason = "replaced"
+		}
+		return s.store.RelayDone(ctx, j, store.RelayOutcome{Channel: j.Channel, Result: store.RelayFailed, Reason: reason})
+	}
+	if j.Device == "" {
+		return s.expand(ctx, j, &m)
+	}
+	d, err := s.store.Device(ctx, j.Device)
+	if errors.Is(err, store.ErrNotFound) {
+		return s.store.RelayDone(ctx, j, store.RelayOutcome{Channel: j.Channel, Result: store.RelayFailed, Reason: "device_deleted"})
+	}
+	if err != nil {
+		return err
+	}
+	if !d.Channel.Vendor() {
+		reason := "no_channel"
+		if d.Channel.Inactive != "" {
+			reason = "channel_inactive"
+		}
+		return s.store.RelayDone(ctx, j, store.RelayOutcome{Channel: j.Channel, Result: store.RelayFailed, Reason: reason})
+	}
+	policy, _, err := s.routing(ctx, &m)
+	if err != nil {
+		return err
+	}
+	if policy == push.OwnFirst {
+		waits, err := s.store.Waits(ctx, &d, &m)
+		if err != nil {
+			return err
+		}
+		if !waits {
+			return s.store.RelayDone(ctx, j, store.RelayOutcome{Channel: d.Channel.Kind, Result: store.RelayOwn})
+		}
+	}
+	kind := d.Channel.Kind
+	sender, err := s.relay.relays.Sender(ctx, m.App, kind)
+	switch {
+	case errors.Is(err, relay.ErrNoChannel):
+		return s.store.RelayDone(ctx, j, store.RelayOutcome{Channel: kind, Result: store.RelayFailed, Reason: "no_credentials"})
+	case errors.Is(err, relay.ErrCredentials):
+		return s.store.RelayDone(ctx, j, store.RelayOutcome{Channel: kind, Result: store.RelayFailed, Reason: "credentials"})
+	case err != nil:
+		return err
+	}
+	sendCtx, cancel := context.WithTimeout(ctx, s.relay.opts.SendTimeout)
+	err = sender.Send(sendCtx, relay.Target{Token: d.Channel.Token, WebPush: d.Channel.WebPush, Platform: d.Platform, Since: d.Channel.Since}, &m)
+	cancel()
+	if ctx.Err() != nil {
+		return nil // stopping: the job stays queued and is sent after the restart
+	}
+	reason := vendorReason(err)
+	switch {
+	case err == nil:
+		return s.store.RelayDone(ctx, j, store.RelayOutcome{Channel: kind, Result: store.RelaySent})
+	case errors.Is(err, relay.ErrGone):
+		if _, err := s.store.DeactivateChannel(ctx, d.ID, d.Channel, reason, s.now()); err != nil {
+			return err
+		}
+		s.log.Info("vendor channel deactivated", "device", d.ID, "channel", kind, "reason", reason)
+		return s.store.RelayDone(ctx, j, store.RelayOutcome{Channel: kind, Result: store.RelayGone, Reason: reason})
+	case errors.Is(err, relay.ErrCredentials):
+		s.relay.relays.Broken(m.App, kind, reason)
+		return s.store.RelayDone(ctx, j, store.RelayOutcome{Channel: kind, Result: store.RelayFailed, Reason: "credentials"})
+	case errors.Is(err, relay.ErrRejected):
+		return s.store.RelayDone(ctx, j, store.RelayOutcome{Channel: kind, Result: store.RelayFailed, Reason: reason})
+	}
+	wait, again := s.relay.opts.Retry.Next(j.Attempt+1, err, s.now(), m.ExpiresAt)
+	if !again {
+		if j.Attempt+1 >= s.relay.opts.Retry.MaxAttempts() {
+			reason = "retries_exhausted: " + reason
+		} else {
+			reason = "expired: " + reason // the next try would come after the message's TTL
+		}
+		return s.store.RelayDone(ctx, j, store.RelayOutcome{Channel: kind, Result: store.RelayFailed, Reason: reason})
+	}
+	j.Attempt++
+	j.Channel = kind
+	return s.store.RelayRetry(ctx, j, s.now().Add(wait))
+}
+
+// expandChunk is how many device jobs one write of a fan-out expansion adds.
+const expandChunk = 1000
+
+// expand replaces fan-out job j of m by a job for each matching device on
+// a vendor channel the app has settings for.
+func (s *Service) expand(ctx context.Context, j store.RelayJob, m *push.Message) error {
+	policy, wait, err := s.routing(ctx, m)
+	if err != nil {
+		return err
+	}
+	if j.Wait >= 0 {
+		wait = j.Wait
+	}
+	if policy == push.OwnOnly {
+		return s.store.RelayExpand(ctx, j, nil, true)
+	}
+	has := map[push.ChannelKind]bool{}
+	for _, k := range relay.Kinds {
+		has[k] = s.hasChannel(ctx, m.App, k)
+	}
+	var jobs []store.RelayJob
+	now := s.now()
+	err = s.store.EachDevice(ctx, m.App, func(d *push.Device) bool {
+		if !d.Channel.Vendor() || !has[d.Channel.Kind] || !m.For(d) {
+			return true
+		}
+		due := now
+		if policy == push.OwnFirst && len(s.hub.Sessions(d.ID)) > 0 {
+			due = now.Add(wait)
+		}
+		jobs = append(jobs, store.RelayJob{Device: d.ID, Channel: d.Channel.Kind, Due: due})
+		return true
+	})
+	if err != nil {
+		return err
+	}
+	for len(jobs) > expandChunk {
+		if err := s.store.RelayExpand(ctx, j, jobs[:expandChunk], false); err != nil {
+			return err
+		}
+		jobs = jobs[expandChunk:]
+	}
+	if err := s.store.RelayExpand(ctx, j, jobs, true); err != nil {
+		return err
+	}
+	s.relay.poke()
+	return nil
+}
+
+// vendorReason is the short reason a sender's error gives: the text after
+// the relay sentinel's own ("APNs 410 Unregistered"), at most 80 bytes.
+func vendorReason(err error) string {
+	if err == nil {
+		return ""
+	}
+	msg := err.Error()
+	for _, sentinel := range []error{relay.ErrGone, relay.ErrRejected, relay.ErrCredentials} {
+		if _, after, ok := strings.Cut(msg, sentinel.Error()+": "); ok {
+			msg = after
+			break
+		}
+	}
+	msg = strings.TrimPrefix(msg, "relay: ")
+	if len(msg) > 80 {
+		msg = msg[:80]
+	}
+	return msg
+}
+
+// ChannelReport is a message's outcome on one channel.
+type ChannelReport struct {
+	Delivered int            `json:"delivered,omitempty"` // own: acknowledgements
+	Sent      int            `json:"sent"`                // vendor accepted
+	Failed    map[string]int `json:"failed,omitempty"`    // by reason
+	Gone      int            `json:"gone"`                // the token was gone; the channel deactivated
+	Skipped   int            `json:"skipped,omitempty"`   // not relayed: acknowledged on the own connection first
+	Waiting   int            `json:"waiting"`             // waiting for a retry
+}
+
+func channelReports(c store.Counters) map[string]ChannelReport {
+	out := map[string]ChannelReport{"own": {Delivered: c.Delivered}}
+	for kind, rc := range c.Relay {
+		if kind == "" {
+			continue
+		}
+		out[string(kind)] = ChannelReport{Sent: rc.Sent, Failed: rc.Failed, Gone: rc.Gone, Skipped: rc.Own, Waiting: rc.Waiting}
+	}
+	return out
+}
