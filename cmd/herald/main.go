@@ -17,6 +17,7 @@ const usage = `herald: a self-hosted push notification service
 Usage:
   herald serve [flags]               run a node (herald serve -h for flags)
   herald app create NAME             create an app; prints its app_key and master_secret
+  herald app channel set|show|delete  an app's APNs, FCM and Web Push settings and channel policy
   herald send [audience] [content]   push a message (herald send -h)
   herald report MSG_ID               a message's delivery report
   herald listen [flags]              act as a device: register, receive, print, ack

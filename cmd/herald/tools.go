@@ -106,8 +106,11 @@ func (c *clientFlags) providerAuth() (func(*http.Request), error) {
 }
 
 func appCmd(ctx context.Context, args []string, stdout, stderr io.Writer) error {
+	if len(args) > 0 && args[0] == "channel" {
+		return channelCmd(ctx, args[1:], stdout, stderr)
+	}
 	if len(args) == 0 || args[0] != "create" {
-		return errors.New("usage: herald app create NAME")
+		return errors.New("usage: herald app create NAME | herald app channel set|show|delete ...")
 	}
 	var c clientFlags
 	fs := newFlags("app create", stderr)
