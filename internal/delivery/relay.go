@@ -328,8 +328,14 @@ func (s *Service) relayJob(ctx context.Context, j store.RelayJob) error {
 	case err != nil:
 		return err
 	}
+	// A vendor keeps a message for its TTL from when it gets it: a retry
+	// hands it what is left, so that it never outlives its expiry.
+	send := m
+	if left := m.ExpiresAt.Sub(s.now()); m.TTL > 0 && left < m.TTL {
+		send.TTL = max(left.Truncate(time.Second), 0)
+	}
 	sendCtx, cancel := context.WithTimeout(ctx, s.relay.opts.SendTimeout)
-	err = sender.Send(sendCtx, relay.Target{Token: d.Channel.Token, WebPush: d.Channel.WebPush, Platform: d.Platform, Since: d.Channel.Since}, &m)
+	err = sender.Send(sendCtx, relay.Target{Token: d.Channel.Token, WebPush: d.Channel.WebPush, Platform: d.Platform, Since: d.Channel.Since}, &send)
 	cancel()
 	if ctx.Err() != nil {
 		return nil // stopping: the job stays queued and is sent after the restart
