@@ -12,13 +12,16 @@ import (
 	"github.com/heraldpush/herald/internal/bench"
 )
 
-const benchUsage = `Usage: herald bench conns|fanout [flags]
+const benchUsage = `Usage: herald bench conns|fanout|relay [flags]
 
   conns    N idle MQTT devices connect and subscribe: connect+subscribe rate,
            the server's RSS per connection (slope from --from to N settled
            connections) and its CPU per connection
   fanout   N connected devices, then one broadcast push: time from the request
            to the last delivery, deliveries per second, server CPU per delivery
+  relay    N notifications relayed to APNs and to FCM (local servers in the
+           bench process that answer at once), then to an APNs that takes
+           50 ms an answer: notifications per second and server CPU each
 
 By default the bench starts its own "herald serve" on free ports for each run
 (data directory and registration cache in --dir), and with --broker mosquitto
@@ -69,7 +72,7 @@ func benchCmd(ctx context.Context, args []string, stdout, stderr io.Writer) erro
 	}
 	if len(pos) != 1 {
 		fs.Usage()
-		return errors.New("bench: name one workload: conns or fanout")
+		return errors.New("bench: name one workload: conns, fanout or relay")
 	}
 	o.Workload, o.ServeArgs, o.ServeEnv = pos[0], serveArgs, serveEnv
 	if o.AppKey == "" {

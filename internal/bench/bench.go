@@ -35,6 +35,7 @@ import (
 const (
 	Conns  = "conns"
 	Fanout = "fanout"
+	Relay  = "relay"
 )
 
 // maxPacket caps what a device accepts from the server; a push is at most a
@@ -205,6 +206,16 @@ func metricsOf(workload string) []metric {
 			{Key: "deliveries_per_s", Label: "deliveries per second", Unit: "/s", Higher: true, Ratio: true},
 			{Key: "cpu_per_delivery_us", Label: "server CPU per delivery", Unit: "µs", Ratio: true, Digits: 1},
 			{Key: "accept_ms", Label: "push acknowledged (HTTP 202 / PUBACK)", Unit: "ms", Digits: 1},
+		}
+	case Relay:
+		return []metric{
+			{Key: "notifications", Label: "notifications per phase"},
+			{Key: "apns_per_s", Label: "APNs notifications per second", Unit: "/s", Higher: true, Digits: 0},
+			{Key: "apns_cpu_us", Label: "server CPU per APNs notification", Unit: "µs", Digits: 1},
+			{Key: "fcm_per_s", Label: "FCM notifications per second", Unit: "/s", Higher: true, Digits: 0},
+			{Key: "fcm_cpu_us", Label: "server CPU per FCM notification", Unit: "µs", Digits: 1},
+			{Key: "apns_slow_per_s", Label: "APNs at 50 ms an answer: notifications per second", Unit: "/s", Higher: true, Digits: 0},
+			{Key: "apns_slow_cpu_us", Label: "server CPU per slow-APNs notification", Unit: "µs", Digits: 1},
 		}
 	}
 	return nil

@@ -52,7 +52,7 @@ const fileReserve = 100
 func Run(ctx context.Context, o Options) (*Report, error) {
 	o.defaults()
 	if metricsOf(o.Workload) == nil {
-		return nil, fmt.Errorf("bench: unknown workload %q (conns, fanout)", o.Workload)
+		return nil, fmt.Errorf("bench: unknown workload %q (conns, fanout, relay)", o.Workload)
 	}
 	if o.N <= 0 {
 		return nil, errors.New("bench: N must be positive")
@@ -61,7 +61,7 @@ func Run(ctx context.Context, o Options) (*Report, error) {
 	if err != nil {
 		return nil, fmt.Errorf("bench: raising the file limit: %w", err)
 	}
-	if uint64(o.N+fileReserve) > limit {
+	if uint64(o.N+fileReserve) > limit && o.Workload != Relay { // relay spreads N over relayDevices devices, not connections
 		return nil, fmt.Errorf("bench: %d devices need %d open files; this process may have %d (ulimit -n)", o.N, o.N+fileReserve, limit)
 	}
 	if o.Dir == "" {
@@ -87,6 +87,23 @@ func Run(ctx context.Context, o Options) (*Report, error) {
 	type entry struct {
 		t     *Target
 		start func() (target, error)
+	}
+	if o.Workload == Relay {
+		if o.Server != "" {
+			return nil, errNoRelay
+		}
+		t := &Target{Name: "Herald"}
+		for run := range o.Runs {
+			fmt.Fprintf(o.Log, "Herald: run %d of %d: relay of %d notifications\n", run+1, o.Runs, o.N)
+			r, err := runRelay(ctx, &o)
+			t.Runs = append(t.Runs, r)
+			if err != nil {
+				finish(rep, []*Target{t})
+				return rep, err
+			}
+		}
+		finish(rep, []*Target{t})
+		return rep, nil
 	}
 	var entries []entry
 	if o.Herald {

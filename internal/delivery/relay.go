@@ -50,6 +50,53 @@ type relayer struct {
 	inflight map[jobKey]bool      // guarded by mu
 	lanes    map[laneKey]int      // sends in flight per app channel; guarded by mu
 	held     map[jobKey]time.Time // jobs whose store write failed, not taken again before; guarded by mu
+	// more is set when the last look at the queue left due jobs behind
+	// (a bound was reached): an ending send then looks again. Otherwise
+	// it does not, so that draining a large batch does not re-read the
+	// jobs still in flight once per send. Guarded by mu.
+	more bool
+
+	msgs map[uint64]cachedMessage // recent messages by Seq; guarded by mu
+}
+
+// cachedMessage is a message the relay read lately. A fan-out or a push to
+// a thousand devices makes a thousand jobs of one message; reading it once
+// a second rather than once a job is most of the relay's cost saved. A
+// recall is therefore seen by the relay up to msgCacheFor late.
+type cachedMessage struct {
+	m  push.Message
+	at time.Time
+}
+
+const msgCacheFor = time.Second
+
+// message returns the message of j, from the cache when it is fresh.
+func (s *Service) message(ctx context.Context, j store.RelayJob) (push.Message, error) {
+	r := s.relay
+	now := s.now()
+	r.mu.Lock()
+	c, ok := r.msgs[j.Seq]
+	r.mu.Unlock()
+	if ok && now.Sub(c.at) < msgCacheFor {
+		return c.m, nil
+	}
+	m, _, err := s.store.Message(ctx, j.App, j.MsgID)
+	if err != nil {
+		return m, err
+	}
+	r.mu.Lock()
+	if len(r.msgs) >= 4096 {
+		for k, c := range r.msgs {
+			if now.Sub(c.at) >= msgCacheFor {
+				delete(r.msgs, k)
+			}
+		}
+	}
+	if len(r.msgs) < 8192 {
+		r.msgs[j.Seq] = cachedMessage{m, now}
+	}
+	r.mu.Unlock()
+	return m, nil
 }
 
 type jobKey struct {
@@ -75,7 +122,8 @@ func (s *Service) EnableRelay(r Relays, o RelayOptions) {
 		o.InFlight = 4096
 	}
 	s.relay = &relayer{relays: r, opts: o, wake: make(chan struct{}, 1),
-		inflight: map[jobKey]bool{}, lanes: map[laneKey]int{}, held: map[jobKey]time.Time{}}
+		inflight: map[jobKey]bool{}, lanes: map[laneKey]int{}, held: map[jobKey]time.Time{},
+		msgs: map[uint64]cachedMessage{}}
 }
 
 func (r *relayer) poke() {
@@ -224,16 +272,21 @@ func (s *Service) takeDue(ctx context.Context, wg *sync.WaitGroup) (time.Time, e
 		r.inflight[k] = true
 		r.lanes[lane]++
 		wg.Go(func() {
-			s.relayOne(ctx, j)
+			retried := s.relayOne(ctx, j)
 			r.mu.Lock()
 			delete(r.inflight, k)
 			if r.lanes[lane]--; r.lanes[lane] == 0 {
 				delete(r.lanes, lane)
 			}
+			// A retry has a new due time the loop's timer does not know.
+			again := retried || r.more && (r.lanes[lane] <= r.opts.PerChannel/2 || len(r.inflight) <= r.opts.InFlight/2)
 			r.mu.Unlock()
-			r.poke()
+			if again {
+				r.poke()
+			}
 		})
 	}
+	r.more = full || len(jobs) == n+256
 	r.mu.Unlock()
 	if full || len(jobs) == n+256 {
 		// More are due than were taken: look again as soon as a send ends
@@ -251,22 +304,32 @@ func (r *relayer) hold(j store.RelayJob, until time.Time) {
 	r.mu.Unlock()
 }
 
-// relayOne handles one due job to its end or its next retry.
-func (s *Service) relayOne(ctx context.Context, j store.RelayJob) {
+// relayOne handles one due job to its end or its next retry, and reports
+// whether the job stays queued for later.
+func (s *Service) relayOne(ctx context.Context, j store.RelayJob) bool {
 	if ctx.Err() != nil {
-		return
+		return false
 	}
 	err := s.relayJob(ctx, j)
+	if errors.Is(err, errRetried) {
+		return true
+	}
 	if err != nil && ctx.Err() == nil {
 		s.log.Error("relay job failed; it stays queued", "msg", j.MsgID, "device", j.Device, "err", err)
 		s.relay.hold(j, s.now().Add(5*time.Second))
+		return true
 	}
+	return false
 }
 
-// relayJob sends j, or expands it when it is a fan-out job. An error means
-// the store could not be read or written; the job stays queued.
+// errRetried is relayJob's answer for a job it rescheduled for a retry.
+var errRetried = errors.New("relay: rescheduled")
+
+// relayJob sends j, or expands it when it is a fan-out job. It returns
+// errRetried when it rescheduled j; another error means the store could
+// not be read or written, and the job stays queued.
 func (s *Service) relayJob(ctx context.Context, j store.RelayJob) error {
-	m, _, err := s.store.Message(ctx, j.App, j.MsgID)
+	m, err := s.message(ctx, j)
 	if errors.Is(err, store.ErrNotFound) {
 		return s.store.RelayDone(ctx, j, store.RelayOutcome{}) // purged
 	}
@@ -367,7 +430,10 @@ func (s *Service) relayJob(ctx context.Context, j store.RelayJob) error {
 	}
 	j.Attempt++
 	j.Channel = kind
-	return s.store.RelayRetry(ctx, j, s.now().Add(wait))
+	if err := s.store.RelayRetry(ctx, j, s.now().Add(wait)); err != nil {
+		return err
+	}
+	return errRetried
 }
 
 // expandChunk is how many device jobs one write of a fan-out expansion adds.

@@ -84,8 +84,14 @@ type Channels struct {
 	now   func() time.Time
 	log   *slog.Logger
 
-	mu      sync.Mutex
-	senders map[string]*senderEntry // by label(app, kind); guarded by mu
+	mu       sync.Mutex
+	senders  map[string]*senderEntry // by label(app, kind); guarded by mu
+	routings map[string]routingEntry // by app; guarded by mu
+}
+
+type routingEntry struct {
+	r      Routing
+	readAt time.Time
 }
 
 type senderEntry struct {
@@ -102,7 +108,8 @@ func NewChannels(s store.RelayStore, box *Box, build Factory, log *slog.Logger) 
 	if log == nil {
 		log = slog.Default()
 	}
-	return &Channels{store: s, box: box, build: build, now: time.Now, log: log, senders: map[string]*senderEntry{}}
+	return &Channels{store: s, box: box, build: build, now: time.Now, log: log,
+		senders: map[string]*senderEntry{}, routings: map[string]routingEntry{}}
 }
 
 // Kinds are the vendor channels an app can configure.
@@ -188,7 +195,26 @@ func (c *Channels) open(ctx context.Context, app string, kind push.ChannelKind) 
 }
 
 // Routing returns app's channel policy: DefaultRouting unless it set one.
+// It is read again after cacheFor, as the senders are: every push asks.
 func (c *Channels) Routing(ctx context.Context, app string) (Routing, error) {
+	now := c.now()
+	c.mu.Lock()
+	e, ok := c.routings[app]
+	c.mu.Unlock()
+	if ok && now.Sub(e.readAt) < cacheFor {
+		return e.r, nil
+	}
+	r, err := c.readRouting(ctx, app)
+	if err != nil {
+		return Routing{}, err
+	}
+	c.mu.Lock()
+	c.routings[app] = routingEntry{r, now}
+	c.mu.Unlock()
+	return r, nil
+}
+
+func (c *Channels) readRouting(ctx context.Context, app string) (Routing, error) {
 	b, err := c.store.ChannelConfig(ctx, app, routingKind)
 	if errors.Is(err, store.ErrNotFound) {
 		return DefaultRouting, nil
@@ -215,7 +241,13 @@ func (c *Channels) SetRouting(ctx context.Context, app string, r Routing) error 
 		return fmt.Errorf("%w: relay_after must be 0 to %d seconds", ErrBadConfig, int64(push.MaxRelayAfter/time.Second))
 	}
 	b, _ := json.Marshal(r)
-	return c.store.PutChannelConfig(ctx, app, routingKind, b)
+	if err := c.store.PutChannelConfig(ctx, app, routingKind, b); err != nil {
+		return err
+	}
+	c.mu.Lock()
+	delete(c.routings, app)
+	c.mu.Unlock()
+	return nil
 }
 
 // Sender returns the Sender of app's channel kind, built once from its

@@ -80,6 +80,8 @@ type Store struct {
 	// seq is the highest Seq assigned. Guarded by being touched only by
 	// the writer goroutine (and by Open before it starts).
 	seq uint64
+
+	relayHead relayHead // where RelayDue starts (relay.go)
 }
 
 // request is one change waiting for the writer.

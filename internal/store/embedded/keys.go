@@ -32,7 +32,7 @@ import (
 //	'x' expiresAt seq                    -            expiry index
 //	'q' sendAt seq                       schedule     scheduled message not yet fired (schedule.go)
 //	'j' seq deviceID                     relay job    a message due to a device's vendor channel (relay.go)
-//	'J' due seq deviceID                 -            relay jobs in due order
+//	'J' due seq deviceID                 relay job    the same jobs in due order
 //	'o' seq lp(channel) lp(result) reason  count      relay outcomes of a message
 //	'T' lp(app) lp(kind) address         deviceID     the device holding a vendor address
 //	'C' lp(app) kind                     sealed       an app's channel settings

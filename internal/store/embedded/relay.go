@@ -6,6 +6,7 @@ import (
 	"encoding/binary"
 	"errors"
 	"fmt"
+	"sync"
 	"time"
 
 	"github.com/cockroachdb/pebble/v2"
@@ -52,8 +53,55 @@ func (w *writeTx) putJob(j *store.RelayJob, old *store.RelayJob) {
 	if old != nil {
 		w.del(kJobDue(old.Due, old.Seq, old.Device))
 	}
-	w.set(kJob(j.Seq, j.Device), encodeJob(j))
-	w.set(kJobDue(j.Due, j.Seq, j.Device), nil)
+	// The due row holds the job too, so that RelayDue reads one row a job.
+	v := encodeJob(j)
+	w.set(kJob(j.Seq, j.Device), v)
+	k := kJobDue(j.Due, j.Seq, j.Device)
+	w.set(k, v)
+	w.s.relayHead.lower(k)
+}
+
+// relayHead is the due-index key RelayDue starts from: no live job sorts
+// before it. Done jobs leave tombstones at the front of the due index,
+// which an LSM engine makes every scan step over until they are
+// compacted away; starting past them keeps a busy queue's reads in
+// proportion to its live jobs. Every job written lowers the head to its
+// key if need be (a write that then fails to commit lowers it for
+// nothing, which is harmless); a scan raises it only if no job was
+// written since the scan's snapshot (gen), as such a job may be missing
+// from it.
+type relayHead struct {
+	mu  sync.Mutex
+	key []byte // nil: the start of the index
+	gen uint64 // counts lower calls
+}
+
+func (h *relayHead) lower(k []byte) {
+	h.mu.Lock()
+	defer h.mu.Unlock()
+	h.gen++
+	if h.key != nil && bytes.Compare(k, h.key) < 0 {
+		h.key = bytes.Clone(k)
+	}
+}
+
+func (h *relayHead) start() ([]byte, uint64) {
+	h.mu.Lock()
+	defer h.mu.Unlock()
+	if h.key == nil {
+		return key(tJobDue), h.gen
+	}
+	return h.key, h.gen
+}
+
+// raise moves the head to k, the first live key a scan from a snapshot
+// taken at gen found, unless a job was written since.
+func (h *relayHead) raise(k []byte, gen uint64) {
+	h.mu.Lock()
+	defer h.mu.Unlock()
+	if h.gen == gen {
+		h.key = bytes.Clone(k)
+	}
 }
 
 // job reads the stored job with j's key, and whether there is one.
@@ -85,10 +133,15 @@ func (s *Store) RelayDue(ctx context.Context, now time.Time, limit int) ([]store
 		out  []store.RelayJob
 		next time.Time
 	)
+	from, gen := s.relayHead.start()
+	var head []byte
 	err := s.read(ctx, func(r pebble.Reader) error {
-		out, next = nil, time.Time{}
+		out, next, head = nil, time.Time{}, prefixEnd(key(tJobDue))
 		hi := u64(key(tJobDue), timeOrder(now.Add(time.Nanosecond)))
-		return scan(r, key(tJobDue), func(k, _ []byte) (bool, error) {
+		return scanRange(r, from, prefixEnd(key(tJobDue)), func(k, v []byte) (bool, error) {
+			if len(out) == 0 && bytes.Equal(head, prefixEnd(key(tJobDue))) {
+				head = bytes.Clone(k) // the first row: every row before it is gone
+			}
 			if len(k) < 1+16 {
 				return false, fmt.Errorf("%w: relay due key", errCorrupt)
 			}
@@ -96,15 +149,7 @@ func (s *Store) RelayDue(ctx context.Context, now time.Time, limit int) ([]store
 				next = time.Unix(0, int64(binary.BigEndian.Uint64(k[1:9])^1<<63)).UTC()
 				return false, nil
 			}
-			jk := kJob(binary.BigEndian.Uint64(k[9:17]), string(k[17:]))
-			v, err := getValue(r, jk)
-			if errors.Is(err, store.ErrNotFound) {
-				return true, nil // a stale due row; the job's own row is the truth
-			}
-			if err != nil {
-				return false, err
-			}
-			j, err := decodeJob(jk, v)
+			j, err := decodeJob(kJob(binary.BigEndian.Uint64(k[9:17]), string(k[17:])), v)
 			if err != nil {
 				return false, err
 			}
@@ -115,6 +160,7 @@ func (s *Store) RelayDue(ctx context.Context, now time.Time, limit int) ([]store
 	if err != nil {
 		return nil, time.Time{}, err
 	}
+	s.relayHead.raise(head, gen)
 	return out, next, nil
 }
 
