@@ -472,3 +472,61 @@ func TestRelaySurvivesKill9(t *testing.T) {
 	}
 	h2.eventually(msg, "apns sent 1", func(r map[string]channelReport) bool { return r["apns"].Sent == 1 })
 }
+
+// TestFanoutAndVendorOnly: a tag push reaches the matching devices on
+// APNs (the fan-out job is expanded per device), and a vendor_only push is
+// relayed without waiting in the device's own inbox.
+func TestFanoutAndVendorOnly(t *testing.T) {
+	v := newVendors(t)
+	h := start(t, v, t.TempDir())
+	h.setAPNs(v)
+	toks := map[string]bool{}
+	var ids, secrets []string
+	for i := range 3 {
+		tok := token()
+		fields := map[string]any{"apns_token": tok}
+		if i < 2 {
+			fields["tags"] = []string{"news"}
+			toks[tok] = true
+		}
+		id, secret := h.device("ios", fields)
+		ids, secrets = append(ids, id), append(secrets, secret)
+	}
+	msg := h.push(map[string]any{"audience": map[string]any{"tag": []string{"news"}}, "notification": map[string]any{"title": "n"}})
+	for range 2 {
+		r := v.next(t)
+		tok := strings.TrimPrefix(r.path, "/3/device/")
+		if !toks[tok] {
+			t.Errorf("APNs got a push for %s, not a device tagged news", tok)
+		}
+		delete(toks, tok)
+		if r.payload["id"] != msg {
+			t.Errorf("payload id %v, want %s", r.payload["id"], msg)
+		}
+	}
+	h.eventually(msg, "apns sent 2", func(r map[string]channelReport) bool { return r["apns"].Sent == 2 })
+
+	only := h.push(map[string]any{"audience": direct(ids[2]), "notification": map[string]any{"title": "v"}, "options": map[string]any{"channel": "vendor_only"}})
+	if r := v.next(t); r.payload["id"] != only {
+		t.Fatalf("APNs got %v, want the vendor_only push %s", r.payload["id"], only)
+	}
+	req, _ := http.NewRequest("GET", h.URL+"/v1/inbox", nil)
+	req.SetBasicAuth(ids[2], secrets[2])
+	resp, err := http.DefaultClient.Do(req)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer resp.Body.Close()
+	var inbox struct {
+		Messages []map[string]any `json:"messages"`
+	}
+	json.NewDecoder(resp.Body).Decode(&inbox)
+	for _, m := range inbox.Messages {
+		if m["id"] == only {
+			t.Errorf("the vendor_only push waits in the device's own inbox too")
+		}
+	}
+	if len(inbox.Messages) != 0 {
+		t.Errorf("inbox = %v, want empty (the tag push was not for this device, the vendor_only one is relayed only)", inbox.Messages)
+	}
+}
