@@ -279,7 +279,9 @@ func (s *Service) takeDue(ctx context.Context, wg *sync.WaitGroup) (time.Time, e
 				delete(r.lanes, lane)
 			}
 			// A retry has a new due time the loop's timer does not know.
-			again := retried || r.more && (r.lanes[lane] <= r.opts.PerChannel/2 || len(r.inflight) <= r.opts.InFlight/2)
+			// Otherwise look again only once half a lane's worth of sends
+			// has ended, so that a queue is read once per many sends.
+			again := retried || r.more && r.lanes[lane] <= r.opts.PerChannel/2 && len(r.inflight) <= r.opts.InFlight-r.opts.PerChannel/2
 			r.mu.Unlock()
 			if again {
 				r.poke()
