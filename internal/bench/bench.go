@@ -38,6 +38,11 @@ const (
 	Relay  = "relay"
 )
 
+// relayDevices is how many devices the relay workload spreads its
+// notifications over; one push names them all (the API's limit of IDs per
+// push).
+const relayDevices = 1000
+
 // maxPacket caps what a device accepts from the server; a push is at most a
 // few KiB.
 const maxPacket = 1 << 20

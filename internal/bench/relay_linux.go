@@ -36,9 +36,6 @@ import (
 // answer each notification.
 const SlowVendor = 50 * time.Millisecond
 
-// relayDevices is how many devices the notifications are spread over; one
-// push names them all (the API's limit of IDs per push).
-const relayDevices = 1000
 
 // vendorServer plays APNs, Google's token endpoint and FCM over TLS with
 // HTTP/2, counting what it is sent.

@@ -17,7 +17,11 @@ func WriteTable(w io.Writer, r *Report) error {
 	if r.MQTTVersion == 5 {
 		version = "5.0"
 	}
-	fmt.Fprintf(w, "herald bench %s: %s devices, MQTT %s, %d CPUs", r.Workload, thousands(float64(r.N), 0), version, r.CPUs)
+	if r.Workload == Relay {
+		fmt.Fprintf(w, "herald bench relay: %s notifications a phase over %s devices, %d CPUs", thousands(float64(r.N), 0), thousands(float64(min(r.N, relayDevices)), 0), r.CPUs)
+	} else {
+		fmt.Fprintf(w, "herald bench %s: %s devices, MQTT %s, %d CPUs", r.Workload, thousands(float64(r.N), 0), version, r.CPUs)
+	}
 	if r.ServerCPUs != "" {
 		fmt.Fprintf(w, " (servers on CPU %s)", r.ServerCPUs)
 	}
