@@ -2,7 +2,9 @@ package postgres
 
 import (
 	"context"
+	"errors"
 	"fmt"
+	"hash/fnv"
 
 	"github.com/jackc/pgx/v5"
 
@@ -52,29 +54,109 @@ func scanDevice(row pgx.Row) (push.Device, error) {
 	err := row.Scan(&d.ID, &d.App, &platform, &d.Alias, &d.Tags, &d.SecretHash, &d.Channel, &d.CreatedAt, &d.UpdatedAt, &firstSeq)
 	d.Platform = push.Platform(platform)
 	d.CreatedAt, d.UpdatedAt = d.CreatedAt.UTC(), d.UpdatedAt.UTC()
+	// The channel's times are JSON strings that keep the offset they were
+	// written with; as the other times, they read back in UTC.
+	d.Channel.Since, d.Channel.InactiveAt = d.Channel.Since.UTC(), d.Channel.InactiveAt.UTC()
 	d.FirstSeq = uint64(firstSeq)
 	return d, err
 }
+
+// vendorAddress is push.Channel.Address of the channel column col: the Web
+// Push endpoint when there is a subscription, else the token. It and the
+// predicate in holdsAddress are those of the devices_vendor_address index
+// (migration 0005), so that a takeover finds the holder through it.
+func vendorAddress(col string) string {
+	return `coalesce(` + col + `->'webpush'->>'endpoint', ` + col + `->>'token')`
+}
+
+// holdsAddress matches the row whose channel column col holds the vendor
+// address addr of kind kind (parameters): the index's predicate, spelt out
+// so that the planner can use the partial index with parameters, then the
+// address itself.
+func holdsAddress(col, kind, addr string) string {
+	return col + `->>'kind' <> 'herald' AND ` + vendorAddress(col) + ` <> ''
+		AND ` + col + `->>'kind' = ` + kind + ` AND ` + vendorAddress(col) + ` = ` + addr
+}
+
+// takeAddressNew takes vendor address $3 of kind $4 in app $1 from the
+// device other than $2 that holds it, whose channel becomes $5 (Herald's
+// own).
+var takeAddressNew = `UPDATE devices SET channel = $5 WHERE app = $1 AND id <> $2 AND ` + holdsAddress("channel", "$4", "$3")
+
+// takeAddressOf does the same for the stored device $1, in the app it is
+// stored in. It locks the device first: when the device is gone nothing is
+// taken, and it cannot go before UpdateDevice writes it.
+var takeAddressOf = `
+WITH me AS (SELECT id, app FROM devices WHERE id = $1 FOR UPDATE)
+UPDATE devices o SET channel = $4 FROM me
+WHERE o.app = me.app AND o.id <> me.id AND ` + holdsAddress("o.channel", "$3", "$2")
+
+// hasAddress reports whether ch holds a vendor address, which no other
+// device of its app may hold (Herald's own channel has none).
+func hasAddress(ch *push.Channel) bool {
+	return ch.Kind != push.ChannelHerald && ch.Address() != ""
+}
+
+// queueAddressLock queues the transaction lock on d's vendor address: the
+// registrations of one address take turns, each taking it from the one
+// before. Without it, of many at once all but the first to commit would
+// fail on the unique index, again at each retry. The key is a hash of the
+// schema and the address: two addresses with one hash merely take turns too.
+func (s *Store) queueAddressLock(b *pgx.Batch, d *push.Device) {
+	h := fnv.New32a()
+	fmt.Fprintf(h, "%d\x00%s\x00%s\x00%s", s.sweepKey, d.App, d.Channel.Kind, d.Channel.Address())
+	b.Queue(`SELECT pg_advisory_xact_lock($1, $2)`, addressLockClass, int32(h.Sum32()))
+}
+
+// herald is the channel a device falls back to when another takes its
+// vendor address.
+var herald = push.Channel{Kind: push.ChannelHerald}
 
 // CreateDevice implements store.Store. FirstSeq is the highest Seq among
 // committed messages. A message with a lower Seq that commits afterwards was
 // appended concurrently with the registration, so leaving it out is as right
 // as including it; what matters is that the device never misses a message
 // appended after CreateDevice returned, and those all get a higher Seq.
+//
+// A vendor address another device of the app holds is taken from it in the
+// same implicit transaction (one round trip), under the address's lock
+// (queueAddressLock): when the insert fails (the ID is taken), the takeover
+// is undone with it; when no row is inserted (no such app), the app has no
+// devices to take from.
 func (s *Store) CreateDevice(ctx context.Context, d push.Device) (push.Device, error) {
 	if err := s.check(); err != nil {
 		return push.Device{}, err
 	}
-	// INSERT ... SELECT FROM apps: no row inserted means no such app.
 	var firstSeq int64
-	err := s.pool.QueryRow(ctx, `
-		INSERT INTO devices (id, app, platform, alias, tags, secret_hash, channel, created_at, updated_at, first_seq)
-		SELECT $1, key, $3, $4, $5, $6, $7, $8, $9, (SELECT coalesce(max(seq), 0) FROM messages)
-		FROM apps WHERE key = $2
-		RETURNING first_seq`,
-		d.ID, d.App, string(d.Platform), d.Alias, d.Tags, d.SecretHash, d.Channel, d.CreatedAt, d.UpdatedAt,
-	).Scan(&firstSeq)
-	if err == pgx.ErrNoRows {
+	err := retry(func() error {
+		b := &pgx.Batch{}
+		// The takeover goes first: the unique index is checked at each
+		// row, not at commit.
+		took := hasAddress(&d.Channel)
+		if took {
+			s.queueAddressLock(b, &d)
+			b.Queue(takeAddressNew, d.App, d.ID, d.Channel.Address(), string(d.Channel.Kind), herald)
+		}
+		// INSERT ... SELECT FROM apps: no row inserted means no such app.
+		b.Queue(`
+			INSERT INTO devices (id, app, platform, alias, tags, secret_hash, channel, created_at, updated_at, first_seq)
+			SELECT $1, key, $3, $4, $5, $6, $7, $8, $9, (SELECT coalesce(max(seq), 0) FROM messages)
+			FROM apps WHERE key = $2
+			RETURNING first_seq`,
+			d.ID, d.App, string(d.Platform), d.Alias, d.Tags, d.SecretHash, d.Channel, d.CreatedAt, d.UpdatedAt)
+		br := s.pool.SendBatch(ctx, b)
+		defer br.Close()
+		for range b.Len() - 1 { // the lock and the takeover, if queued
+			if _, err := br.Exec(); err != nil {
+				return err
+			}
+		}
+		if err := br.QueryRow().Scan(&firstSeq); err != nil {
+			return err
+		}
+		return br.Close()
+	})
+	if errors.Is(err, pgx.ErrNoRows) {
 		return push.Device{}, fmt.Errorf("postgres: create device: app %q: %w", d.App, store.ErrNotFound)
 	}
 	if err != nil {
@@ -96,19 +178,44 @@ func (s *Store) Device(ctx context.Context, id string) (push.Device, error) {
 	return d, nil
 }
 
-// UpdateDevice implements store.Store.
+// UpdateDevice implements store.Store. It takes the device's vendor
+// address from another device of its app as CreateDevice does, in one
+// implicit transaction; the takeover locks the device first, so that a
+// device that is gone takes nothing.
 func (s *Store) UpdateDevice(ctx context.Context, d push.Device) error {
 	if err := s.check(); err != nil {
 		return err
 	}
-	tag, err := s.pool.Exec(ctx, `
-		UPDATE devices SET platform = $2, alias = $3, tags = $4, channel = $5, secret_hash = $6, updated_at = $7
-		WHERE id = $1`,
-		d.ID, string(d.Platform), d.Alias, d.Tags, d.Channel, d.SecretHash, d.UpdatedAt)
+	var updated int64
+	err := retry(func() error {
+		b := &pgx.Batch{}
+		took := hasAddress(&d.Channel)
+		if took {
+			s.queueAddressLock(b, &d)
+			b.Queue(takeAddressOf, d.ID, d.Channel.Address(), string(d.Channel.Kind), herald)
+		}
+		b.Queue(`
+			UPDATE devices SET platform = $2, alias = $3, tags = $4, channel = $5, secret_hash = $6, updated_at = $7
+			WHERE id = $1`,
+			d.ID, string(d.Platform), d.Alias, d.Tags, d.Channel, d.SecretHash, d.UpdatedAt)
+		br := s.pool.SendBatch(ctx, b)
+		defer br.Close()
+		for range b.Len() - 1 {
+			if _, err := br.Exec(); err != nil {
+				return err
+			}
+		}
+		tag, err := br.Exec()
+		if err != nil {
+			return err
+		}
+		updated = tag.RowsAffected()
+		return br.Close()
+	})
 	if err != nil {
 		return s.wrap("update device", err)
 	}
-	if tag.RowsAffected() == 0 {
+	if updated == 0 {
 		return fmt.Errorf("postgres: update device %q: %w", d.ID, store.ErrNotFound)
 	}
 	return nil

@@ -42,7 +42,8 @@ func matchSQL(plat, tags string) string {
 
 const messageCols = `m.seq, m.app, m.id, m.aud_all, m.aud_ids, m.aud_aliases, m.aud_tags, m.aud_tag_and, m.aud_tag_not,
 	m.platforms, m.has_notification, m.n_title, m.n_body, m.n_badge, m.n_sound, m.n_extras, m.data, m.ttl,
-	m.priority, m.collapse_id, m.idempotency_key, m.accepted_at, m.send_at, m.expires_at, m.recalled, m.replaced`
+	m.priority, m.collapse_id, m.idempotency_key, m.accepted_at, m.send_at, m.expires_at, m.recalled, m.replaced,
+	m.channel`
 
 // scanMessage scans messageCols, then extra.
 func scanMessage(row pgx.Row, extra ...any) (push.Message, error) {
@@ -55,13 +56,14 @@ func scanMessage(row pgx.Row, extra ...any) (push.Message, error) {
 		badge                  pgtype.Int4
 		extras, data           []byte
 		ttl                    pgtype.Interval
-		priority               string
+		priority, channel      string
 		collapseID, idemKey    pgtype.Text
 		accepted, send, expiry time.Time
 	)
 	dest := append([]any{&seq, &m.App, &m.ID, &m.Audience.All, &m.Audience.RegistrationIDs, &m.Audience.Aliases,
 		&m.Audience.Tags, &m.Audience.TagAnd, &m.Audience.TagNot, &platforms, &hasNote, &title, &body, &badge, &sound,
-		&extras, &data, &ttl, &priority, &collapseID, &idemKey, &accepted, &send, &expiry, &m.Recalled, &m.Replaced},
+		&extras, &data, &ttl, &priority, &collapseID, &idemKey, &accepted, &send, &expiry, &m.Recalled, &m.Replaced,
+		&channel},
 		extra...)
 	if err := row.Scan(dest...); err != nil {
 		return push.Message{}, err
@@ -89,6 +91,7 @@ func scanMessage(row pgx.Row, extra ...any) (push.Message, error) {
 	m.TTL = time.Duration(ttl.Microseconds)*time.Microsecond +
 		time.Duration(ttl.Days)*24*time.Hour + time.Duration(ttl.Months)*30*24*time.Hour
 	m.Priority = push.Priority(priority)
+	m.Channel = push.ChannelPolicy(channel)
 	m.CollapseID, m.IdempotencyKey = collapseID.String, idemKey.String
 	m.AcceptedAt, m.SendAt, m.ExpiresAt = accepted.UTC(), send.UTC(), expiry.UTC()
 	return m, nil
@@ -99,8 +102,10 @@ func scanMessage(row pgx.Row, extra ...any) (push.Message, error) {
 // order), the Seq and ID of the message that holds it and whether that is
 // the new one. Columns arrive as arrays, one element per message; list
 // columns as array literals, since PostgreSQL arrays cannot be jagged;
-// targets as (ord, device, app) triples. Within the batch, idempotency keys are
-// unique (Append sees to it).
+// targets as (ord, device, app) triples, relay jobs as (ord, device,
+// channel, due, attempt). Within the batch, idempotency keys are unique
+// (Append sees to it). A duplicate message gets no inbox entries and no
+// relay jobs: the message that holds its key has them.
 //
 // Seqs are drawn first and handed out in batch order whatever order nextval
 // ran in. A taken idempotency key is resolved by ON CONFLICT DO UPDATE, a
@@ -116,16 +121,17 @@ WITH input AS (
 	SELECT * FROM unnest(
 		$1::text[], $2::text[], $3::bool[], $4::bool[], $5::text[], $6::text[], $7::text[], $8::text[], $9::text[],
 		$10::text[], $11::bool[], $12::text[], $13::text[], $14::int[], $15::text[], $16::bytea[], $17::bytea[],
-		$18::interval[], $19::text[], $20::text[], $21::text[], $22::timestamptz[], $23::timestamptz[], $24::timestamptz[]
+		$18::interval[], $19::text[], $20::text[], $21::text[], $22::timestamptz[], $23::timestamptz[], $24::timestamptz[],
+		$25::text[]
 	) WITH ORDINALITY AS u(app, id, fanout, aud_all, aud_ids, aud_aliases, aud_tags, aud_tag_and, aud_tag_not,
 		platforms, has_notification, n_title, n_body, n_badge, n_sound, n_extras, data,
-		ttl, priority, collapse_id, idempotency_key, accepted_at, send_at, expires_at, ord)
+		ttl, priority, collapse_id, idempotency_key, accepted_at, send_at, expires_at, channel, ord)
 ), seqs AS (
 	SELECT seq, row_number() OVER (ORDER BY seq) AS ord
 	FROM (SELECT nextval('message_seq') AS seq FROM input) s
 ), targets AS (
 	SELECT t.ord, d.id
-	FROM unnest($25::bigint[], $26::text[], $27::text[]) AS t(ord, device, app)
+	FROM unnest($26::bigint[], $27::text[], $28::text[]) AS t(ord, device, app)
 	JOIN devices d ON d.id = t.device AND d.app = t.app
 	FOR KEY SHARE OF d
 ), counts AS (
@@ -133,11 +139,11 @@ WITH input AS (
 ), m AS (
 	INSERT INTO messages (seq, app, id, fanout, aud_all, aud_ids, aud_aliases, aud_tags, aud_tag_and, aud_tag_not,
 		platforms, has_notification, n_title, n_body, n_badge, n_sound, n_extras, data, ttl, priority,
-		collapse_id, idempotency_key, accepted_at, send_at, expires_at, targeted)
+		collapse_id, idempotency_key, accepted_at, send_at, expires_at, channel, targeted)
 	SELECT seqs.seq, i.app, i.id, i.fanout, i.aud_all, i.aud_ids::text[], i.aud_aliases::text[], i.aud_tags::text[],
 		i.aud_tag_and::text[], i.aud_tag_not::text[], i.platforms::text[], i.has_notification, i.n_title, i.n_body,
 		i.n_badge, i.n_sound, i.n_extras, i.data, i.ttl, i.priority, i.collapse_id, i.idempotency_key,
-		i.accepted_at, i.send_at, i.expires_at, coalesce(counts.n, 0)
+		i.accepted_at, i.send_at, i.expires_at, i.channel, coalesce(counts.n, 0)
 	FROM input i JOIN seqs ON seqs.ord = i.ord LEFT JOIN counts ON counts.ord = i.ord
 	ORDER BY i.app, i.idempotency_key
 `
@@ -159,6 +165,12 @@ const insertBatchTail = `	RETURNING seq, app, id, idempotency_key, xmax = 0 AS i
 ), entries AS (
 	INSERT INTO inbox (device_id, seq)
 	SELECT targets.id, found.seq FROM targets JOIN found ON found.ord = targets.ord AND found.inserted
+), relays AS (
+	INSERT INTO relay_jobs (seq, device, app, msg_id, channel, due_at, attempt)
+	SELECT found.seq, r.device, i.app, found.id, r.channel, r.due_at, r.attempt
+	FROM unnest($29::bigint[], $30::text[], $31::text[], $32::timestamptz[], $33::int[]) AS r(ord, device, channel, due_at, attempt)
+	JOIN found ON found.ord = r.ord AND found.inserted
+	JOIN input i ON i.ord = r.ord
 )
 SELECT ord, seq, id, inserted FROM found`
 
@@ -302,10 +314,17 @@ func (s *Store) Append(ctx context.Context, batch []store.Accept) ([]store.Accep
 			out[i] = store.Accepted{ID: out[j].ID, Seq: out[j].Seq, Duplicate: true}
 		}
 	}
+	// Each new message gets its Seq, as the embedded store sets it; a
+	// duplicate was not stored and keeps none.
+	for i, a := range out {
+		if !a.Duplicate {
+			batch[i].Msg.Seq = a.Seq
+		}
+	}
 	return out, nil
 }
 
-// batchArgs are insertBatch's arguments $1 to $27 for the messages
+// batchArgs are insertBatch's arguments $1 to $33 for the messages
 // batch[send[0]], batch[send[1]]...
 func batchArgs(batch []store.Accept, send []int) []any {
 	n := len(send)
@@ -320,8 +339,13 @@ func batchArgs(batch []store.Accept, send []int) []any {
 		priority                                = make([]string, n)
 		collapseID, idemKey                     = make([]pgtype.Text, n), make([]pgtype.Text, n)
 		accepted, sendAt, expires               = make([]time.Time, n), make([]time.Time, n), make([]time.Time, n)
+		channel                                 = make([]string, n)
 		targetOrd                               []int64
 		targets, targetApp                      []string
+		relayOrd                                []int64
+		relayDev, relayChan                     []string
+		relayDue                                []time.Time
+		relayAttempt                            []int32
 	)
 	for i, bi := range send {
 		a := batch[bi]
@@ -345,6 +369,7 @@ func batchArgs(batch []store.Accept, send []int) []any {
 		priority[i] = string(m.Priority)
 		collapseID[i], idemKey[i] = nullText(m.CollapseID), nullText(m.IdempotencyKey)
 		accepted[i], sendAt[i], expires[i] = m.AcceptedAt, m.SendAt, m.ExpiresAt
+		channel[i] = string(m.Channel)
 		seen := make(map[string]bool, len(a.Targets))
 		for _, t := range a.Targets {
 			if !seen[t] { // a repeated target gets one entry
@@ -354,9 +379,21 @@ func batchArgs(batch []store.Accept, send []int) []any {
 				targetApp = append(targetApp, m.App)
 			}
 		}
+		clear(seen)
+		for _, j := range a.Relays {
+			if !seen[j.Device] { // one job per device, as one entry
+				seen[j.Device] = true
+				relayOrd = append(relayOrd, int64(i+1))
+				relayDev = append(relayDev, j.Device)
+				relayChan = append(relayChan, string(j.Channel))
+				relayDue = append(relayDue, j.Due)
+				relayAttempt = append(relayAttempt, int32(j.Attempt))
+			}
+		}
 	}
 	return []any{app, id, fanout, all, ids, aliases, tags, tagAnd, tagNot, pls, hasNote, title, body, badge, sound,
-		extras, data, ttl, priority, collapseID, idemKey, accepted, sendAt, expires, targetOrd, targets, targetApp}
+		extras, data, ttl, priority, collapseID, idemKey, accepted, sendAt, expires, channel,
+		targetOrd, targets, targetApp, relayOrd, relayDev, relayChan, relayDue, relayAttempt}
 }
 
 // arrayLiteral writes list as a PostgreSQL text[] literal, every element
@@ -386,16 +423,38 @@ var arrayEscaper = strings.NewReplacer(`\`, `\\`, `"`, `\"`)
 func nullText(s string) pgtype.Text { return pgtype.Text{String: s, Valid: s != ""} }
 
 // Message implements store.Store. Delivered is the count Sweep folded into
-// the row plus the acknowledgements still kept as rows.
+// the row plus the acknowledgements still kept as rows. The relay counters
+// come in the same round trip, from the message's few relay_outcomes rows.
 func (s *Store) Message(ctx context.Context, app, id string) (push.Message, store.Counters, error) {
 	if err := s.check(); err != nil {
 		return push.Message{}, store.Counters{}, err
 	}
-	var c store.Counters
-	m, err := scanMessage(s.pool.QueryRow(ctx, `
+	b := &pgx.Batch{}
+	b.Queue(`
 		SELECT `+messageCols+`, m.targeted, m.delivered + (SELECT count(*) FROM acks a WHERE a.seq = m.seq), m.n_replaced
-		FROM messages m WHERE m.app = $1 AND m.id = $2`, app, id),
-		&c.Targeted, &c.Delivered, &c.Replaced)
+		FROM messages m WHERE m.app = $1 AND m.id = $2`, app, id)
+	b.Queue(`
+		SELECT o.channel, o.result, o.reason, o.count
+		FROM relay_outcomes o JOIN messages m ON m.seq = o.seq
+		WHERE m.app = $1 AND m.id = $2`, app, id)
+	br := s.pool.SendBatch(ctx, b)
+	defer br.Close()
+	var c store.Counters
+	m, err := scanMessage(br.QueryRow(), &c.Targeted, &c.Delivered, &c.Replaced)
+	if err == nil {
+		var (
+			channel, result, reason string
+			n                       int
+		)
+		rows, _ := br.Query()
+		_, err = pgx.ForEachRow(rows, []any{&channel, &result, &reason, &n}, func() error {
+			addOutcome(&c, push.ChannelKind(channel), result, reason, n)
+			return nil
+		})
+	}
+	if err == nil {
+		err = br.Close()
+	}
 	if err != nil {
 		return push.Message{}, store.Counters{}, s.wrap("message", err)
 	}
@@ -432,7 +491,9 @@ func (s *Store) Recall(ctx context.Context, app, id string) error {
 // SubPlan), where with NOT EXISTS and its poor estimate of the candidates it
 // picks a nested loop that scans them once per candidate. There are no more
 // of them than the app has fan-out messages not yet swept, the candidates
-// themselves, so the hash stays small.
+// themselves, so the hash stays small. A vendor_only fan-out message is not
+// for the own connection of a device with an active vendor channel ($8,
+// push.Message.ForOwn): it reaches that device through its vendor.
 var pendingQuery = `
 WITH cand AS (
 	(SELECT i.seq FROM inbox i JOIN messages f ON f.seq = i.seq
@@ -443,6 +504,7 @@ WITH cand AS (
 	WHERE f.app = $2 AND f.fanout AND NOT f.recalled AND NOT f.replaced AND NOT f.swept AND f.seq > $3
 		AND f.send_at <= $6 AND f.expires_at > $6
 		AND ` + matchSQL("$4", "$5") + `
+		AND NOT ($8 AND f.channel = '` + string(push.VendorOnly) + `')
 		AND f.seq NOT IN (SELECT a.seq FROM acks a WHERE a.device_id = $1 AND a.seq > $3 AND a.fanout)
 	ORDER BY f.seq LIMIT $7)
 )
@@ -458,7 +520,8 @@ func (s *Store) Pending(ctx context.Context, d *push.Device, now time.Time, limi
 	if limit <= 0 {
 		return nil, nil
 	}
-	rows, err := s.pool.Query(ctx, pendingQuery, d.ID, d.App, int64(d.FirstSeq), string(d.Platform), tagsArg(d.Tags), now, limit)
+	rows, err := s.pool.Query(ctx, pendingQuery, d.ID, d.App, int64(d.FirstSeq), string(d.Platform), tagsArg(d.Tags), now, limit,
+		d.Channel.Vendor())
 	if err != nil {
 		return nil, s.wrap("pending", err)
 	}
@@ -580,16 +643,22 @@ UPDATE messages m SET swept = true, delivered = m.delivered + coalesce(n.n, 0)
 FROM dead LEFT JOIN n ON n.seq = dead.seq
 WHERE m.seq = dead.seq`
 
-// purge deletes up to $2 swept messages that expired before $1, and their
-// schedule rows if they never fired. They have no inbox entries or acks
-// left: Sweep deleted those when it marked them swept, and nothing adds any
-// to a swept message.
+// purge deletes up to $2 swept messages that expired before $1, their
+// schedule rows if they never fired, and their relay jobs and counters.
+// They have no inbox entries or acks left: Sweep deleted those when it
+// marked them swept, and nothing adds any to a swept message. Nothing adds
+// relay rows meanwhile either: the relay's writes hold the sweep lock
+// shared (see RelayDone).
 const purge = `
 WITH gone AS (
 	DELETE FROM messages WHERE seq IN (SELECT seq FROM messages WHERE swept AND expires_at < $1 LIMIT $2)
 	RETURNING seq
 ), unscheduled AS (
 	DELETE FROM scheduled s USING gone WHERE s.seq = gone.seq
+), jobs AS (
+	DELETE FROM relay_jobs j USING gone WHERE j.seq = gone.seq
+), outcomes AS (
+	DELETE FROM relay_outcomes o USING gone WHERE o.seq = gone.seq
 )
 SELECT count(*) FROM gone`
 

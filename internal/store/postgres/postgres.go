@@ -34,10 +34,12 @@ var migrations embed.FS
 
 // Advisory lock keys. The migration lock uses the one-bigint key space and is
 // database-wide; the sweep lock uses the two-int4 key space (a separate one)
-// with the schema's OID, so stores in different schemas do not contend.
+// with the schema's OID, so stores in different schemas do not contend; the
+// vendor address locks use it too, in a class of their own (devices.go).
 const (
-	migrateLockKey int64 = 0x48455241_4c443031 // "HERALD01"
-	sweepLockClass int32 = 0x48524c44          // "HRLD"
+	migrateLockKey   int64 = 0x48455241_4c443031 // "HERALD01"
+	sweepLockClass   int32 = 0x48524c44          // "HRLD"
+	addressLockClass int32 = 0x48524c41          // "HRLA"
 )
 
 // Store is a store.Store backed by PostgreSQL through a pgx connection pool.
@@ -254,14 +256,28 @@ func (s *Store) inTx(ctx context.Context, fn func(pgx.Tx) error) error {
 	return retry(func() error { return pgx.BeginFunc(ctx, s.pool, fn) })
 }
 
+// vendorAddressIndex is the unique index that keeps a vendor address to one
+// device per app (migration 0005).
+const vendorAddressIndex = "devices_vendor_address"
+
 // retry calls fn until it succeeds, fails for good, or has been tried
-// maxAttempts times.
+// maxAttempts times. Besides deadlocks, it retries a registration that lost
+// a race for a vendor address: one that committed first holds it, so the
+// unique index refused ours, and ours, run again, sees that device and
+// takes the address from it. Registrations take the address's lock first
+// (devices.go), so that race is with a writer that took none: a node older
+// than migration 0005 during a rolling upgrade.
 func retry(fn func() error) error {
 	for attempt := 1; ; attempt++ {
 		err := fn()
 		var pgErr *pgconn.PgError
-		if err == nil || attempt == maxAttempts || !errors.As(err, &pgErr) ||
-			(pgErr.Code != deadlockDetected && pgErr.Code != serializationFailure) {
+		if err == nil || attempt == maxAttempts || !errors.As(err, &pgErr) {
+			return err
+		}
+		switch {
+		case pgErr.Code == deadlockDetected, pgErr.Code == serializationFailure:
+		case pgErr.Code == uniqueViolation && pgErr.ConstraintName == vendorAddressIndex:
+		default:
 			return err
 		}
 	}

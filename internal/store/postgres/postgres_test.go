@@ -617,3 +617,199 @@ func TestSweepInChunks(t *testing.T) {
 		t.Errorf("Message(live) after sweep: %v", err)
 	}
 }
+
+// TestMigrateVendorAddresses upgrades a schema whose devices share vendor
+// addresses (as before migration 0005): the newest registration of each
+// address keeps it, the others fall back to Herald's own channel.
+func TestMigrateVendorAddresses(t *testing.T) {
+	schema := freshSchema(t)
+	conn := testDB(t)
+	ms, err := loadMigrations()
+	if err != nil {
+		t.Fatal(err)
+	}
+	if _, err := conn.Exec(ctx, `CREATE SCHEMA `+pgx.Identifier{schema}.Sanitize()+`;
+		SET search_path = `+pgx.Identifier{schema}.Sanitize()+`;
+		CREATE TABLE schema_migrations (version integer PRIMARY KEY, name text NOT NULL, applied_at timestamptz NOT NULL DEFAULT now())`); err != nil {
+		t.Fatal(err)
+	}
+	for _, m := range ms {
+		if m.version >= 5 {
+			break
+		}
+		if _, err := conn.Exec(ctx, m.sql); err != nil {
+			t.Fatalf("%s: %v", m.name, err)
+		}
+		if _, err := conn.Exec(ctx, `INSERT INTO schema_migrations (version, name) VALUES ($1, $2)`, m.version, m.name); err != nil {
+			t.Fatal(err)
+		}
+	}
+	tok := strings.Repeat("ab", 32)
+	web := &push.WebPushSubscription{Endpoint: "https://push.example/x", P256DH: "p", Auth: "a"}
+	devices := []struct {
+		id, app string
+		ch      push.Channel
+		updated time.Time
+	}{
+		{"old", "a", push.Channel{Kind: push.ChannelAPNs, Token: tok}, epoch},
+		{"new", "a", push.Channel{Kind: push.ChannelAPNs, Token: tok}, epoch.Add(time.Hour)},
+		{"mid", "a", push.Channel{Kind: push.ChannelAPNs, Token: tok}, epoch.Add(time.Minute)},
+		{"fcm", "a", push.Channel{Kind: push.ChannelFCM, Token: tok}, epoch}, // another kind: its own address
+		{"b", "b", push.Channel{Kind: push.ChannelAPNs, Token: tok}, epoch},  // another app
+		{"w1", "a", push.Channel{Kind: push.ChannelWebPush, WebPush: web}, epoch.Add(time.Hour)},
+		{"w2", "a", push.Channel{Kind: push.ChannelWebPush, WebPush: web}, epoch},
+		{"h1", "a", push.Channel{Kind: push.ChannelHerald}, epoch},
+		{"h2", "a", push.Channel{Kind: push.ChannelHerald}, epoch},
+	}
+	for _, d := range devices {
+		if _, err := conn.Exec(ctx, `INSERT INTO devices (id, app, platform, channel, created_at, updated_at, first_seq)
+			VALUES ($1, $2, 'ios', $3, $4, $4, 0)`, d.id, d.app, d.ch, d.updated); err != nil {
+			t.Fatal(err)
+		}
+	}
+	s, err := Open(ctx, testURL(), WithSchema(schema))
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer s.Close()
+	want := map[string]push.ChannelKind{
+		"old": push.ChannelHerald, "new": push.ChannelAPNs, "mid": push.ChannelHerald, "fcm": push.ChannelFCM,
+		"b": push.ChannelAPNs, "w1": push.ChannelWebPush, "w2": push.ChannelHerald, "h1": push.ChannelHerald, "h2": push.ChannelHerald,
+	}
+	for id, kind := range want {
+		d, err := s.Device(ctx, id)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if d.Channel.Kind != kind {
+			t.Errorf("%s after the migration: channel %q, want %q", id, d.Channel.Kind, kind)
+		}
+	}
+}
+
+// TestAddressRace registers one vendor token from many devices at once,
+// through two stores (two nodes): every registration succeeds, and exactly
+// one device holds the token afterwards.
+func TestAddressRace(t *testing.T) {
+	a, schema := openTest(t)
+	b, err := Open(ctx, testURL(), WithSchema(schema))
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer b.Close()
+	newApp(t, a, "app")
+	const devices = 16
+	tok := strings.Repeat("ab", 32)
+	var wg sync.WaitGroup
+	errs := make(chan error, devices)
+	start := make(chan struct{})
+	for i := range devices {
+		s := a
+		if i%2 == 1 {
+			s = b
+		}
+		wg.Go(func() {
+			<-start
+			id := fmt.Sprintf("d%02d", i)
+			ch := push.Channel{Kind: push.ChannelAPNs, Token: tok}
+			var err error
+			if i%4 < 2 {
+				_, err = s.CreateDevice(ctx, push.Device{ID: id, App: "app", Platform: push.IOS, Channel: ch, CreatedAt: epoch, UpdatedAt: epoch})
+			} else {
+				// Registered without a token first, then given it by PATCH.
+				var d push.Device
+				d, err = s.CreateDevice(ctx, push.Device{ID: id, App: "app", Platform: push.IOS,
+					Channel: push.Channel{Kind: push.ChannelHerald}, CreatedAt: epoch, UpdatedAt: epoch})
+				if err == nil {
+					d.Channel = ch
+					err = s.UpdateDevice(ctx, d)
+				}
+			}
+			if err != nil {
+				errs <- fmt.Errorf("%s: %w", id, err)
+			}
+		})
+	}
+	close(start)
+	wg.Wait()
+	close(errs)
+	for err := range errs {
+		t.Error(err)
+	}
+	holders := 0
+	err = a.EachDevice(ctx, "app", func(d *push.Device) bool {
+		if d.Channel.Kind == push.ChannelAPNs {
+			holders++
+		}
+		return true
+	})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if holders != 1 {
+		t.Errorf("%d devices hold the token, want 1", holders)
+	}
+}
+
+// TestRelayDoneConcurrent finishes a broadcast's retried jobs from two
+// stores at once: each is counted sent once and leaves the waiting count,
+// which ends with no row at all.
+func TestRelayDoneConcurrent(t *testing.T) {
+	a, schema := openTest(t)
+	b, err := Open(ctx, testURL(), WithSchema(schema))
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer b.Close()
+	newApp(t, a, "app")
+	const devices = 40
+	var jobs []store.RelayJob
+	for i := range devices {
+		jobs = append(jobs, store.RelayJob{Device: fmt.Sprintf("d%02d", i), Channel: push.ChannelFCM, Due: epoch})
+	}
+	if _, err := a.Append(ctx, []store.Accept{{Msg: newMsg("app", "b", push.Audience{All: true}), Relays: jobs}}); err != nil {
+		t.Fatal(err)
+	}
+	due, _, err := a.RelayDue(ctx, epoch, devices)
+	if err != nil || len(due) != devices {
+		t.Fatalf("RelayDue = %d jobs, %v; want %d", len(due), err, devices)
+	}
+	var wg sync.WaitGroup
+	errs := make(chan error, 2*devices)
+	for i := range due {
+		s := a
+		if i%2 == 1 {
+			s = b
+		}
+		wg.Go(func() {
+			j := due[i]
+			j.Attempt = 1
+			if err := s.RelayRetry(ctx, j, epoch.Add(time.Second)); err != nil {
+				errs <- err
+			}
+			sent := store.RelayOutcome{Channel: push.ChannelFCM, Result: store.RelaySent}
+			if err := s.RelayDone(ctx, j, sent); err != nil {
+				errs <- err
+			}
+			if err := s.RelayDone(ctx, j, sent); err != nil { // again: ignored
+				errs <- err
+			}
+		})
+	}
+	wg.Wait()
+	close(errs)
+	for err := range errs {
+		t.Fatal(err)
+	}
+	_, c, err := a.Message(ctx, "app", "b")
+	if err != nil {
+		t.Fatal(err)
+	}
+	if rc := c.Relay[push.ChannelFCM]; rc == nil || rc.Sent != devices || rc.Waiting != 0 {
+		t.Errorf("relay counts = %+v, want sent %d, waiting 0", rc, devices)
+	}
+	var rows int
+	if err := a.pool.QueryRow(ctx, `SELECT count(*) FROM relay_outcomes WHERE result = 'waiting'`).Scan(&rows); err != nil || rows != 0 {
+		t.Errorf("waiting rows = %d, %v; want 0", rows, err)
+	}
+}
