@@ -166,9 +166,9 @@ const insertBatchTail = `	RETURNING seq, app, id, idempotency_key, xmax = 0 AS i
 	INSERT INTO inbox (device_id, seq)
 	SELECT targets.id, found.seq FROM targets JOIN found ON found.ord = targets.ord AND found.inserted
 ), relays AS (
-	INSERT INTO relay_jobs (seq, device, app, msg_id, channel, due_at, attempt)
-	SELECT found.seq, r.device, i.app, found.id, r.channel, r.due_at, r.attempt
-	FROM unnest($29::bigint[], $30::text[], $31::text[], $32::timestamptz[], $33::int[]) AS r(ord, device, channel, due_at, attempt)
+	INSERT INTO relay_jobs (seq, device, app, msg_id, channel, due_at, attempt, wait)
+	SELECT found.seq, r.device, i.app, found.id, r.channel, r.due_at, r.attempt, r.wait
+	FROM unnest($29::bigint[], $30::text[], $31::text[], $32::timestamptz[], $33::int[], $34::bigint[]) AS r(ord, device, channel, due_at, attempt, wait)
 	JOIN found ON found.ord = r.ord AND found.inserted
 	JOIN input i ON i.ord = r.ord
 )
@@ -324,7 +324,7 @@ func (s *Store) Append(ctx context.Context, batch []store.Accept) ([]store.Accep
 	return out, nil
 }
 
-// batchArgs are insertBatch's arguments $1 to $33 for the messages
+// batchArgs are insertBatch's arguments $1 to $34 for the messages
 // batch[send[0]], batch[send[1]]...
 func batchArgs(batch []store.Accept, send []int) []any {
 	n := len(send)
@@ -346,6 +346,7 @@ func batchArgs(batch []store.Accept, send []int) []any {
 		relayDev, relayChan                     []string
 		relayDue                                []time.Time
 		relayAttempt                            []int32
+		relayWait                               []int64
 	)
 	for i, bi := range send {
 		a := batch[bi]
@@ -388,12 +389,13 @@ func batchArgs(batch []store.Accept, send []int) []any {
 				relayChan = append(relayChan, string(j.Channel))
 				relayDue = append(relayDue, j.Due)
 				relayAttempt = append(relayAttempt, int32(j.Attempt))
+				relayWait = append(relayWait, int64(j.Wait))
 			}
 		}
 	}
 	return []any{app, id, fanout, all, ids, aliases, tags, tagAnd, tagNot, pls, hasNote, title, body, badge, sound,
 		extras, data, ttl, priority, collapseID, idemKey, accepted, sendAt, expires, channel,
-		targetOrd, targets, targetApp, relayOrd, relayDev, relayChan, relayDue, relayAttempt}
+		targetOrd, targets, targetApp, relayOrd, relayDev, relayChan, relayDue, relayAttempt, relayWait}
 }
 
 // arrayLiteral writes list as a PostgreSQL text[] literal, every element

@@ -55,11 +55,11 @@ func addOutcome(c *store.Counters, ch push.ChannelKind, result, reason string, n
 // the earliest it did not return, due or not. Both arms walk
 // relay_jobs_due and stop at their limit.
 const relayDueQuery = `
-SELECT seq, device, app, msg_id, channel, due_at, attempt, due FROM (
-	(SELECT seq, device, app, msg_id, channel, due_at, attempt, true AS due
+SELECT seq, device, app, msg_id, channel, due_at, attempt, wait, due FROM (
+	(SELECT seq, device, app, msg_id, channel, due_at, attempt, wait, true AS due
 	FROM relay_jobs WHERE due_at <= $1 ORDER BY due_at, seq, device LIMIT $2 + 1)
 	UNION ALL
-	(SELECT seq, device, app, msg_id, channel, due_at, attempt, false
+	(SELECT seq, device, app, msg_id, channel, due_at, attempt, wait, false
 	FROM relay_jobs WHERE due_at > $1 ORDER BY due_at, seq, device LIMIT 1)
 ) j
 ORDER BY due_at, seq, device`
@@ -81,16 +81,17 @@ func (s *Store) RelayDue(ctx context.Context, now time.Time, limit int) ([]store
 		seq     int64
 		channel string
 		attempt int32
+		wait    int64
 		due     bool
 	)
-	_, err = pgx.ForEachRow(rows, []any{&seq, &j.Device, &j.App, &j.MsgID, &channel, &j.Due, &attempt, &due}, func() error {
+	_, err = pgx.ForEachRow(rows, []any{&seq, &j.Device, &j.App, &j.MsgID, &channel, &j.Due, &attempt, &wait, &due}, func() error {
 		if !due || len(out) >= limit {
 			if next.IsZero() {
 				next = j.Due.UTC()
 			}
 			return nil
 		}
-		j.Seq, j.Channel, j.Due, j.Attempt = uint64(seq), push.ChannelKind(channel), j.Due.UTC(), int(attempt)
+		j.Seq, j.Channel, j.Due, j.Attempt, j.Wait = uint64(seq), push.ChannelKind(channel), j.Due.UTC(), int(attempt), time.Duration(wait)
 		out = append(out, j)
 		return nil
 	})

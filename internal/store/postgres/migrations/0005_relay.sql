@@ -18,6 +18,7 @@ CREATE TABLE relay_jobs (
     channel text NOT NULL,             -- '' for a fan-out job
     due_at  timestamptz NOT NULL,
     attempt integer NOT NULL,          -- sends made so far
+    wait    bigint NOT NULL DEFAULT 0, -- a fan-out job's own_first delay in nanoseconds (store.RelayJob.Wait)
     PRIMARY KEY (seq, device)
 );
 CREATE INDEX relay_jobs_due ON relay_jobs (due_at, seq, device);
