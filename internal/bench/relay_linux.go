@@ -36,7 +36,6 @@ import (
 // answer each notification.
 const SlowVendor = 50 * time.Millisecond
 
-
 // vendorServer plays APNs, Google's token endpoint and FCM over TLS with
 // HTTP/2, counting what it is sent.
 type vendorServer struct {
