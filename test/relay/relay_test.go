@@ -530,3 +530,32 @@ func TestFanoutAndVendorOnly(t *testing.T) {
 		t.Errorf("inbox = %v, want empty (the tag push was not for this device, the vendor_only one is relayed only)", inbox.Messages)
 	}
 }
+
+// TestSlowVendorHoldsOnlyItself: while APNs holds every request
+// unanswered, a push to an FCM device is still relayed at once, and both
+// pushes are answered 202 as soon as they are stored.
+func TestSlowVendorHoldsOnlyItself(t *testing.T) {
+	v := newVendors(t)
+	h := start(t, v, t.TempDir())
+	h.setAPNs(v)
+	h.mustCall("PUT", "/v1/apps/"+h.AppKey+"/channels/fcm", map[string]any{"service_account": v.serviceAccount(), "endpoint": v.srv.URL}, 200)
+	ios, _ := h.device("ios", map[string]any{"apns_token": token()})
+	android, _ := h.device("android", map[string]any{"fcm_token": "fcm-" + token()[:30]})
+	hold := make(chan struct{})
+	v.mu.Lock()
+	v.hold, v.holdKind = hold, "apns"
+	v.mu.Unlock()
+	defer close(hold)
+	slow := h.push(map[string]any{"audience": direct(ios), "notification": map[string]any{"title": "slow"}})
+	if r := v.next(t); r.kind != "apns" {
+		t.Fatalf("first relayed to %s, want APNs", r.kind)
+	}
+	fast := h.push(map[string]any{"audience": direct(android), "notification": map[string]any{"title": "fast"}})
+	if r := v.next(t); r.kind != "fcm" || r.payload["data"].(map[string]any)["id"] != fast {
+		t.Fatalf("while APNs is stuck, got %s %v, want the FCM push %s", r.kind, r.payload, fast)
+	}
+	h.eventually(fast, "fcm sent", func(r map[string]channelReport) bool { return r["fcm"].Sent == 1 })
+	if r := h.report(slow); r["apns"].Sent != 0 {
+		t.Errorf("the held APNs push counts sent: %+v", r["apns"])
+	}
+}

@@ -47,6 +47,7 @@ type vendors struct {
 	mu       sync.Mutex
 	answer   func(r *http.Request, kind string) (int, string, http.Header) // nil: 200
 	hold     chan struct{}                                                 // when set, requests wait for it to close
+	holdKind string                                                        // only requests of this kind wait; "": all
 	requests []request
 	tokens   int // OAuth2 token grants
 	errs     []error
@@ -244,6 +245,9 @@ func (v *vendors) record(w http.ResponseWriter, r *http.Request, req request) {
 	v.mu.Lock()
 	v.requests = append(v.requests, req)
 	answer, hold := v.answer, v.hold
+	if v.holdKind != "" && v.holdKind != req.kind {
+		hold = nil
+	}
 	v.mu.Unlock()
 	v.arrived <- req
 	if hold != nil {
