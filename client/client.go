@@ -17,6 +17,7 @@ import (
 	"net/http"
 	"net/url"
 	"strings"
+	"sync"
 	"time"
 )
 
@@ -132,6 +133,18 @@ func (d *Device) Poll(ctx context.Context, wait time.Duration) ([]Message, error
 		return nil, err
 	}
 	return out.Messages, nil
+}
+
+// MarkSeen records that the app already has the messages with these IDs:
+// Listen and ListenMQTT then acknowledge them without calling the handler.
+// Herald relays a push to a device's APNs or FCM token with the same id (in
+// the payload's "id", FCM's data.id), so an app that handles a vendor push
+// calls MarkSeen with its id, and the copy its own connection brings is
+// dropped.
+func (d *Device) MarkSeen(ids ...string) {
+	for _, id := range ids {
+		d.seen.add(id)
+	}
 }
 
 // Ack acknowledges messages: they leave the inbox for good.
@@ -274,21 +287,30 @@ func sleep(ctx context.Context, d time.Duration) bool {
 	}
 }
 
-// recent remembers the last n message IDs, to drop duplicates.
+// recent remembers the last n message IDs, to drop duplicates. Listen
+// and MarkSeen may use it from different goroutines.
 type recent struct {
+	mu   sync.Mutex
 	ring []string
 	next int
-	set  map[string]struct{}
+	set  map[string]struct{} // guarded by mu, as ring and next
 }
 
 func newRecent(n int) *recent {
 	return &recent{ring: make([]string, n), set: make(map[string]struct{}, n)}
 }
 
-func (r *recent) has(id string) bool { _, ok := r.set[id]; return ok }
+func (r *recent) has(id string) bool {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	_, ok := r.set[id]
+	return ok
+}
 
 func (r *recent) add(id string) {
-	if r.has(id) {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	if _, ok := r.set[id]; ok {
 		return
 	}
 	delete(r.set, r.ring[r.next])

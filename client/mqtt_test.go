@@ -268,3 +268,40 @@ func TestListenMQTTBadURL(t *testing.T) {
 		}
 	}
 }
+
+// A message the app marked seen (it came through the device's vendor
+// channel) is acknowledged without reaching the handler.
+func TestListenMQTTDropsMarkedSeen(t *testing.T) {
+	url, results := scriptedBroker(t,
+		func(b *bconn) error {
+			if err := b.handshake(); err != nil {
+				return err
+			}
+			b.publish(1, "relayed", false)
+			if err := b.puback(1); err != nil {
+				return err
+			}
+			b.publish(2, "m2", false)
+			if err := b.puback(2); err != nil {
+				return err
+			}
+			_, _, err := b.expect(14) // DISCONNECT
+			return err
+		})
+	ctx, cancel := context.WithTimeout(context.Background(), 20*time.Second)
+	defer cancel()
+	d := NewDevice(Registration{RegistrationID: "r1", DeviceSecret: "s1"}, nil)
+	d.MarkSeen("relayed")
+	var got []string
+	err := d.ListenMQTT(ctx, url, func(m Message) error {
+		got = append(got, m.ID)
+		return ErrStop
+	})
+	if err != nil {
+		t.Errorf("ListenMQTT: %v", err)
+	}
+	if fmt.Sprint(got) != "[m2]" {
+		t.Errorf("handled %v, want [m2]: the message marked seen was handed over", got)
+	}
+	checkScripts(t, results, 1)
+}

@@ -22,6 +22,11 @@
 // in storage beside the registration; connect decrypts each push that came
 // through an endpoint with them and hands the plaintext to onWebPush.
 // decryptWebPush does the same for a message got some other way.
+//
+// A device on a vendor channel as well (Herald relays a push to its Web Push
+// subscription with the same id): the service worker that shows a relayed
+// push calls markSeen(registrationID, data.id), and connect then drops that
+// message when its own connection brings it too (wasSeen).
 
 const TRANSPORTS = ['ws', 'sse', 'poll'];
 
@@ -106,6 +111,67 @@ class Recent {
     this.set.add(id);
     if (this.set.size > this.max) this.set.delete(this.set.values().next().value);
   }
+}
+
+// The IDs a device has handed to the app, shared by all of its contexts (its
+// pages and its service worker) and kept across reloads, in IndexedDB. A
+// message may reach a device twice: through its vendor's channel (a Web
+// Push the service worker showed, relayed by Herald with the same id) and
+// through its own connection. A service worker that shows a relayed push
+// calls markSeen(registrationID, data.id); connect then acknowledges that
+// message without handing it to onMessage again, and marks what it hands
+// over itself. Where IndexedDB is missing or refused, both do nothing.
+const SEEN_DB = 'herald-seen';
+const SEEN_KEEP = 4096; // IDs kept; the oldest go first
+let seenDB = null;
+
+function openSeen() {
+  if (!seenDB) {
+    seenDB = new Promise((resolve) => {
+      if (!globalThis.indexedDB) return resolve(null);
+      const req = indexedDB.open(SEEN_DB, 1);
+      req.onupgradeneeded = () => req.result.createObjectStore('ids').createIndex('at', 'at');
+      req.onsuccess = () => resolve(req.result);
+      req.onerror = () => resolve(null);
+      req.onblocked = () => resolve(null);
+    });
+  }
+  return seenDB;
+}
+
+function seenRequest(mode, fn) {
+  return openSeen().then((db) => new Promise((resolve) => {
+    if (!db) return resolve(undefined);
+    let tx;
+    try { tx = db.transaction('ids', mode); } catch (_) { return resolve(undefined); }
+    const req = fn(tx.objectStore('ids'));
+    tx.oncomplete = () => resolve(req && req.result);
+    tx.onerror = tx.onabort = () => resolve(undefined);
+  }));
+}
+
+// markSeen records that the app was handed message id of the device
+// registrationID, in this context or another (see above).
+export async function markSeen(registrationID, id) {
+  await seenRequest('readwrite', (ids) => {
+    ids.put({ at: Date.now() }, registrationID + ' ' + id);
+    const count = ids.count();
+    count.onsuccess = () => {
+      if (count.result <= SEEN_KEEP) return;
+      let extra = count.result - SEEN_KEEP;
+      ids.index('at').openKeyCursor().onsuccess = (e) => {
+        const c = e.target.result;
+        if (c && extra-- > 0) { ids.delete(c.primaryKey); c.continue(); }
+      };
+    };
+    return null;
+  });
+}
+
+// wasSeen reports whether markSeen recorded id for registrationID.
+export async function wasSeen(registrationID, id) {
+  const v = await seenRequest('readonly', (ids) => ids.get(registrationID + ' ' + id));
+  return v !== undefined;
 }
 
 // backoff returns a delay for the nth consecutive failure: full jitter over
@@ -218,15 +284,16 @@ export function connect(reg, opts = {}) {
   function deliver(m, ack) {
     chain = chain.then(async () => {
       if (stopped) return;
-      if (!seen.has(m.id)) {
+      if (!seen.has(m.id) && !(await wasSeen(reg.registration_id, m.id))) {
         try {
           await handleMessage(m);
         } catch (e) {
           console.error('herald: onMessage failed; the message comes again later', e);
           return;
         }
-        seen.add(m.id);
+        await markSeen(reg.registration_id, m.id);
       }
+      seen.add(m.id);
       ack([m.id]);
     });
   }

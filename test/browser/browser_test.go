@@ -297,3 +297,38 @@ func TestDemoFallsBackWhenWebSocketsAreBlocked(t *testing.T) {
 	see(t, ctx, "after falling back")
 	waitDelivered(t, s, id)
 }
+
+// TestSeenElsewhereIsDroppedOnce: a message its service worker marked seen
+// (markSeen, as it does for a push relayed to the device's Web Push
+// subscription) is acknowledged by connect without reaching onMessage when
+// the device's own connection brings it; the next message is shown.
+func TestSeenElsewhereIsDroppedOnce(t *testing.T) {
+	ctx := browser(t)
+	s := startServer(t)
+	regID := openDemo(t, ctx, s, "", "ws")
+	do(t, ctx, "leave the demo for another page of its origin", chromedp.Navigate(s.url+"/healthz"))
+	relayed := s.push(t, regID, "Shown by the service worker", "relayed-copy")
+	ok, err := chromedp.Run(ctx, chromedp.Evaluate[bool](fmt.Sprintf(
+		`import('/client.js').then(async (c) => { await c.markSeen(%q, %q); return c.wasSeen(%q, %q); })`, regID, relayed, regID, relayed),
+		chromedp.EvalAwaitPromise))
+	if err != nil {
+		t.Fatalf("markSeen in the page: %v", err)
+	}
+	if !ok {
+		t.Fatal("wasSeen is false right after markSeen")
+	}
+	if again := openDemo(t, ctx, s, "", "ws"); again != regID {
+		t.Fatalf("the page registered again (%s, was %s)", again, regID)
+	}
+	waitDelivered(t, s, relayed) // acknowledged...
+	after := s.push(t, regID, "After", "own-connection-copy")
+	see(t, ctx, "own-connection-copy")
+	waitDelivered(t, s, after)
+	shown, err := chromedp.Run(ctx, chromedp.Evaluate[bool](`[...document.querySelectorAll('#messages li')].some(li => li.textContent.includes('relayed-copy'))`))
+	if err != nil {
+		t.Fatal(err)
+	}
+	if shown {
+		t.Error("the message marked seen was handed to onMessage again") // ...and not shown
+	}
+}
