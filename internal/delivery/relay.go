@@ -57,6 +57,53 @@ type relayer struct {
 	more bool
 
 	msgs map[uint64]cachedMessage // recent messages by Seq; guarded by mu
+	devs map[string]cachedDevice  // recent devices by ID; guarded by mu
+}
+
+// cachedDevice is a device the relay read lately, for the same reason as
+// cachedMessage: a device's jobs come in runs. A channel changed or
+// deactivated is seen up to msgCacheFor late; a send to a token rotated
+// meanwhile is answered gone by its vendor, and DeactivateChannel then
+// leaves the device's new token alone.
+type cachedDevice struct {
+	d  push.Device
+	at time.Time
+}
+
+// device returns device id, from the cache when it is fresh.
+func (s *Service) device(ctx context.Context, id string) (push.Device, error) {
+	r := s.relay
+	now := s.now()
+	r.mu.Lock()
+	c, ok := r.devs[id]
+	r.mu.Unlock()
+	if ok && now.Sub(c.at) < msgCacheFor {
+		return c.d, nil
+	}
+	d, err := s.store.Device(ctx, id)
+	if err != nil {
+		return d, err
+	}
+	r.mu.Lock()
+	if len(r.devs) >= 4096 {
+		for k, c := range r.devs {
+			if now.Sub(c.at) >= msgCacheFor {
+				delete(r.devs, k)
+			}
+		}
+	}
+	if len(r.devs) < 16384 {
+		r.devs[id] = cachedDevice{d, now}
+	}
+	r.mu.Unlock()
+	return d, nil
+}
+
+// forgetDevice drops id from the cache once its channel changed here.
+func (r *relayer) forgetDevice(id string) {
+	r.mu.Lock()
+	delete(r.devs, id)
+	r.mu.Unlock()
 }
 
 // cachedMessage is a message the relay read lately. A fan-out or a push to
@@ -123,7 +170,7 @@ func (s *Service) EnableRelay(r Relays, o RelayOptions) {
 	}
 	s.relay = &relayer{relays: r, opts: o, wake: make(chan struct{}, 1),
 		inflight: map[jobKey]bool{}, lanes: map[laneKey]int{}, held: map[jobKey]time.Time{},
-		msgs: map[uint64]cachedMessage{}}
+		msgs: map[uint64]cachedMessage{}, devs: map[string]cachedDevice{}}
 }
 
 func (r *relayer) poke() {
@@ -356,7 +403,7 @@ func (s *Service) relayJob(ctx context.Context, j store.RelayJob) error {
 	if j.Device == "" {
 		return s.expand(ctx, j, &m)
 	}
-	d, err := s.store.Device(ctx, j.Device)
+	d, err := s.device(ctx, j.Device)
 	if errors.Is(err, store.ErrNotFound) {
 		return s.store.RelayDone(ctx, j, store.RelayOutcome{Channel: j.Channel, Result: store.RelayFailed, Reason: "device_deleted"})
 	}
@@ -413,6 +460,7 @@ func (s *Service) relayJob(ctx context.Context, j store.RelayJob) error {
 		if _, err := s.store.DeactivateChannel(ctx, d.ID, d.Channel, reason, s.now()); err != nil {
 			return err
 		}
+		s.relay.forgetDevice(d.ID)
 		s.log.Info("vendor channel deactivated", "device", d.ID, "channel", kind, "reason", reason)
 		return s.store.RelayDone(ctx, j, store.RelayOutcome{Channel: kind, Result: store.RelayGone, Reason: reason})
 	case errors.Is(err, relay.ErrCredentials):
