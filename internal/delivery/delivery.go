@@ -440,7 +440,7 @@ func (s *Service) Run(ctx context.Context) {
 	defer wg.Wait()
 	wg.Go(func() { s.schedule(ctx) })
 	if s.relay != nil {
-		wg.Go(func() { s.runRelay(ctx) })
+		wg.Go(func() { s.leadRelay(ctx) })
 	}
 	if s.sweepEvery <= 0 {
 		<-ctx.Done()

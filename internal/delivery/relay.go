@@ -35,6 +35,10 @@ type RelayOptions struct {
 	PerChannel int
 	// InFlight bounds the sends in flight in all; 4096 when zero.
 	InFlight int
+	// Poll is the longest the queue goes unread: jobs this node writes
+	// wake it at once, but jobs written by other nodes sharing the store
+	// are found when it next looks. 1 minute when zero.
+	Poll time.Duration
 }
 
 // relayer runs the durable relay queue: it reads due jobs from the store,
@@ -168,6 +172,9 @@ func (s *Service) EnableRelay(r Relays, o RelayOptions) {
 	if o.InFlight <= 0 {
 		o.InFlight = 4096
 	}
+	if o.Poll <= 0 {
+		o.Poll = time.Minute
+	}
 	s.relay = &relayer{relays: r, opts: o, wake: make(chan struct{}, 1),
 		inflight: map[jobKey]bool{}, lanes: map[laneKey]int{}, held: map[jobKey]time.Time{},
 		msgs: map[uint64]cachedMessage{}, devs: map[string]cachedDevice{}}
@@ -252,6 +259,44 @@ func (s *Service) anyChannel(ctx context.Context, app string) bool {
 	return false
 }
 
+// leadRelay runs the relay queue whenever this node holds the store's
+// "relay" lease, so that nodes sharing a store do not send each job once
+// each; another node takes over when the holder dies or loses the store.
+func (s *Service) leadRelay(ctx context.Context) {
+	for ctx.Err() == nil {
+		lost, release, err := s.store.Lead(ctx, "relay")
+		if err != nil {
+			if ctx.Err() == nil {
+				s.log.Error("relay queue: cannot take the lease; trying again", "err", err)
+				sleep(ctx, 5*time.Second)
+			}
+			continue
+		}
+		s.log.Debug("relay queue: this node sends")
+		lctx, cancel := context.WithCancel(ctx)
+		go func() {
+			select {
+			case <-lost:
+				s.log.Warn("relay queue: the lease was lost; another node may take it")
+				cancel()
+			case <-lctx.Done():
+			}
+		}()
+		s.runRelay(lctx)
+		cancel()
+		release()
+	}
+}
+
+func sleep(ctx context.Context, d time.Duration) {
+	t := time.NewTimer(d)
+	defer t.Stop()
+	select {
+	case <-ctx.Done():
+	case <-t.C:
+	}
+}
+
 // runRelay sends due relay jobs until ctx ends.
 func (s *Service) runRelay(ctx context.Context) {
 	r := s.relay
@@ -267,7 +312,7 @@ func (s *Service) runRelay(ctx context.Context) {
 		case <-r.wake:
 		}
 		next, err := s.takeDue(ctx, &wg)
-		wait := time.Minute
+		wait := r.opts.Poll
 		switch {
 		case err != nil:
 			if ctx.Err() == nil {
@@ -283,7 +328,7 @@ func (s *Service) runRelay(ctx context.Context) {
 			default:
 			}
 		}
-		timer.Reset(min(wait, time.Minute))
+		timer.Reset(min(wait, r.opts.Poll))
 	}
 }
 

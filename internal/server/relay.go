@@ -117,9 +117,15 @@ func (s *Server) startRelay(cfg config.Config) (*relay.Channels, error) {
 		return nil, err
 	}
 	channels := relay.NewChannels(s.store, box, buildSender(relayClient()), s.log)
-	s.deliv.EnableRelay(channels, delivery.RelayOptions{
+	o := delivery.RelayOptions{
 		Retry:       relay.Policy{Base: time.Second, Max: cfg.RelayBackoffMax, Attempts: cfg.RelayAttempts},
 		SendTimeout: cfg.RelayTimeout, PerChannel: cfg.RelayPerChannel,
-	})
+	}
+	if cfg.PostgresURL != "" {
+		// Other nodes may write jobs to the shared store; one node sends
+		// them all (the relay lease) and finds theirs by looking this often.
+		o.Poll = time.Second
+	}
+	s.deliv.EnableRelay(channels, o)
 	return channels, nil
 }

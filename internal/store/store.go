@@ -164,6 +164,14 @@ type Store interface {
 
 	RelayStore
 
+	// Lead waits until this process holds the lease named name among all
+	// the processes that share the store, and returns a channel that is
+	// closed if it loses it (its connection to the store broke) and a
+	// release function. It returns ctx's error if ctx ends first. Work that
+	// must run on one node at a time (the relay queue) runs under it; an
+	// embedded store, which one process holds, grants it at once.
+	Lead(ctx context.Context, name string) (lost <-chan struct{}, release func(), err error)
+
 	// Close releases the store. Other methods return ErrClosed afterwards.
 	Close() error
 }

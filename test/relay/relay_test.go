@@ -13,12 +13,14 @@ import (
 	"fmt"
 	"io"
 	"net/http"
+	"os"
 	"regexp"
 	"strings"
 	"testing"
 	"time"
 
 	"github.com/coder/websocket"
+	"github.com/jackc/pgx/v5"
 
 	"github.com/heraldpush/herald/test/heraldtest"
 )
@@ -31,9 +33,56 @@ type herald struct {
 	t *testing.T
 }
 
-func start(t *testing.T, v *vendors, dir string, args ...string) *herald {
+// starter starts a server on dir with the vendors' certificate trusted;
+// a second call in one test restarts the same store.
+type starter func(t *testing.T, v *vendors, dir string) *herald
+
+// eachStore runs test on a node with the embedded store and on one with
+// PostgreSQL (in a fresh schema; skipped when PostgreSQL is not reachable,
+// failed under CI=true).
+func eachStore(t *testing.T, test func(*testing.T, starter)) {
+	t.Run("embedded", func(t *testing.T) {
+		test(t, func(t *testing.T, v *vendors, dir string) *herald {
+			t.Helper()
+			return &herald{heraldtest.StartEnv(t, v.env(), dir), t}
+		})
+	})
+	t.Run("postgres", func(t *testing.T) {
+		url, schema := postgresSchema(t)
+		test(t, func(t *testing.T, v *vendors, dir string) *herald {
+			t.Helper()
+			return &herald{heraldtest.StartEnv(t, v.env(), dir, "--postgres", url, "--postgres-schema", schema), t}
+		})
+	})
+}
+
+// postgresSchema returns the test database's URL and a fresh schema in it,
+// dropped when the test ends.
+func postgresSchema(t *testing.T) (string, string) {
 	t.Helper()
-	return &herald{heraldtest.StartEnv(t, v.env(), dir, args...), t}
+	url := os.Getenv("HERALD_TEST_POSTGRES")
+	if url == "" {
+		url = "postgres://postgres@127.0.0.1:5432/test?sslmode=disable"
+	}
+	ctx, cancel := context.WithTimeout(context.Background(), 3*time.Second)
+	defer cancel()
+	conn, err := pgx.Connect(ctx, url)
+	if err != nil {
+		if os.Getenv("CI") == "true" {
+			t.Fatalf("PostgreSQL is required under CI=true and is not reachable at %s: %v", url, err)
+		}
+		t.Skipf("PostgreSQL not reachable at %s (set HERALD_TEST_POSTGRES): %v", url, err)
+	}
+	conn.Close(ctx)
+	schema := fmt.Sprintf("herald_relay_test_%d", time.Now().UnixNano())
+	t.Cleanup(func() {
+		ctx := context.Background()
+		if conn, err := pgx.Connect(ctx, url); err == nil {
+			conn.Exec(ctx, "DROP SCHEMA IF EXISTS "+schema+" CASCADE")
+			conn.Close(ctx)
+		}
+	})
+	return url, schema
 }
 
 // call makes a provider call with the app's master secret and decodes the
@@ -152,7 +201,9 @@ var uuidRE = regexp.MustCompile(`^[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4
 // TestAPNs: a notification to an iOS device with no live connection goes
 // to APNs at once, mapped as docs/protocol.md says, signed with the app's
 // key, and the report counts it sent.
-func TestAPNs(t *testing.T) {
+func TestAPNs(t *testing.T) { eachStore(t, testAPNs) }
+
+func testAPNs(t *testing.T, start starter) {
 	v := newVendors(t)
 	h := start(t, v, t.TempDir())
 	h.setAPNs(v)
@@ -202,7 +253,9 @@ func TestAPNs(t *testing.T) {
 
 // TestAPNsGone: a token APNs calls Unregistered is deactivated with the
 // reason, shown on the device, counted gone, and not tried again.
-func TestAPNsGone(t *testing.T) {
+func TestAPNsGone(t *testing.T) { eachStore(t, testAPNsGone) }
+
+func testAPNsGone(t *testing.T, start starter) {
 	v := newVendors(t)
 	h := start(t, v, t.TempDir())
 	h.setAPNs(v)
@@ -243,7 +296,9 @@ func TestAPNsGone(t *testing.T) {
 
 // TestAPNsRetryAfter: a 503 with Retry-After is retried after it, the
 // report shows the message waiting meanwhile, then sent.
-func TestAPNsRetryAfter(t *testing.T) {
+func TestAPNsRetryAfter(t *testing.T) { eachStore(t, testAPNsRetryAfter) }
+
+func testAPNsRetryAfter(t *testing.T, start starter) {
 	v := newVendors(t)
 	h := start(t, v, t.TempDir())
 	h.setAPNs(v)
@@ -271,7 +326,9 @@ func TestAPNsRetryAfter(t *testing.T) {
 
 // TestAPNsBadCredentials: APNs refusing the provider token marks the app's
 // channel broken, shown on its settings, and the message failed.
-func TestAPNsBadCredentials(t *testing.T) {
+func TestAPNsBadCredentials(t *testing.T) { eachStore(t, testAPNsBadCredentials) }
+
+func testAPNsBadCredentials(t *testing.T, start starter) {
 	v := newVendors(t)
 	h := start(t, v, t.TempDir())
 	h.setAPNs(v)
@@ -300,7 +357,9 @@ func TestAPNsBadCredentials(t *testing.T) {
 // TestFCMAndWebPush: a data message reaches an Android device through FCM
 // (after the OAuth2 grant) and a browser through its Web Push service,
 // encrypted for its subscription and signed with the app's VAPID key.
-func TestFCMAndWebPush(t *testing.T) {
+func TestFCMAndWebPush(t *testing.T) { eachStore(t, testFCMAndWebPush) }
+
+func testFCMAndWebPush(t *testing.T, start starter) {
 	v := newVendors(t)
 	h := start(t, v, t.TempDir())
 	h.mustCall("PUT", "/v1/apps/"+h.AppKey+"/channels/fcm", map[string]any{"service_account": v.serviceAccount(), "endpoint": v.srv.URL}, 200)
@@ -406,7 +465,9 @@ func (d *wsDevice) next(t *testing.T) map[string]any {
 // TestOwnFirst: a device with a live connection gets the push there; if
 // it acknowledges within relay_after the vendor is never asked, and if it
 // does not, the push goes through APNs after relay_after, with the same id.
-func TestOwnFirst(t *testing.T) {
+func TestOwnFirst(t *testing.T) { eachStore(t, testOwnFirst) }
+
+func testOwnFirst(t *testing.T, start starter) {
 	v := newVendors(t)
 	h := start(t, v, t.TempDir())
 	h.setAPNs(v)
@@ -447,7 +508,9 @@ func TestOwnFirst(t *testing.T) {
 // TestRelaySurvivesKill9: a message whose send APNs has not answered when
 // the server is killed is sent again after the restart: at least once,
 // never zero times.
-func TestRelaySurvivesKill9(t *testing.T) {
+func TestRelaySurvivesKill9(t *testing.T) { eachStore(t, testRelaySurvivesKill9) }
+
+func testRelaySurvivesKill9(t *testing.T, start starter) {
 	v := newVendors(t)
 	dir := t.TempDir()
 	h := start(t, v, dir)
@@ -464,7 +527,7 @@ func TestRelaySurvivesKill9(t *testing.T) {
 	v.hold = nil
 	v.mu.Unlock()
 	close(hold)
-	h2 := &herald{heraldtest.StartEnv(t, v.env(), dir), t}
+	h2 := start(t, v, dir)
 	h2.AppKey, h2.Secret = h.AppKey, h.Secret
 	r := v.next(t)
 	if r.payload["id"] != msg {
@@ -476,7 +539,9 @@ func TestRelaySurvivesKill9(t *testing.T) {
 // TestFanoutAndVendorOnly: a tag push reaches the matching devices on
 // APNs (the fan-out job is expanded per device), and a vendor_only push is
 // relayed without waiting in the device's own inbox.
-func TestFanoutAndVendorOnly(t *testing.T) {
+func TestFanoutAndVendorOnly(t *testing.T) { eachStore(t, testFanoutAndVendorOnly) }
+
+func testFanoutAndVendorOnly(t *testing.T, start starter) {
 	v := newVendors(t)
 	h := start(t, v, t.TempDir())
 	h.setAPNs(v)
@@ -534,7 +599,9 @@ func TestFanoutAndVendorOnly(t *testing.T) {
 // TestSlowVendorHoldsOnlyItself: while APNs holds every request
 // unanswered, a push to an FCM device is still relayed at once, and both
 // pushes are answered 202 as soon as they are stored.
-func TestSlowVendorHoldsOnlyItself(t *testing.T) {
+func TestSlowVendorHoldsOnlyItself(t *testing.T) { eachStore(t, testSlowVendorHoldsOnlyItself) }
+
+func testSlowVendorHoldsOnlyItself(t *testing.T, start starter) {
 	v := newVendors(t)
 	h := start(t, v, t.TempDir())
 	h.setAPNs(v)
@@ -558,4 +625,45 @@ func TestSlowVendorHoldsOnlyItself(t *testing.T) {
 	if r := h.report(slow); r["apns"].Sent != 0 {
 		t.Errorf("the held APNs push counts sent: %+v", r["apns"])
 	}
+}
+
+// TestOneNodeRelays: two nodes share one PostgreSQL; pushes accepted on
+// either are relayed once each (one node holds the relay lease), and when
+// the holder is killed the other takes over.
+func TestOneNodeRelays(t *testing.T) {
+	url, schema := postgresSchema(t)
+	v := newVendors(t)
+	pg := []string{"--postgres", url, "--postgres-schema", schema}
+	// Every node of a cluster needs the key the channel settings are
+	// sealed with.
+	env := append(v.env(), "HERALD_SECRET_KEY="+token())
+	a := &herald{heraldtest.StartEnv(t, env, t.TempDir(), pg...), t}
+	b := &herald{heraldtest.StartEnv(t, env, t.TempDir(), pg...), t}
+	b.AppKey, b.Secret = a.AppKey, a.Secret // one app: the store is shared
+	a.setAPNs(v)
+	id, _ := b.device("ios", map[string]any{"apns_token": token()})
+	var msgs []string
+	for i := range 10 {
+		node := a
+		if i%2 == 1 {
+			node = b
+		}
+		msgs = append(msgs, node.push(map[string]any{"audience": direct(id), "notification": map[string]any{"title": fmt.Sprint(i)}}))
+	}
+	for range msgs {
+		v.next(t)
+	}
+	for _, m := range msgs {
+		b.eventually(m, "apns sent 1", func(r map[string]channelReport) bool { return r["apns"].Sent == 1 })
+	}
+	if n := v.count(); n != len(msgs) {
+		t.Errorf("APNs got %d requests for %d messages: nodes sharing a store both relayed", n, len(msgs))
+	}
+	// Whichever node held the lease, the other goes on alone.
+	a.Kill()
+	after := b.push(map[string]any{"audience": direct(id), "notification": map[string]any{"title": "after"}})
+	if r := v.next(t); r.payload["id"] != after {
+		t.Fatalf("after node A died, APNs got %v, want %s", r.payload["id"], after)
+	}
+	b.eventually(after, "apns sent 1", func(r map[string]channelReport) bool { return r["apns"].Sent == 1 })
 }
