@@ -60,6 +60,12 @@ type relayer struct {
 	// jobs still in flight once per send. Guarded by mu.
 	more bool
 
+	// ended holds when each job's send ended lately (its outcome or retry
+	// written). A look at the queue that began before that may still list
+	// the job as due, and must not send it again. Guarded by mu.
+	ended  map[jobKey]time.Time
+	pruned time.Time // when ended was last pruned; guarded by mu
+
 	msgs map[uint64]cachedMessage // recent messages by Seq; guarded by mu
 	devs map[string]cachedDevice  // recent devices by ID; guarded by mu
 }
@@ -177,7 +183,7 @@ func (s *Service) EnableRelay(r Relays, o RelayOptions) {
 	}
 	s.relay = &relayer{relays: r, opts: o, wake: make(chan struct{}, 1),
 		inflight: map[jobKey]bool{}, lanes: map[laneKey]int{}, held: map[jobKey]time.Time{},
-		msgs: map[uint64]cachedMessage{}, devs: map[string]cachedDevice{}}
+		msgs: map[uint64]cachedMessage{}, devs: map[string]cachedDevice{}, ended: map[jobKey]time.Time{}}
 }
 
 func (r *relayer) poke() {
@@ -337,7 +343,17 @@ func (s *Service) runRelay(ctx context.Context) {
 func (s *Service) takeDue(ctx context.Context, wg *sync.WaitGroup) (time.Time, error) {
 	r := s.relay
 	now := s.now()
+	readAt := time.Now() // the wall clock's monotonic reading, not s.now
 	r.mu.Lock()
+	if readAt.Sub(r.pruned) > time.Second {
+		// No look at the queue takes anywhere near this long.
+		for k, at := range r.ended {
+			if readAt.Sub(at) > 30*time.Second {
+				delete(r.ended, k)
+			}
+		}
+		r.pruned = readAt
+	}
 	n := len(r.inflight) + len(r.held)
 	for k, until := range r.held {
 		if !now.Before(until) {
@@ -353,7 +369,7 @@ func (s *Service) takeDue(ctx context.Context, wg *sync.WaitGroup) (time.Time, e
 	r.mu.Lock()
 	for _, j := range jobs {
 		k := jobKey{j.Seq, j.Device}
-		if r.inflight[k] || !r.held[k].IsZero() {
+		if r.inflight[k] || !r.held[k].IsZero() || r.ended[k].After(readAt) {
 			continue
 		}
 		lane := laneKey{j.App, j.Channel}
@@ -367,6 +383,7 @@ func (s *Service) takeDue(ctx context.Context, wg *sync.WaitGroup) (time.Time, e
 			retried := s.relayOne(ctx, j)
 			r.mu.Lock()
 			delete(r.inflight, k)
+			r.ended[k] = time.Now()
 			if r.lanes[lane]--; r.lanes[lane] == 0 {
 				delete(r.lanes, lane)
 			}
