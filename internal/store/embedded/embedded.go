@@ -223,7 +223,7 @@ func (s *Store) load() error {
 	default:
 		s.seq = binary.BigEndian.Uint64(v)
 	}
-	return nil
+	return s.indexAddresses()
 }
 
 // Close waits for the changes already submitted to commit, then closes the

@@ -5,9 +5,12 @@ import (
 	"errors"
 	"fmt"
 	"slices"
+	"strings"
 	"sync"
 	"testing"
 	"time"
+
+	"github.com/cockroachdb/pebble/v2"
 
 	"github.com/heraldpush/herald/internal/push"
 	"github.com/heraldpush/herald/internal/store"
@@ -317,5 +320,45 @@ func TestV1RecordsRead(t *testing.T) {
 	gm, err := decodeMessage(v1)
 	if err != nil || gm.ID != "m" || gm.Channel != "" {
 		t.Errorf("v1 message = %+v, %v", gm, err)
+	}
+}
+
+// TestAddressIndexBuiltForOldStores: a store written before the vendor
+// address index gets it at open; of two devices holding one token, the
+// one updated last keeps it.
+func TestAddressIndexBuiltForOldStores(t *testing.T) {
+	dir := t.TempDir()
+	s := mustOpen(t, dir)
+	setup(t, s)
+	tok := strings.Repeat("ab", 32)
+	if _, err := s.CreateDevice(bg, push.Device{ID: "old", App: "a", Platform: push.IOS, CreatedAt: epoch, UpdatedAt: epoch, Channel: push.Channel{Kind: push.ChannelAPNs, Token: tok}}); err != nil {
+		t.Fatal(err)
+	}
+	// What an older version wrote: a second device with the same token and
+	// no index rows, as if the index did not exist.
+	d := push.Device{ID: "new", App: "a", Platform: push.IOS, CreatedAt: epoch, UpdatedAt: epoch.Add(time.Minute), Channel: push.Channel{Kind: push.ChannelAPNs, Token: tok}}
+	if err := s.db.Set(kDevice(d.ID), encodeDevice(&d), pebble.Sync); err != nil {
+		t.Fatal(err)
+	}
+	for _, k := range [][]byte{key(tAddrDone), kAddress("a", "apns", tok)} {
+		if err := s.db.Delete(k, pebble.Sync); err != nil {
+			t.Fatal(err)
+		}
+	}
+	s.Close()
+	s = mustOpen(t, dir)
+	defer s.Close()
+	if got, _ := s.Device(bg, "old"); got.Channel.Kind != push.ChannelHerald {
+		t.Errorf("the device updated first kept the token: %+v", got.Channel)
+	}
+	if got, _ := s.Device(bg, "new"); got.Channel.Token != tok {
+		t.Errorf("the device updated last lost the token: %+v", got.Channel)
+	}
+	// The index works from now on: a third registration takes the token.
+	if _, err := s.CreateDevice(bg, push.Device{ID: "third", App: "a", Platform: push.IOS, Channel: push.Channel{Kind: push.ChannelAPNs, Token: tok}}); err != nil {
+		t.Fatal(err)
+	}
+	if got, _ := s.Device(bg, "new"); got.Channel.Kind != push.ChannelHerald {
+		t.Errorf("after a third registration, new still holds the token: %+v", got.Channel)
 	}
 }

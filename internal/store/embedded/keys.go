@@ -36,6 +36,7 @@ import (
 //	'o' seq lp(channel) lp(result) reason  count      relay outcomes of a message
 //	'T' lp(app) lp(kind) address         deviceID     the device holding a vendor address
 //	'C' lp(app) kind                     sealed       an app's channel settings
+//	'I'                                  -            the 'T' index was built for the devices already stored
 //
 // Acknowledgements are keyed by message first: Pending asks "has d acked
 // seq" (a point lookup either way), while purging a message must drop all
@@ -66,6 +67,7 @@ const (
 	tOutcome  = 'o'
 	tAddress  = 'T'
 	tChanConf = 'C'
+	tAddrDone = 'I'
 )
 
 // formatVersion is written at creation; Open refuses a store it does not know.

@@ -449,3 +449,53 @@ func (s *Store) Lead(ctx context.Context, name string) (<-chan struct{}, func(),
 	}
 	return make(chan struct{}), func() {}, nil
 }
+
+// indexAddresses builds the vendor address index ('T') for the devices a
+// store written before it holds, once: where two devices of an app hold
+// one address, the one updated last keeps it and the others' channels
+// become Herald's own, as if they had registered in that order.
+func (s *Store) indexAddresses() error {
+	if ok, err := hasKey(s.db, key(tAddrDone)); err != nil || ok {
+		return err
+	}
+	best := map[string]*push.Device{}
+	var losers []push.Device
+	err := scan(s.db, key(tDevice), func(_, v []byte) (bool, error) {
+		d, err := decodeDevice(v)
+		if err != nil {
+			return false, err
+		}
+		if d.Channel.Kind == push.ChannelHerald || d.Channel.Address() == "" {
+			return true, nil
+		}
+		k := string(kAddress(d.App, string(d.Channel.Kind), d.Channel.Address()))
+		cur := best[k]
+		switch {
+		case cur == nil:
+			best[k] = &d
+		case d.UpdatedAt.After(cur.UpdatedAt) || d.UpdatedAt.Equal(cur.UpdatedAt) && d.ID > cur.ID:
+			losers = append(losers, *cur)
+			best[k] = &d
+		default:
+			losers = append(losers, d)
+		}
+		return true, nil
+	})
+	if err != nil {
+		return err
+	}
+	b := s.db.NewBatch()
+	defer b.Close()
+	for k, d := range best {
+		b.Set([]byte(k), []byte(d.ID), nil)
+	}
+	for _, d := range losers {
+		d.Channel = push.Channel{Kind: push.ChannelHerald}
+		b.Set(kDevice(d.ID), encodeDevice(&d), nil)
+	}
+	b.Set(key(tAddrDone), nil, nil)
+	if err := b.Commit(pebble.Sync); err != nil {
+		return fmt.Errorf("embedded: indexing vendor addresses: %w", err)
+	}
+	return nil
+}
