@@ -43,9 +43,6 @@ const (
 // notification: a message is checked against it before it is sent.
 const MaxPayload = 4096
 
-// MaxCollapseID is the longest apns-collapse-id APNs takes, in bytes.
-const MaxCollapseID = 64
-
 // How long a provider token is used, and how often it may be replaced.
 // Apple refuses a token issued more than an hour ago (403
 // ExpiredProviderToken) and one replaced more often than every 20 minutes
@@ -232,7 +229,7 @@ func (s *Sender) post(ctx context.Context, token, providerToken string, m *push.
 	h.Set("Apns-Expiration", expiration(m))
 	h.Set("Apns-Id", ID(m.ID))
 	if m.CollapseID != "" {
-		h.Set("Apns-Collapse-Id", CollapseID(m.CollapseID))
+		h.Set("Apns-Collapse-Id", relay.APNsCollapseID(m.CollapseID))
 	}
 	alone, err := s.wait(ctx)
 	if err != nil {
@@ -333,7 +330,7 @@ func (s *Sender) answer(a reply, to relay.Target) error {
 		return &relay.RetryError{After: s.refreshIn(), Err: errors.New(what)}
 	case reason == "TooManyProviderTokenUpdates" || reason == "IdleTimeout" ||
 		code == http.StatusTooManyRequests || code >= 500:
-		return &relay.RetryError{After: retryAfter(a.header.Get("Retry-After"), s.opts.Now()), Err: errors.New(what)}
+		return &relay.RetryError{After: relay.RetryAfter(a.header.Get("Retry-After"), s.opts.Now()), Err: errors.New(what)}
 	case code == http.StatusForbidden:
 		// InvalidProviderToken, MissingProviderToken, BadCertificate,
 		// BadCertificateEnvironment, Forbidden, UnrelatedKeyIdInToken,
@@ -484,17 +481,6 @@ func expiration(m *push.Message) string {
 	return strconv.FormatInt(m.ExpiresAt.Unix(), 10)
 }
 
-// CollapseID turns a collapse ID into an apns-collapse-id: itself when it
-// fits MaxCollapseID bytes, else the hex of its SHA-256 (64 characters).
-// The same collapse ID always gives the same apns-collapse-id.
-func CollapseID(collapseID string) string {
-	if len(collapseID) <= MaxCollapseID {
-		return collapseID
-	}
-	sum := sha256.Sum256([]byte(collapseID))
-	return hex.EncodeToString(sum[:])
-}
-
 // ID is the apns-id of the message whose Herald ID is id: a UUID made of
 // the first 16 bytes of id's SHA-256, with the version (8, RFC 9562 §5.8,
 // the version for name-based UUIDs on hashes other than MD5 and SHA-1) and
@@ -508,19 +494,4 @@ func ID(id string) string {
 	u[8] = u[8]&0x3f | 0x80
 	h := hex.EncodeToString(u)
 	return h[:8] + "-" + h[8:12] + "-" + h[12:16] + "-" + h[16:20] + "-" + h[20:]
-}
-
-// retryAfter reads a Retry-After of seconds or an HTTP date; zero when
-// absent or malformed.
-func retryAfter(v string, now time.Time) time.Duration {
-	if v == "" {
-		return 0
-	}
-	if n, err := strconv.ParseInt(v, 10, 64); err == nil && n > 0 {
-		return time.Duration(min(n, 86400)) * time.Second
-	}
-	if t, err := http.ParseTime(v); err == nil && t.After(now) {
-		return t.Sub(now)
-	}
-	return 0
 }

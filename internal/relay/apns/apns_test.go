@@ -363,14 +363,14 @@ func TestLongCollapseID(t *testing.T) {
 		}
 		seen = append(seen, f.last(t).header.Get("Apns-Collapse-Id"))
 	}
-	if len(seen[0]) == 0 || len(seen[0]) > 64 || seen[0] != seen[1] || seen[0] != apns.CollapseID(long) {
+	if len(seen[0]) == 0 || len(seen[0]) > 64 || seen[0] != seen[1] || seen[0] != relay.APNsCollapseID(long) {
 		t.Errorf("apns-collapse-id %q for an 80-byte collapse ID: not 1 to 64 bytes, or not stable", seen)
 	}
-	if apns.CollapseID(long+"x") == seen[0] {
+	if relay.APNsCollapseID(long+"x") == seen[0] {
 		t.Error("two long collapse IDs share an apns-collapse-id")
 	}
 	exact := strings.Repeat("c", 64)
-	if got := apns.CollapseID(exact); got != exact {
+	if got := relay.APNsCollapseID(exact); got != exact {
 		t.Errorf("a 64-byte collapse ID became %q", got)
 	}
 }

@@ -10,10 +10,7 @@ import (
 	"bytes"
 	"context"
 	"crypto/rsa"
-	"crypto/sha256"
 	"crypto/x509"
-	"encoding/base64"
-	"encoding/hex"
 	"encoding/json"
 	"encoding/pem"
 	"errors"
@@ -292,7 +289,7 @@ func (s *Sender) answer(resp *http.Response, body []byte) error {
 	case code == http.StatusUnauthorized:
 		return &unauthenticated{what}
 	case code == http.StatusTooManyRequests || code >= 500:
-		return &relay.RetryError{After: retryAfter(resp.Header.Get("Retry-After"), s.opts.Now()), Err: errors.New(what)}
+		return &relay.RetryError{After: relay.RetryAfter(resp.Header.Get("Retry-After"), s.opts.Now()), Err: errors.New(what)}
 	case code == http.StatusBadRequest && names:
 		// A token FCM cannot parse will never be delivered to.
 		return fmt.Errorf("%w: %s", relay.ErrGone, what)
@@ -409,7 +406,7 @@ func (s *Sender) tokenError(err error) error {
 		what += ": " + clip(strings.TrimSpace(string(re.Body)))
 	}
 	if code == http.StatusTooManyRequests || code >= 500 {
-		return &relay.RetryError{After: retryAfter(re.Response.Header.Get("Retry-After"), s.opts.Now()), Err: errors.New(what)}
+		return &relay.RetryError{After: relay.RetryAfter(re.Response.Header.Get("Retry-After"), s.opts.Now()), Err: errors.New(what)}
 	}
 	return fmt.Errorf("%w: %s", relay.ErrCredentials, what)
 }
@@ -520,7 +517,7 @@ func Body(to relay.Target, m *push.Message, project string) ([]byte, error) {
 			h["Urgency"] = "high"
 		}
 		if m.CollapseID != "" {
-			h["Topic"] = topic(m.CollapseID)
+			h["Topic"] = relay.WebPushTopic(m.CollapseID)
 		}
 		msg.WebPush = &webpush{Headers: h}
 	default:
@@ -562,42 +559,7 @@ func apnsBlock(m *push.Message, high bool, ttl int64) *apns {
 		h["apns-expiration"] = strconv.FormatInt(time.Now().Unix()+ttl, 10)
 	}
 	if m.CollapseID != "" {
-		h["apns-collapse-id"] = CollapseID(m.CollapseID)
+		h["apns-collapse-id"] = relay.APNsCollapseID(m.CollapseID)
 	}
 	return &apns{Headers: h, Payload: apnsPayload{APS: a}}
-}
-
-// CollapseID turns a collapse ID into an apns-collapse-id, which APNs
-// takes up to 64 bytes long: a longer one becomes the hex SHA-256 of it
-// (64 bytes), so the same collapse ID always gives the same header.
-func CollapseID(id string) string {
-	if len(id) <= 64 {
-		return id
-	}
-	sum := sha256.Sum256([]byte(id))
-	return hex.EncodeToString(sum[:])
-}
-
-// topic is the Web Push Topic for a collapse ID, the same as
-// relay/webpush's Topic (the tests hold them equal), so a browser sees
-// one topic whichever way a message comes: relay/webpush is a backend,
-// which another backend may not import.
-func topic(collapseID string) string {
-	sum := sha256.Sum256([]byte(collapseID))
-	return base64.RawURLEncoding.EncodeToString(sum[:24])
-}
-
-// retryAfter reads a Retry-After of seconds or an HTTP date; zero when
-// absent or malformed.
-func retryAfter(v string, now time.Time) time.Duration {
-	if v == "" {
-		return 0
-	}
-	if n, err := strconv.ParseInt(v, 10, 64); err == nil && n > 0 {
-		return time.Duration(min(n, 86400)) * time.Second
-	}
-	if t, err := http.ParseTime(v); err == nil && t.After(now) {
-		return t.Sub(now)
-	}
-	return 0
 }

@@ -27,7 +27,6 @@ import (
 	"github.com/heraldpush/herald/internal/push"
 	"github.com/heraldpush/herald/internal/relay"
 	"github.com/heraldpush/herald/internal/relay/fcm"
-	relaywp "github.com/heraldpush/herald/internal/relay/webpush"
 )
 
 const (
@@ -443,7 +442,7 @@ func TestPlatformBlocks(t *testing.T) {
 	for path, want := range map[string]any{
 		"apns.headers.apns-priority": "5", "apns.headers.apns-push-type": "background",
 		"apns.headers.apns-expiration": "0", "apns.payload.aps.content-available": 1.0,
-		"apns.headers.apns-collapse-id": fcm.CollapseID(m.CollapseID), "data.message": `{"sync":true}`,
+		"apns.headers.apns-collapse-id": relay.APNsCollapseID(m.CollapseID), "data.message": `{"sync":true}`,
 	} {
 		if got := get(msg, strings.Split(path, ".")...); got != want {
 			t.Errorf("iOS background: %s = %#v, want %#v", path, got, want)
@@ -452,7 +451,7 @@ func TestPlatformBlocks(t *testing.T) {
 	if aps, _ := get(msg, "apns", "payload", "aps").(map[string]any); len(aps) != 1 {
 		t.Errorf("iOS background: aps %v, want content-available alone", aps)
 	}
-	if id := fcm.CollapseID(m.CollapseID); len(id) != 64 || id != fcm.CollapseID(strings.Repeat("c", 100)) || id == fcm.CollapseID(strings.Repeat("c", 99)+"d") {
+	if id := relay.APNsCollapseID(m.CollapseID); len(id) != 64 || id != relay.APNsCollapseID(strings.Repeat("c", 100)) || id == relay.APNsCollapseID(strings.Repeat("c", 99)+"d") {
 		t.Errorf("CollapseID of 100 bytes = %q: not 64 bytes, not stable or not distinct", id)
 	}
 
@@ -465,7 +464,7 @@ func TestPlatformBlocks(t *testing.T) {
 	msg = f.fcm.last(t)
 	for path, want := range map[string]any{
 		"webpush.headers.TTL": "90", "webpush.headers.Urgency": "normal",
-		"webpush.headers.Topic": relaywp.Topic("score"), "notification.title": "Hello", "data.id": "m_5",
+		"webpush.headers.Topic": relay.WebPushTopic("score"), "notification.title": "Hello", "data.id": "m_5",
 	} {
 		if got := get(msg, strings.Split(path, ".")...); got != want {
 			t.Errorf("web: %s = %#v, want %#v", path, got, want)

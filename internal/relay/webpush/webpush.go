@@ -117,7 +117,7 @@ func (s *Sender) Send(ctx context.Context, to relay.Target, m *push.Message) err
 	req.Header.Set("TTL", strconv.FormatInt(int64(m.TTL/time.Second), 10))
 	req.Header.Set("Urgency", urgency(m.Priority))
 	if m.CollapseID != "" {
-		req.Header.Set("Topic", Topic(m.CollapseID))
+		req.Header.Set("Topic", relay.WebPushTopic(m.CollapseID))
 	}
 	resp, err := s.opts.Client.Do(req)
 	if err != nil {
@@ -143,26 +143,11 @@ func answer(resp *http.Response, detail string) error {
 	case code == http.StatusUnauthorized || code == http.StatusForbidden:
 		return fmt.Errorf("%w: push service answered %d %s", relay.ErrCredentials, code, detail)
 	case code == http.StatusTooManyRequests || code >= 500:
-		return &relay.RetryError{After: retryAfter(resp.Header.Get("Retry-After"), time.Now()),
+		return &relay.RetryError{After: relay.RetryAfter(resp.Header.Get("Retry-After"), time.Now()),
 			Err: fmt.Errorf("push service answered %d %s", code, detail)}
 	default: // 400, 413: this message will not pass however often it is sent
 		return fmt.Errorf("%w: push service answered %d %s", relay.ErrRejected, code, detail)
 	}
-}
-
-// retryAfter reads a Retry-After of seconds or an HTTP date; zero when
-// absent or malformed.
-func retryAfter(v string, now time.Time) time.Duration {
-	if v == "" {
-		return 0
-	}
-	if n, err := strconv.ParseInt(v, 10, 64); err == nil && n > 0 {
-		return time.Duration(min(n, 86400)) * time.Second
-	}
-	if t, err := http.ParseTime(v); err == nil && t.After(now) {
-		return t.Sub(now)
-	}
-	return 0
 }
 
 func urgency(p push.Priority) string {
@@ -170,14 +155,6 @@ func urgency(p push.Priority) string {
 		return "high"
 	}
 	return "normal"
-}
-
-// Topic turns a collapse ID (up to 128 bytes of UTF-8) into a Web Push
-// Topic (RFC 8030 §5.4: at most 32 characters of the base64url alphabet):
-// the same collapse ID always gives the same topic.
-func Topic(collapseID string) string {
-	sum := sha256.Sum256([]byte(collapseID))
-	return base64.RawURLEncoding.EncodeToString(sum[:24])
 }
 
 // vapid returns the Authorization header for a push service at origin:

@@ -136,7 +136,7 @@ func TestSendIsDecryptedAndVerified(t *testing.T) {
 	if string(got.plain) != string(want) {
 		t.Errorf("decrypted %s, want %s", got.plain, want)
 	}
-	if h := got.header; h.Get("TTL") != "90" || h.Get("Urgency") != "high" || h.Get("Topic") != relaywp.Topic("score") {
+	if h := got.header; h.Get("TTL") != "90" || h.Get("Urgency") != "high" || h.Get("Topic") != relay.WebPushTopic("score") {
 		t.Errorf("headers TTL %q Urgency %q Topic %q", h.Get("TTL"), h.Get("Urgency"), h.Get("Topic"))
 	}
 }
@@ -246,11 +246,11 @@ func TestTooLargeIsRefusedBeforeSending(t *testing.T) {
 func TestTopic(t *testing.T) {
 	valid := regexp.MustCompile(`^[A-Za-z0-9_-]{1,32}$`)
 	for _, id := range []string{"a", "score", strings.Repeat("é", 64)} {
-		if tp := relaywp.Topic(id); !valid.MatchString(tp) || tp != relaywp.Topic(id) {
+		if tp := relay.WebPushTopic(id); !valid.MatchString(tp) || tp != relay.WebPushTopic(id) {
 			t.Errorf("Topic(%q) = %q: not 1 to 32 base64url characters, or not stable", id, tp)
 		}
 	}
-	if relaywp.Topic("a") == relaywp.Topic("b") {
+	if relay.WebPushTopic("a") == relay.WebPushTopic("b") {
 		t.Error("two collapse IDs share a topic")
 	}
 }
