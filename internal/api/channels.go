@@ -1,13 +1,11 @@
 package api
 
 import (
-	"crypto/subtle"
 	"errors"
 	"net/http"
 	"strings"
 
 	"github.com/heraldpush/herald/internal/apierr"
-	"github.com/heraldpush/herald/internal/netlimit"
 	"github.com/heraldpush/herald/internal/push"
 	"github.com/heraldpush/herald/internal/registry"
 	"github.com/heraldpush/herald/internal/relay"
@@ -33,11 +31,10 @@ type appFunc func(w http.ResponseWriter, r *http.Request, app push.App) error
 func (a *API) appOwner(f appFunc) apierr.HandlerFunc {
 	return func(w http.ResponseWriter, r *http.Request) error {
 		key := r.PathValue("app_key")
-		if token, ok := strings.CutPrefix(r.Header.Get("Authorization"), "Bearer "); ok {
-			if a.opts.AdminToken == "" || subtle.ConstantTimeCompare([]byte(token), []byte(a.opts.AdminToken)) != 1 {
+		if strings.HasPrefix(r.Header.Get("Authorization"), "Bearer ") {
+			if err := a.admin(r); err != nil {
 				return apierr.Unauthorized.With("use Authorization: Bearer <admin token>, or HTTP Basic with the app's app_key:master_secret")
 			}
-			netlimit.Authenticated(r.Context())
 			app, err := a.reg.App(r.Context(), key)
 			if err != nil {
 				return appError(err)
@@ -72,7 +69,7 @@ func channelError(err error) error {
 		return apierr.ChannelNotFound
 	case errors.Is(err, relay.ErrBadConfig):
 		return apierr.BadChannelConfig.With("%s", detail(err, relay.ErrBadConfig))
-	case err != nil && strings.Contains(err.Error(), "do not open with this server's secret key"):
+	case errors.Is(err, relay.ErrUnreadable):
 		return apierr.ChannelUnreadable
 	}
 	return err

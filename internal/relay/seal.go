@@ -62,9 +62,10 @@ func randomBytes(n int) []byte {
 	return b
 }
 
-// errOpen is what Open says for any failure: which part of a sealed value
-// was wrong is of no use to anyone but an attacker.
-var errOpen = errors.New("relay: sealed credentials do not open with this server's secret key")
+// ErrUnreadable is what Open says for any failure: which part of a sealed
+// value was wrong is of no use to anyone but an attacker. Settings sealed
+// under another server key (changed, or different between nodes) give it.
+var ErrUnreadable = errors.New("relay: sealed credentials do not open with this server's secret key")
 
 // Seal encrypts plain, bound to label (the app and channel it belongs to,
 // so that one app's sealed credentials cannot be moved to another's).
@@ -77,11 +78,11 @@ func (b *Box) Seal(plain []byte, label string) []byte {
 func (b *Box) Open(sealed []byte, label string) ([]byte, error) {
 	n := b.aead.NonceSize()
 	if len(sealed) < n+b.aead.Overhead() {
-		return nil, errOpen
+		return nil, ErrUnreadable
 	}
 	plain, err := b.aead.Open(nil, sealed[:n], sealed[n:], []byte(label))
 	if err != nil {
-		return nil, errOpen
+		return nil, ErrUnreadable
 	}
 	return plain, nil
 }

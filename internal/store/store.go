@@ -264,6 +264,31 @@ type RelayOutcome struct {
 	Reason  string // the vendor's reason or Herald's (expired, no_channel, ...); empty when sent
 }
 
+// RelayWaiting is the result under which a store counts the jobs waiting
+// for a retry (RelayCounts.Waiting) beside the outcomes.
+const RelayWaiting = "waiting"
+
+// Add counts n jobs that ended with result and reason (or, for
+// RelayWaiting, wait for a retry); any other result counts as failed for
+// reason.
+func (c *RelayCounts) Add(result, reason string, n int) {
+	switch result {
+	case RelaySent:
+		c.Sent += n
+	case RelayGone:
+		c.Gone += n
+	case RelayOwn:
+		c.Own += n
+	case RelayWaiting:
+		c.Waiting += n
+	default:
+		if c.Failed == nil {
+			c.Failed = map[string]int{}
+		}
+		c.Failed[reason] += n
+	}
+}
+
 // RelayCounts are a message's relay outcomes on one channel.
 type RelayCounts struct {
 	Sent    int            `json:"sent"`

@@ -172,7 +172,7 @@ func (s *Store) RelayRetry(ctx context.Context, job store.RelayJob, due time.Tim
 			return err
 		}
 		if old.Attempt == 0 && job.Attempt > 0 && job.Device != "" {
-			if err := w.count(job.Seq, job.Channel, "waiting", "", 1); err != nil {
+			if err := w.count(job.Seq, job.Channel, store.RelayWaiting, "", 1); err != nil {
 				return err
 			}
 		}
@@ -193,7 +193,7 @@ func (s *Store) RelayDone(ctx context.Context, job store.RelayJob, out store.Rel
 		w.del(kJob(old.Seq, old.Device))
 		w.del(kJobDue(old.Due, old.Seq, old.Device))
 		if old.Attempt > 0 && old.Device != "" {
-			if err := w.count(old.Seq, old.Channel, "waiting", "", -1); err != nil {
+			if err := w.count(old.Seq, old.Channel, store.RelayWaiting, "", -1); err != nil {
 				return err
 			}
 		}
@@ -280,21 +280,7 @@ func relayCounts(r pebble.Reader, seq uint64) (map[push.ChannelKind]*store.Relay
 			c = &store.RelayCounts{}
 			out[ch] = c
 		}
-		switch result {
-		case store.RelaySent:
-			c.Sent += n
-		case store.RelayGone:
-			c.Gone += n
-		case store.RelayOwn:
-			c.Own += n
-		case "waiting":
-			c.Waiting += n
-		default:
-			if c.Failed == nil {
-				c.Failed = map[string]int{}
-			}
-			c.Failed[reason] += n
-		}
+		c.Add(result, reason, n)
 		return true, nil
 	})
 	return out, err

@@ -21,7 +21,7 @@ import (
 
 // waiting is the result of the relay_outcomes row that counts a message's
 // jobs waiting for a retry (store.RelayCounts.Waiting).
-const waiting = "waiting"
+const waiting = store.RelayWaiting
 
 // addOutcome adds n outcomes (a relay_outcomes row) to c.
 func addOutcome(c *store.Counters, ch push.ChannelKind, result, reason string, n int) {
@@ -33,21 +33,7 @@ func addOutcome(c *store.Counters, ch push.ChannelKind, result, reason string, n
 		rc = &store.RelayCounts{}
 		c.Relay[ch] = rc
 	}
-	switch result {
-	case store.RelaySent:
-		rc.Sent += n
-	case store.RelayGone:
-		rc.Gone += n
-	case store.RelayOwn:
-		rc.Own += n
-	case waiting:
-		rc.Waiting += n
-	default:
-		if rc.Failed == nil {
-			rc.Failed = map[string]int{}
-		}
-		rc.Failed[reason] += n
-	}
+	rc.Add(result, reason, n)
 }
 
 // relayDueQuery reads the jobs due at $1 in due order, at most $2 + 1 of
