@@ -66,94 +66,45 @@ type relayer struct {
 	ended  map[jobKey]time.Time
 	pruned time.Time // when ended was last pruned; guarded by mu
 
-	msgs map[uint64]cachedMessage // recent messages by Seq; guarded by mu
-	devs map[string]cachedDevice  // recent devices by ID; guarded by mu
+	// Messages and devices read lately (recentCache): a recall, or a
+	// channel changed or deactivated elsewhere, is seen up to
+	// relayCacheFor late. A send to a token rotated meanwhile is answered
+	// gone by its vendor, and DeactivateChannel then leaves the device's
+	// new token alone.
+	msgs *recentCache[uint64, push.Message] // by Seq
+	devs *recentCache[string, push.Device]  // by registration ID
 }
 
-// cachedDevice is a device the relay read lately, for the same reason as
-// cachedMessage: a device's jobs come in runs. A channel changed or
-// deactivated is seen up to msgCacheFor late; a send to a token rotated
-// meanwhile is answered gone by its vendor, and DeactivateChannel then
-// leaves the device's new token alone.
-type cachedDevice struct {
-	d  push.Device
-	at time.Time
+// relayCacheFor is how long the relay uses a message or device it read.
+// A fan-out or a push to a thousand devices makes a thousand jobs of one
+// message; reading it once a second rather than once a job is most of the
+// relay's cost saved.
+const relayCacheFor = time.Second
+
+// message returns the message of j, from the cache when it is fresh.
+func (s *Service) message(ctx context.Context, j store.RelayJob) (push.Message, error) {
+	now := s.now()
+	if m, ok := s.relay.msgs.get(j.Seq, now); ok {
+		return m, nil
+	}
+	m, _, err := s.store.Message(ctx, j.App, j.MsgID)
+	if err == nil {
+		s.relay.msgs.put(j.Seq, m, now)
+	}
+	return m, err
 }
 
 // device returns device id, from the cache when it is fresh.
 func (s *Service) device(ctx context.Context, id string) (push.Device, error) {
-	r := s.relay
 	now := s.now()
-	r.mu.Lock()
-	c, ok := r.devs[id]
-	r.mu.Unlock()
-	if ok && now.Sub(c.at) < msgCacheFor {
-		return c.d, nil
+	if d, ok := s.relay.devs.get(id, now); ok {
+		return d, nil
 	}
 	d, err := s.store.Device(ctx, id)
-	if err != nil {
-		return d, err
+	if err == nil {
+		s.relay.devs.put(id, d, now)
 	}
-	r.mu.Lock()
-	if len(r.devs) >= 4096 {
-		for k, c := range r.devs {
-			if now.Sub(c.at) >= msgCacheFor {
-				delete(r.devs, k)
-			}
-		}
-	}
-	if len(r.devs) < 16384 {
-		r.devs[id] = cachedDevice{d, now}
-	}
-	r.mu.Unlock()
-	return d, nil
-}
-
-// forgetDevice drops id from the cache once its channel changed here.
-func (r *relayer) forgetDevice(id string) {
-	r.mu.Lock()
-	delete(r.devs, id)
-	r.mu.Unlock()
-}
-
-// cachedMessage is a message the relay read lately. A fan-out or a push to
-// a thousand devices makes a thousand jobs of one message; reading it once
-// a second rather than once a job is most of the relay's cost saved. A
-// recall is therefore seen by the relay up to msgCacheFor late.
-type cachedMessage struct {
-	m  push.Message
-	at time.Time
-}
-
-const msgCacheFor = time.Second
-
-// message returns the message of j, from the cache when it is fresh.
-func (s *Service) message(ctx context.Context, j store.RelayJob) (push.Message, error) {
-	r := s.relay
-	now := s.now()
-	r.mu.Lock()
-	c, ok := r.msgs[j.Seq]
-	r.mu.Unlock()
-	if ok && now.Sub(c.at) < msgCacheFor {
-		return c.m, nil
-	}
-	m, _, err := s.store.Message(ctx, j.App, j.MsgID)
-	if err != nil {
-		return m, err
-	}
-	r.mu.Lock()
-	if len(r.msgs) >= 4096 {
-		for k, c := range r.msgs {
-			if now.Sub(c.at) >= msgCacheFor {
-				delete(r.msgs, k)
-			}
-		}
-	}
-	if len(r.msgs) < 8192 {
-		r.msgs[j.Seq] = cachedMessage{m, now}
-	}
-	r.mu.Unlock()
-	return m, nil
+	return d, err
 }
 
 type jobKey struct {
@@ -183,7 +134,9 @@ func (s *Service) EnableRelay(r Relays, o RelayOptions) {
 	}
 	s.relay = &relayer{relays: r, opts: o, wake: make(chan struct{}, 1),
 		inflight: map[jobKey]bool{}, lanes: map[laneKey]int{}, held: map[jobKey]time.Time{},
-		msgs: map[uint64]cachedMessage{}, devs: map[string]cachedDevice{}, ended: map[jobKey]time.Time{}}
+		ended: map[jobKey]time.Time{},
+		msgs:  newRecentCache[uint64, push.Message](relayCacheFor, 8192),
+		devs:  newRecentCache[string, push.Device](relayCacheFor, 16384)}
 }
 
 func (r *relayer) poke() {
@@ -522,7 +475,7 @@ func (s *Service) relayJob(ctx context.Context, j store.RelayJob) error {
 		if _, err := s.store.DeactivateChannel(ctx, d.ID, d.Channel, reason, s.now()); err != nil {
 			return err
 		}
-		s.relay.forgetDevice(d.ID)
+		s.relay.devs.forget(d.ID) // its channel changed here: seen at once
 		s.log.Info("vendor channel deactivated", "device", d.ID, "channel", kind, "reason", reason)
 		return s.store.RelayDone(ctx, j, store.RelayOutcome{Channel: kind, Result: store.RelayGone, Reason: reason})
 	case errors.Is(err, relay.ErrCredentials):
