@@ -4,18 +4,16 @@ import (
 	"context"
 	"encoding/json"
 	"fmt"
-	"math/rand/v2"
 	"net/http"
-	"os"
 	"path/filepath"
 	"sync"
 	"testing"
 	"time"
 
 	paho "github.com/eclipse/paho.mqtt.golang"
-	"github.com/jackc/pgx/v5"
 
 	"github.com/heraldpush/herald/client"
+	"github.com/heraldpush/herald/test/heraldtest"
 )
 
 // arrivals records when each message came in over MQTT.
@@ -73,7 +71,7 @@ func connectDevice(t *testing.T, mqttURL string, reg *client.Registration, a *ar
 func TestScheduledPushSurvivesRestart(t *testing.T) {
 	t.Run("embedded", func(t *testing.T) { testScheduledRestart(t) })
 	t.Run("postgres", func(t *testing.T) {
-		url, schema := postgresSchema(t)
+		url, schema := heraldtest.PostgresSchema(t)
 		testScheduledRestart(t, "--postgres", url, "--postgres-schema", schema)
 	})
 }
@@ -157,34 +155,4 @@ func mqttURLOf(t *testing.T, srv *server) string {
 		t.Fatal("the server reports no MQTT listener")
 	}
 	return srv.MQTTURL
-}
-
-// postgresSchema returns the test database's URL and a fresh schema in it,
-// dropped when the test ends. It skips the test when PostgreSQL cannot be
-// reached, except under CI=true, where it fails.
-func postgresSchema(t *testing.T) (url, schema string) {
-	t.Helper()
-	url = os.Getenv("HERALD_TEST_POSTGRES")
-	if url == "" {
-		url = "postgres://postgres@127.0.0.1:5432/test?sslmode=disable"
-	}
-	ctx, cancel := context.WithTimeout(context.Background(), 3*time.Second)
-	defer cancel()
-	conn, err := pgx.Connect(ctx, url)
-	if err != nil {
-		if os.Getenv("CI") == "true" {
-			t.Fatalf("PostgreSQL is required under CI=true and is not reachable: %v", err)
-		}
-		t.Skipf("PostgreSQL not reachable (set HERALD_TEST_POSTGRES): %v", err)
-	}
-	conn.Close(ctx)
-	schema = fmt.Sprintf("herald_e2e_%d", rand.Uint64())
-	t.Cleanup(func() {
-		ctx := context.Background()
-		if conn, err := pgx.Connect(ctx, url); err == nil {
-			conn.Exec(ctx, "DROP SCHEMA IF EXISTS "+schema+" CASCADE")
-			conn.Close(ctx)
-		}
-	})
-	return url, schema
 }

@@ -207,7 +207,7 @@ func TestStartRefusals(t *testing.T) {
 // missing while the database already has its default app is refused, and
 // --init generates a new one.
 func TestStartRefusesLostAdminTokenOnPostgres(t *testing.T) {
-	url := postgresURL(t)
+	url := heraldtest.PostgresURL(t)
 	schema := fmt.Sprintf("herald_faults_test_%d", rand.Uint64())
 	t.Cleanup(func() {
 		ctx := context.Background()
@@ -235,24 +235,4 @@ func TestStartRefusesLostAdminTokenOnPostgres(t *testing.T) {
 	if _, err := os.Stat(filepath.Join(data, "admin-token")); err != nil {
 		t.Errorf("--init generated no admin token: %v", err)
 	}
-}
-
-// postgresURL returns the test database's URL, skipping the test when it
-// cannot be reached (failing instead under CI=true, where it must run).
-func postgresURL(t *testing.T) string {
-	url := os.Getenv("HERALD_TEST_POSTGRES")
-	if url == "" {
-		url = "postgres://postgres@127.0.0.1:5432/test?sslmode=disable"
-	}
-	ctx, cancel := context.WithTimeout(context.Background(), 3*time.Second)
-	defer cancel()
-	conn, err := pgx.Connect(ctx, url)
-	if err != nil {
-		if os.Getenv("CI") == "true" {
-			t.Fatalf("PostgreSQL is required under CI=true and is not reachable at %s: %v", url, err)
-		}
-		t.Skipf("PostgreSQL not reachable at %s (set HERALD_TEST_POSTGRES): %v", url, err)
-	}
-	conn.Close(ctx)
-	return url
 }

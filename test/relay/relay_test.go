@@ -13,14 +13,12 @@ import (
 	"fmt"
 	"io"
 	"net/http"
-	"os"
 	"regexp"
 	"strings"
 	"testing"
 	"time"
 
 	"github.com/coder/websocket"
-	"github.com/jackc/pgx/v5"
 
 	"github.com/heraldpush/herald/test/heraldtest"
 )
@@ -48,41 +46,12 @@ func eachStore(t *testing.T, test func(*testing.T, starter)) {
 		})
 	})
 	t.Run("postgres", func(t *testing.T) {
-		url, schema := postgresSchema(t)
+		url, schema := heraldtest.PostgresSchema(t)
 		test(t, func(t *testing.T, v *vendors, dir string) *herald {
 			t.Helper()
 			return &herald{heraldtest.StartEnv(t, v.env(), dir, "--postgres", url, "--postgres-schema", schema), t}
 		})
 	})
-}
-
-// postgresSchema returns the test database's URL and a fresh schema in it,
-// dropped when the test ends.
-func postgresSchema(t *testing.T) (string, string) {
-	t.Helper()
-	url := os.Getenv("HERALD_TEST_POSTGRES")
-	if url == "" {
-		url = "postgres://postgres@127.0.0.1:5432/test?sslmode=disable"
-	}
-	ctx, cancel := context.WithTimeout(context.Background(), 3*time.Second)
-	defer cancel()
-	conn, err := pgx.Connect(ctx, url)
-	if err != nil {
-		if os.Getenv("CI") == "true" {
-			t.Fatalf("PostgreSQL is required under CI=true and is not reachable at %s: %v", url, err)
-		}
-		t.Skipf("PostgreSQL not reachable at %s (set HERALD_TEST_POSTGRES): %v", url, err)
-	}
-	conn.Close(ctx)
-	schema := fmt.Sprintf("herald_relay_test_%d", time.Now().UnixNano())
-	t.Cleanup(func() {
-		ctx := context.Background()
-		if conn, err := pgx.Connect(ctx, url); err == nil {
-			conn.Exec(ctx, "DROP SCHEMA IF EXISTS "+schema+" CASCADE")
-			conn.Close(ctx)
-		}
-	})
-	return url, schema
 }
 
 // call makes a provider call with the app's master secret and decodes the
@@ -631,7 +600,7 @@ func testSlowVendorHoldsOnlyItself(t *testing.T, start starter) {
 // either are relayed once each (one node holds the relay lease), and when
 // the holder is killed the other takes over.
 func TestOneNodeRelays(t *testing.T) {
-	url, schema := postgresSchema(t)
+	url, schema := heraldtest.PostgresSchema(t)
 	v := newVendors(t)
 	pg := []string{"--postgres", url, "--postgres-schema", schema}
 	// Every node of a cluster needs the key the channel settings are

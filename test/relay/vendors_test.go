@@ -9,7 +9,6 @@ import (
 	"encoding/base64"
 	"encoding/json"
 	"encoding/pem"
-	"errors"
 	"fmt"
 	"io"
 	"net/http"
@@ -289,8 +288,7 @@ func (v *vendors) next(t *testing.T) request {
 	}
 }
 
-// none checks that no push reaches a vendor before the server says, by the
-// report of a later message, that it has handled everything before it.
+// count is how many pushes the vendors received.
 func (v *vendors) count() int {
 	v.mu.Lock()
 	defer v.mu.Unlock()
@@ -302,9 +300,5 @@ func (v *vendors) errors() []error {
 	defer v.mu.Unlock()
 	return append([]error(nil), v.errs...)
 }
-
-func b64url(b []byte) string { return base64.RawURLEncoding.EncodeToString(b) }
-
-var errTimeout = errors.New("timed out")
 
 func b64decode(s string) ([]byte, error) { return base64.RawURLEncoding.DecodeString(s) }
