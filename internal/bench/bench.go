@@ -217,8 +217,10 @@ func metricsOf(workload string) []metric {
 			{Key: "notifications", Label: "notifications per phase"},
 			{Key: "apns_per_s", Label: "APNs notifications per second", Unit: "/s", Higher: true, Digits: 0},
 			{Key: "apns_cpu_us", Label: "server CPU per APNs notification", Unit: "µs", Digits: 1},
+			{Key: "apns_vendor_cpu_us", Label: "the bench's APNs CPU per notification", Unit: "µs", Digits: 1},
 			{Key: "fcm_per_s", Label: "FCM notifications per second", Unit: "/s", Higher: true, Digits: 0},
 			{Key: "fcm_cpu_us", Label: "server CPU per FCM notification", Unit: "µs", Digits: 1},
+			{Key: "fcm_vendor_cpu_us", Label: "the bench's FCM CPU per notification", Unit: "µs", Digits: 1},
 			{Key: "apns_slow_per_s", Label: "APNs at 50 ms an answer: notifications per second", Unit: "/s", Higher: true, Digits: 0},
 			{Key: "apns_slow_cpu_us", Label: "server CPU per slow-APNs notification", Unit: "µs", Digits: 1},
 		}

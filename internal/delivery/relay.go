@@ -73,7 +73,21 @@ type relayer struct {
 	// new token alone.
 	msgs *recentCache[uint64, push.Message] // by Seq
 	devs *recentCache[string, push.Device]  // by registration ID
+
+	// ends takes the ends of sends to writeEnds, which writes them to the
+	// store in batches.
+	ends chan relayEnd
 }
+
+// relayEnd is a job's end on its way to the store, and where its writer
+// answers.
+type relayEnd struct {
+	end     store.RelayEnd
+	written chan error
+}
+
+// maxEnds bounds the job ends one store write takes.
+const maxEnds = 512
 
 // relayCacheFor is how long the relay uses a message or device it read.
 // A fan-out or a push to a thousand devices makes a thousand jobs of one
@@ -135,6 +149,7 @@ func (s *Service) EnableRelay(r Relays, o RelayOptions) {
 	s.relay = &relayer{relays: r, opts: o, wake: make(chan struct{}, 1),
 		inflight: map[jobKey]bool{}, lanes: map[laneKey]int{}, held: map[jobKey]time.Time{},
 		ended: map[jobKey]time.Time{},
+		ends:  make(chan relayEnd, maxEnds),
 		msgs:  newRecentCache[uint64, push.Message](relayCacheFor, 8192),
 		devs:  newRecentCache[string, push.Device](relayCacheFor, 16384)}
 }
@@ -259,8 +274,20 @@ func sleep(ctx context.Context, d time.Duration) {
 // runRelay sends due relay jobs until ctx ends.
 func (s *Service) runRelay(ctx context.Context) {
 	r := s.relay
-	var wg sync.WaitGroup
-	defer wg.Wait()
+	// The ends' writer and the workers outlive ctx until the last send
+	// ended: a send that got its answer has it written.
+	wctx, stop := context.WithCancel(context.Background())
+	ended := make(chan struct{})
+	go func() {
+		s.writeEnds(wctx)
+		close(ended)
+	}()
+	sends := newWorkers(wctx, 10*time.Second)
+	defer func() {
+		sends.Wait()
+		stop()
+		<-ended
+	}()
 	timer := time.NewTimer(0)
 	defer timer.Stop()
 	for {
@@ -270,7 +297,7 @@ func (s *Service) runRelay(ctx context.Context) {
 		case <-timer.C:
 		case <-r.wake:
 		}
-		next, err := s.takeDue(ctx, &wg)
+		next, err := s.takeDue(ctx, sends)
 		wait := r.opts.Poll
 		switch {
 		case err != nil:
@@ -293,7 +320,7 @@ func (s *Service) runRelay(ctx context.Context) {
 
 // takeDue starts the sends of the jobs due now that are not in flight, as
 // far as the bounds allow, and returns when to look again.
-func (s *Service) takeDue(ctx context.Context, wg *sync.WaitGroup) (time.Time, error) {
+func (s *Service) takeDue(ctx context.Context, sends *workers) (time.Time, error) {
 	r := s.relay
 	now := s.now()
 	readAt := time.Now() // the wall clock's monotonic reading, not s.now
@@ -332,7 +359,7 @@ func (s *Service) takeDue(ctx context.Context, wg *sync.WaitGroup) (time.Time, e
 		}
 		r.inflight[k] = true
 		r.lanes[lane]++
-		wg.Go(func() {
+		sends.Go(func() {
 			retried := s.relayOne(ctx, j)
 			r.mu.Lock()
 			delete(r.inflight, k)
@@ -358,6 +385,47 @@ func (s *Service) takeDue(ctx context.Context, wg *sync.WaitGroup) (time.Time, e
 		return now.Add(time.Second), nil
 	}
 	return next, nil
+}
+
+// finish records how job j ended, in the next batch of ends written.
+func (s *Service) finish(j store.RelayJob, out store.RelayOutcome) error {
+	e := relayEnd{end: store.RelayEnd{Job: j, Outcome: out}, written: make(chan error, 1)}
+	s.relay.ends <- e
+	return <-e.written
+}
+
+// writeEnds writes the ends that finish hands it until ctx ends, each
+// write taking every end queued meanwhile: thousands of sends a second
+// cost a few store writes rather than one each. ctx ends only once no
+// send is left to finish.
+func (s *Service) writeEnds(ctx context.Context) {
+	batch := make([]relayEnd, 0, maxEnds)
+	ends := make([]store.RelayEnd, 0, maxEnds)
+	for {
+		select {
+		case <-ctx.Done():
+			return
+		case e := <-s.relay.ends:
+			batch = append(batch[:0], e)
+		}
+	collect:
+		for len(batch) < maxEnds {
+			select {
+			case e := <-s.relay.ends:
+				batch = append(batch, e)
+			default:
+				break collect
+			}
+		}
+		ends = ends[:0]
+		for _, e := range batch {
+			ends = append(ends, e.end)
+		}
+		err := s.store.RelayDone(ctx, ends...)
+		for _, e := range batch {
+			e.written <- err
+		}
+	}
 }
 
 // hold keeps job out of the queue for a while after a store write about
@@ -395,7 +463,7 @@ var errRetried = errors.New("relay: rescheduled")
 func (s *Service) relayJob(ctx context.Context, j store.RelayJob) error {
 	m, err := s.message(ctx, j)
 	if errors.Is(err, store.ErrNotFound) {
-		return s.store.RelayDone(ctx, j, store.RelayOutcome{}) // purged
+		return s.finish(j, store.RelayOutcome{}) // purged
 	}
 	if err != nil {
 		return err
@@ -413,14 +481,14 @@ func (s *Service) relayJob(ctx context.Context, j store.RelayJob) error {
 		case m.Replaced:
 			reason = "replaced"
 		}
-		return s.store.RelayDone(ctx, j, store.RelayOutcome{Channel: j.Channel, Result: store.RelayFailed, Reason: reason})
+		return s.finish(j, store.RelayOutcome{Channel: j.Channel, Result: store.RelayFailed, Reason: reason})
 	}
 	if j.Device == "" {
 		return s.expand(ctx, j, &m)
 	}
 	d, err := s.device(ctx, j.Device)
 	if errors.Is(err, store.ErrNotFound) {
-		return s.store.RelayDone(ctx, j, store.RelayOutcome{Channel: j.Channel, Result: store.RelayFailed, Reason: "device_deleted"})
+		return s.finish(j, store.RelayOutcome{Channel: j.Channel, Result: store.RelayFailed, Reason: "device_deleted"})
 	}
 	if err != nil {
 		return err
@@ -430,7 +498,7 @@ func (s *Service) relayJob(ctx context.Context, j store.RelayJob) error {
 		if d.Channel.Inactive != "" {
 			reason = "channel_inactive"
 		}
-		return s.store.RelayDone(ctx, j, store.RelayOutcome{Channel: j.Channel, Result: store.RelayFailed, Reason: reason})
+		return s.finish(j, store.RelayOutcome{Channel: j.Channel, Result: store.RelayFailed, Reason: reason})
 	}
 	policy, _, err := s.routing(ctx, &m)
 	if err != nil {
@@ -442,16 +510,16 @@ func (s *Service) relayJob(ctx context.Context, j store.RelayJob) error {
 			return err
 		}
 		if !waits {
-			return s.store.RelayDone(ctx, j, store.RelayOutcome{Channel: d.Channel.Kind, Result: store.RelayOwn})
+			return s.finish(j, store.RelayOutcome{Channel: d.Channel.Kind, Result: store.RelayOwn})
 		}
 	}
 	kind := d.Channel.Kind
 	sender, err := s.relay.relays.Sender(ctx, m.App, kind)
 	switch {
 	case errors.Is(err, relay.ErrNoChannel):
-		return s.store.RelayDone(ctx, j, store.RelayOutcome{Channel: kind, Result: store.RelayFailed, Reason: "no_credentials"})
+		return s.finish(j, store.RelayOutcome{Channel: kind, Result: store.RelayFailed, Reason: "no_credentials"})
 	case errors.Is(err, relay.ErrCredentials):
-		return s.store.RelayDone(ctx, j, store.RelayOutcome{Channel: kind, Result: store.RelayFailed, Reason: "credentials"})
+		return s.finish(j, store.RelayOutcome{Channel: kind, Result: store.RelayFailed, Reason: "credentials"})
 	case err != nil:
 		return err
 	}
@@ -470,19 +538,19 @@ func (s *Service) relayJob(ctx context.Context, j store.RelayJob) error {
 	reason := vendorReason(err)
 	switch {
 	case err == nil:
-		return s.store.RelayDone(ctx, j, store.RelayOutcome{Channel: kind, Result: store.RelaySent})
+		return s.finish(j, store.RelayOutcome{Channel: kind, Result: store.RelaySent})
 	case errors.Is(err, relay.ErrGone):
 		if _, err := s.store.DeactivateChannel(ctx, d.ID, d.Channel, reason, s.now()); err != nil {
 			return err
 		}
 		s.relay.devs.forget(d.ID) // its channel changed here: seen at once
 		s.log.Info("vendor channel deactivated", "device", d.ID, "channel", kind, "reason", reason)
-		return s.store.RelayDone(ctx, j, store.RelayOutcome{Channel: kind, Result: store.RelayGone, Reason: reason})
+		return s.finish(j, store.RelayOutcome{Channel: kind, Result: store.RelayGone, Reason: reason})
 	case errors.Is(err, relay.ErrCredentials):
 		s.relay.relays.Broken(m.App, kind, reason)
-		return s.store.RelayDone(ctx, j, store.RelayOutcome{Channel: kind, Result: store.RelayFailed, Reason: "credentials"})
+		return s.finish(j, store.RelayOutcome{Channel: kind, Result: store.RelayFailed, Reason: "credentials"})
 	case errors.Is(err, relay.ErrRejected):
-		return s.store.RelayDone(ctx, j, store.RelayOutcome{Channel: kind, Result: store.RelayFailed, Reason: reason})
+		return s.finish(j, store.RelayOutcome{Channel: kind, Result: store.RelayFailed, Reason: reason})
 	}
 	wait, again := s.relay.opts.Retry.Next(j.Attempt+1, err, s.now(), m.ExpiresAt)
 	if !again {
@@ -491,7 +559,7 @@ func (s *Service) relayJob(ctx context.Context, j store.RelayJob) error {
 		} else {
 			reason = "expired: " + reason // the next try would come after the message's TTL
 		}
-		return s.store.RelayDone(ctx, j, store.RelayOutcome{Channel: kind, Result: store.RelayFailed, Reason: reason})
+		return s.finish(j, store.RelayOutcome{Channel: kind, Result: store.RelayFailed, Reason: reason})
 	}
 	j.Attempt++
 	j.Channel = kind

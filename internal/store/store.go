@@ -201,9 +201,13 @@ type RelayStore interface {
 	// its Attempt and Channel as given. The first retry of a job counts it
 	// as waiting in its message's report. Ignored if the job is gone.
 	RelayRetry(ctx context.Context, job RelayJob, due time.Time) error
-	// RelayDone removes job and counts its outcome in its message's
-	// report (Counters.Relay), once: ignored if the job is gone.
-	RelayDone(ctx context.Context, job RelayJob, out RelayOutcome) error
+	// RelayDone removes the job of each end and counts its outcome in its
+	// message's report (Counters.Relay), once: a job that is gone is
+	// ignored. The ends are written together, so a relay that ends many
+	// jobs a second writes them in batches. It need not be durable when it
+	// returns: a crash may undo it, and the jobs are then sent again (at
+	// least once), never lost.
+	RelayDone(ctx context.Context, ends ...RelayEnd) error
 	// RelayExpand adds jobs for devices found by expanding the fan-out
 	// job from (Device empty); with last set it removes from in the same
 	// write. A job that exists already is left as it is.
@@ -256,6 +260,12 @@ const (
 	RelayGone   = "gone"   // the vendor said the token is gone; the channel was deactivated
 	RelayOwn    = "own"    // not relayed: the device acknowledged on its own connection first
 )
+
+// RelayEnd is a relay job (as RelayDue returned it) and how it ended.
+type RelayEnd struct {
+	Job     RelayJob
+	Outcome RelayOutcome
+}
 
 // RelayOutcome is how a relay job ended.
 type RelayOutcome struct {

@@ -93,6 +93,8 @@ type request struct {
 	fn   func(w *writeTx) error
 	err  error
 	done chan struct{}
+	// unsynced: the caller does not wait for the disk (writeUnsynced).
+	unsynced bool
 
 	// state says whether the writer took the request or its caller gave
 	// up on it first; see write.
@@ -277,10 +279,22 @@ func (s *Store) Close() error {
 // stored when the disk comes back, which is why ErrUnavailable never
 // promises that nothing was stored.
 func (s *Store) write(ctx context.Context, fn func(w *writeTx) error) error {
+	return s.submit(ctx, &request{fn: fn, done: make(chan struct{})})
+}
+
+// writeUnsynced is write for a change that a crash may lose: it returns
+// once the change is applied and seen by reads, and becomes durable with
+// the next synced group. A relay job's outcome is such a change: lost, the
+// job is sent again, which at least once allows; waiting for the disk
+// held each vendor send's slot for an fsync.
+func (s *Store) writeUnsynced(ctx context.Context, fn func(w *writeTx) error) error {
+	return s.submit(ctx, &request{fn: fn, done: make(chan struct{}), unsynced: true})
+}
+
+func (s *Store) submit(ctx context.Context, r *request) error {
 	if err := ctx.Err(); err != nil {
 		return err
 	}
-	r := &request{fn: fn, done: make(chan struct{})}
 	if err := s.enqueue(r); err != nil {
 		return err
 	}
@@ -418,6 +432,12 @@ func (s *Store) commit(group []*request) {
 	w := &writeTx{s: s, b: s.db.NewIndexedBatch()}
 	seq := s.seq
 	var err error
+	sync := pebble.NoSync
+	for _, r := range group {
+		if !r.unsynced {
+			sync = pebble.Sync
+		}
+	}
 	for _, r := range group {
 		r.err = r.fn(w)
 		if r.err != nil && !errors.Is(r.err, store.ErrNotFound) && !errors.Is(r.err, store.ErrExists) {
@@ -430,7 +450,7 @@ func (s *Store) commit(group []*request) {
 		if s.seq != seq {
 			w.set(key(tSeq), binary.BigEndian.AppendUint64(nil, s.seq))
 		}
-		err = w.b.Commit(pebble.Sync)
+		err = w.b.Commit(sync)
 		if err == nil {
 			// A directory removed during the commit took it along: the
 			// files were still open, so the commit succeeded, and it is
@@ -484,12 +504,17 @@ func getValue(r pebble.Reader, k []byte) ([]byte, error) {
 	return out, c.Close()
 }
 
+// hasKey reports whether k is set, without copying its value (a message's
+// is kilobytes, and the relay asks once per job).
 func hasKey(r pebble.Reader, k []byte) (bool, error) {
-	_, err := getValue(r, k)
-	if errors.Is(err, store.ErrNotFound) {
+	_, c, err := r.Get(k)
+	if errors.Is(err, pebble.ErrNotFound) {
 		return false, nil
 	}
-	return err == nil, err
+	if err != nil {
+		return false, fmt.Errorf("embedded: %w", err)
+	}
+	return true, c.Close()
 }
 
 // scan calls fn for every key with prefix, in key order, until fn returns

@@ -183,28 +183,55 @@ func (s *Store) RelayRetry(ctx context.Context, job store.RelayJob, due time.Tim
 	})
 }
 
-// RelayDone implements store.Store.
-func (s *Store) RelayDone(ctx context.Context, job store.RelayJob, out store.RelayOutcome) error {
-	return s.write(ctx, func(w *writeTx) error {
-		old, ok, err := w.job(job)
-		if err != nil || !ok {
-			return err
+// RelayDone implements store.Store. The counters of the ends are summed
+// first: the jobs of one push share their message's counters, and each
+// counter is read and written once per call rather than once per job.
+func (s *Store) RelayDone(ctx context.Context, ends ...store.RelayEnd) error {
+	type counter struct {
+		seq            uint64
+		ch             push.ChannelKind
+		result, reason string
+	}
+	return s.writeUnsynced(ctx, func(w *writeTx) error {
+		deltas := map[counter]int64{}
+		live := map[uint64]bool{} // whether the message is still stored
+		for _, e := range ends {
+			old, ok, err := w.job(e.Job)
+			if err != nil {
+				return err
+			}
+			if !ok {
+				continue
+			}
+			w.del(kJob(old.Seq, old.Device))
+			w.del(kJobDue(old.Due, old.Seq, old.Device))
+			if old.Attempt > 0 && old.Device != "" {
+				deltas[counter{old.Seq, old.Channel, store.RelayWaiting, ""}]--
+			}
+			if old.Device == "" || e.Outcome.Result == "" {
+				continue
+			}
+			// A message purged meanwhile keeps no counters.
+			stored, seen := live[old.Seq]
+			if !seen {
+				if stored, err = w.has(kMsg(old.Seq)); err != nil {
+					return err
+				}
+				live[old.Seq] = stored
+			}
+			if stored {
+				deltas[counter{old.Seq, e.Outcome.Channel, e.Outcome.Result, e.Outcome.Reason}]++
+			}
 		}
-		w.del(kJob(old.Seq, old.Device))
-		w.del(kJobDue(old.Due, old.Seq, old.Device))
-		if old.Attempt > 0 && old.Device != "" {
-			if err := w.count(old.Seq, old.Channel, store.RelayWaiting, "", -1); err != nil {
+		for c, d := range deltas {
+			if d == 0 {
+				continue
+			}
+			if err := w.count(c.seq, c.ch, c.result, c.reason, d); err != nil {
 				return err
 			}
 		}
-		if old.Device == "" || out.Result == "" {
-			return nil
-		}
-		// A message purged meanwhile keeps no counters.
-		if ok, err := w.has(kMsg(old.Seq)); err != nil || !ok {
-			return err
-		}
-		return w.count(old.Seq, out.Channel, out.Result, out.Reason, 1)
+		return nil
 	})
 }
 

@@ -788,10 +788,10 @@ func TestRelayDoneConcurrent(t *testing.T) {
 				errs <- err
 			}
 			sent := store.RelayOutcome{Channel: push.ChannelFCM, Result: store.RelaySent}
-			if err := s.RelayDone(ctx, j, sent); err != nil {
+			if err := s.RelayDone(ctx, store.RelayEnd{Job: j, Outcome: sent}); err != nil {
 				errs <- err
 			}
-			if err := s.RelayDone(ctx, j, sent); err != nil { // again: ignored
+			if err := s.RelayDone(ctx, store.RelayEnd{Job: j, Outcome: sent}); err != nil { // again: ignored
 				errs <- err
 			}
 		})

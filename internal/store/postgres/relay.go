@@ -140,13 +140,22 @@ ON CONFLICT (seq, channel, result, reason) DO UPDATE SET count = relay_outcomes.
 const relayUnwaited = `DELETE FROM relay_outcomes WHERE seq = $1 AND result = '` + waiting + `' AND count <= 0`
 
 // RelayDone implements store.Store.
-func (s *Store) RelayDone(ctx context.Context, job store.RelayJob, out store.RelayOutcome) error {
+func (s *Store) RelayDone(ctx context.Context, ends ...store.RelayEnd) error {
 	if err := s.check(); err != nil {
 		return err
 	}
+	if len(ends) == 0 {
+		return nil
+	}
 	err := s.relayBatch(ctx, func(b *pgx.Batch) {
-		b.Queue(relayDone, int64(job.Seq), job.Device, string(out.Channel), out.Result, out.Reason)
-		b.Queue(relayUnwaited, int64(job.Seq))
+		seqs := map[uint64]bool{}
+		for _, e := range ends {
+			b.Queue(relayDone, int64(e.Job.Seq), e.Job.Device, string(e.Outcome.Channel), e.Outcome.Result, e.Outcome.Reason)
+			seqs[e.Job.Seq] = true
+		}
+		for seq := range seqs {
+			b.Queue(relayUnwaited, int64(seq))
+		}
 	})
 	return s.wrap("relay done", err)
 }

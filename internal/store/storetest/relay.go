@@ -2,6 +2,7 @@ package storetest
 
 import (
 	"errors"
+	"fmt"
 	"strings"
 	"testing"
 	"time"
@@ -115,10 +116,10 @@ func testRelayQueue(t *testing.T, open Opener) {
 	}
 	jobs = wantJobs(t, s, epoch.Add(20*time.Second), epoch.Add(30*time.Second), "m1/d1")
 	sent := store.RelayOutcome{Channel: push.ChannelAPNs, Result: store.RelaySent}
-	if err := s.RelayDone(ctx, jobs[0], sent); err != nil {
+	if err := s.RelayDone(ctx, store.RelayEnd{Job: jobs[0], Outcome: sent}); err != nil {
 		t.Fatal(err)
 	}
-	if err := s.RelayDone(ctx, jobs[0], sent); err != nil { // again: ignored
+	if err := s.RelayDone(ctx, store.RelayEnd{Job: jobs[0], Outcome: sent}); err != nil { // again: ignored
 		t.Fatal(err)
 	}
 	if c := relayCounts(t, s, "m1", push.ChannelAPNs); c.Sent != 1 || c.Waiting != 0 {
@@ -126,7 +127,7 @@ func testRelayQueue(t *testing.T, open Opener) {
 	}
 	jobs = wantJobs(t, s, epoch.Add(time.Minute), time.Time{}, "m1/d2")
 	failed := store.RelayOutcome{Channel: push.ChannelAPNs, Result: store.RelayFailed, Reason: "PayloadTooLarge"}
-	if err := s.RelayDone(ctx, jobs[0], failed); err != nil {
+	if err := s.RelayDone(ctx, store.RelayEnd{Job: jobs[0], Outcome: failed}); err != nil {
 		t.Fatal(err)
 	}
 	c := relayCounts(t, s, "m1", push.ChannelAPNs)
@@ -143,6 +144,51 @@ func testRelayQueue(t *testing.T, open Opener) {
 	appendOne(t, s, msg("a", "plain", direct("d1")), "d1")
 	if _, c := counters(t, s, "a", "plain"); c.Relay != nil {
 		t.Errorf("plain message relay counts = %v, want nil", c.Relay)
+	}
+}
+
+// testRelayDoneMany: ends written in one call count as they would one by
+// one: each job once, even when it is named twice, and a retried job
+// leaves the waiting count.
+func testRelayDoneMany(t *testing.T, open Opener) {
+	s, _ := open(t)
+	mustApp(t, s, "a")
+	var relays []store.RelayJob
+	var targets []string
+	for i := range 4 {
+		id := fmt.Sprintf("d%d", i)
+		apnsDevice(t, s, "a", id, strings.Repeat(fmt.Sprintf("%02x", i), 32))
+		targets = append(targets, id)
+		relays = append(relays, store.RelayJob{Device: id, Channel: push.ChannelAPNs, Due: epoch})
+	}
+	if _, err := s.Append(ctx, []store.Accept{{Msg: msg("a", "m1", direct(targets...)), Targets: targets, Relays: relays}}); err != nil {
+		t.Fatal(err)
+	}
+	jobs := wantJobs(t, s, epoch, time.Time{}, "m1/d0,m1/d1,m1/d2,m1/d3")
+	retried := jobs[3]
+	retried.Attempt = 1
+	if err := s.RelayRetry(ctx, retried, epoch); err != nil {
+		t.Fatal(err)
+	}
+	jobs = wantJobs(t, s, epoch, time.Time{}, "m1/d0,m1/d1,m1/d2,m1/d3")
+	sent := store.RelayOutcome{Channel: push.ChannelAPNs, Result: store.RelaySent}
+	gone := store.RelayOutcome{Channel: push.ChannelAPNs, Result: store.RelayGone, Reason: "Unregistered"}
+	err := s.RelayDone(ctx,
+		store.RelayEnd{Job: jobs[0], Outcome: sent},
+		store.RelayEnd{Job: jobs[0], Outcome: sent}, // named twice: counted once
+		store.RelayEnd{Job: jobs[1], Outcome: sent},
+		store.RelayEnd{Job: jobs[2], Outcome: gone},
+		store.RelayEnd{Job: jobs[3], Outcome: sent},
+	)
+	if err != nil {
+		t.Fatal(err)
+	}
+	wantJobs(t, s, epoch.Add(time.Hour), time.Time{}, "")
+	if c := relayCounts(t, s, "m1", push.ChannelAPNs); c.Sent != 3 || c.Gone != 1 || c.Waiting != 0 || len(c.Failed) != 0 {
+		t.Errorf("counts = %+v, want sent 3, gone 1, none waiting or failed", c)
+	}
+	if err := s.RelayDone(ctx); err != nil {
+		t.Errorf("RelayDone of nothing: %v", err)
 	}
 }
 

@@ -54,6 +54,7 @@ func Run(t *testing.T, open Opener) {
 		{"SubscriptionsReopen", testSubscriptionsReopen},
 		{"PurgeSubscriptions", testPurgeSubscriptions},
 		{"RelayQueue", testRelayQueue},
+		{"RelayDoneMany", testRelayDoneMany},
 		{"RelayReopen", testRelayReopen},
 		{"RelayExpand", testRelayExpand},
 		{"RelaySweep", testRelaySweep},
