@@ -28,7 +28,10 @@ func serve(ctx context.Context, args []string, stdout, stderr io.Writer) error {
 	fs.StringVar(&cfg.DebugAddr, "debug-addr", cfg.DebugAddr, "serve Go's profiler (net/http/pprof) on this address, e.g. 127.0.0.1:6060; off when empty")
 	fs.StringVar(&cfg.PostgresURL, "postgres", cfg.PostgresURL, "PostgreSQL URL: store everything there (cluster mode)")
 	fs.StringVar(&cfg.PostgresSchema, "postgres-schema", cfg.PostgresSchema, "PostgreSQL schema for Herald's tables (default: the connection's search_path)")
-	fs.StringVar(&cfg.NATSURL, "nats", cfg.NATSURL, "NATS URL: route between nodes (cluster mode)")
+	fs.StringVar(&cfg.NATSURL, "nats", cfg.NATSURL, "NATS URL (comma-separated for several servers): route between nodes; with --postgres, cluster mode")
+	fs.StringVar(&cfg.NATSPrefix, "nats-prefix", cfg.NATSPrefix, "first token(s) of every NATS subject this cluster uses, so that clusters can share a NATS server")
+	fs.StringVar(&cfg.NodeName, "node-name", cfg.NodeName, "this node's name on the bus and in logs (default: host name and a random suffix)")
+	fs.DurationVar(&cfg.Recheck, "recheck-interval", cfg.Recheck, "cluster mode: how often each live session reads its inbox again whatever the bus said (covers a lost bus message)")
 	fs.DurationVar(&cfg.MQTTMaxKeepAlive, "mqtt-max-keepalive", cfg.MQTTMaxKeepAlive, "longest MQTT keepalive a device may ask for (5.0 clients are told in Server Keep Alive)")
 	fs.DurationVar(&cfg.MQTTConnectTimeout, "mqtt-connect-timeout", cfg.MQTTConnectTimeout, "how long a new MQTT connection may take to send CONNECT")
 	fs.IntVar(&cfg.MQTTMaxPacket, "mqtt-max-packet", cfg.MQTTMaxPacket, "largest MQTT packet a device may send, in bytes")
@@ -113,7 +116,11 @@ func newLogger(w io.Writer, format, level string) *slog.Logger {
 }
 
 func printBanner(w io.Writer, in server.Info) {
-	fmt.Fprintf(w, "Herald is running (store: %s)\n\n", in.Store)
+	if in.Node != "" {
+		fmt.Fprintf(w, "Herald is running (store: %s; cluster node %s)\n\n", in.Store, in.Node)
+	} else {
+		fmt.Fprintf(w, "Herald is running (store: %s)\n\n", in.Store)
+	}
 	fmt.Fprintf(w, "  HTTP API        %s\n", in.HTTPURL)
 	fmt.Fprintf(w, "  register        POST %s/v1/devices\n", in.HTTPURL)
 	fmt.Fprintf(w, "  push            POST %s/v1/push\n", in.HTTPURL)

@@ -20,7 +20,6 @@ import (
 	"github.com/heraldpush/herald/internal/push"
 	"github.com/heraldpush/herald/internal/registry"
 	"github.com/heraldpush/herald/internal/relay"
-	"github.com/heraldpush/herald/internal/session"
 	"github.com/heraldpush/herald/internal/webpush"
 )
 
@@ -58,7 +57,6 @@ type Links struct {
 type API struct {
 	reg      *registry.Registry // never nil
 	delivery *delivery.Service  // never nil
-	hub      *session.Hub       // to refresh live sessions when a device changes; never nil
 	opts     Options
 	limiter  *addrLimiter
 	// pushLimit is the per-app push budget; never nil.
@@ -67,7 +65,7 @@ type API struct {
 }
 
 // New returns the API over its services.
-func New(reg *registry.Registry, d *delivery.Service, hub *session.Hub, o Options) *API {
+func New(reg *registry.Registry, d *delivery.Service, o Options) *API {
 	if o.Log == nil {
 		o.Log = slog.Default()
 	}
@@ -75,7 +73,7 @@ func New(reg *registry.Registry, d *delivery.Service, hub *session.Hub, o Option
 	if pushRate <= 0 {
 		pushRate = float64(rate.Inf)
 	}
-	return &API{reg: reg, delivery: d, hub: hub, opts: o, log: o.Log,
+	return &API{reg: reg, delivery: d, opts: o, log: o.Log,
 		limiter:   newAddrLimiter(o.RegisterRate, o.RegisterBurst),
 		pushLimit: newAppLimiter(pushRate, o.AppPushBurst)}
 }

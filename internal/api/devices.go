@@ -179,7 +179,7 @@ func (a *API) patchDevice(w http.ResponseWriter, r *http.Request, app push.App) 
 	if err != nil {
 		return registryError(err)
 	}
-	a.hub.Refresh(&d)
+	a.delivery.DeviceChanged(&d)
 	return apierr.WriteJSON(w, http.StatusOK, viewOf(&d))
 }
 
@@ -188,9 +188,7 @@ func (a *API) deleteDevice(w http.ResponseWriter, r *http.Request, app push.App)
 	if err := a.reg.Delete(r.Context(), app.Key, id); err != nil {
 		return registryError(err)
 	}
-	for _, s := range a.hub.Sessions(id) {
-		s.Close(registry.ErrNotFound)
-	}
+	a.delivery.DeviceDeleted(id)
 	w.WriteHeader(http.StatusNoContent)
 	return nil
 }

@@ -7,6 +7,7 @@ import (
 	"errors"
 	"fmt"
 	"net"
+	"strings"
 	"time"
 )
 
@@ -26,6 +27,15 @@ type Config struct {
 	// needed) rather than the connection's default search_path.
 	PostgresSchema string
 	NATSURL        string // cluster mode: routing between nodes
+	// NATSPrefix begins every subject this cluster uses, so that clusters
+	// can share a NATS server.
+	NATSPrefix string
+	// NodeName names this node on the bus and in logs; the host name and
+	// a random suffix when empty.
+	NodeName string
+	// Recheck is how often, in cluster mode, each live session reads its
+	// inbox whatever the bus said: the last cover for a lost doorbell.
+	Recheck time.Duration
 
 	MQTTMaxKeepAlive   time.Duration // longest keepalive a client may ask for
 	MQTTConnectTimeout time.Duration // how long a new connection may take to send CONNECT
@@ -137,6 +147,8 @@ func Default() Config {
 		RelayBackoffMax:         10 * time.Minute,
 		RelayTimeout:            30 * time.Second,
 		RelayPerChannel:         256,
+		NATSPrefix:              "herald",
+		Recheck:                 time.Minute,
 	}
 }
 
@@ -186,6 +198,10 @@ func (c *Config) Validate() error {
 		"webpush-retain": int64(c.WebPushRetain), "webpush-max-subscriptions": int64(c.WebPushMaxSubscriptions),
 		"relay-attempts": int64(c.RelayAttempts), "relay-backoff-max": int64(c.RelayBackoffMax),
 		"relay-timeout": int64(c.RelayTimeout), "relay-per-channel": int64(c.RelayPerChannel),
+		"recheck-interval": int64(c.Recheck),
+	}
+	if c.NATSPrefix == "" || strings.ContainsAny(c.NATSPrefix, "*> \t") || strings.HasPrefix(c.NATSPrefix, ".") || strings.HasSuffix(c.NATSPrefix, ".") {
+		errs = append(errs, fmt.Errorf("nats-prefix %q must be a NATS subject without wildcards, such as herald or prod.herald", c.NATSPrefix))
 	}
 	for name, v := range positive {
 		if v <= 0 {

@@ -16,7 +16,6 @@ import (
 	"github.com/heraldpush/herald/internal/push"
 	"github.com/heraldpush/herald/internal/registry"
 	"github.com/heraldpush/herald/internal/router"
-	"github.com/heraldpush/herald/internal/session"
 	"github.com/heraldpush/herald/internal/store"
 )
 
@@ -34,8 +33,7 @@ var (
 type Service struct {
 	store  store.Store        // never nil
 	reg    *registry.Registry // never nil
-	router router.Router      // never nil
-	hub    *session.Hub       // this node's sessions, for long-poll waiters; never nil
+	router router.Router      // every effect on live sessions goes through it; never nil
 	now    func() time.Time   // never nil
 	limits push.Limits
 	log    *slog.Logger
@@ -71,7 +69,7 @@ type Options struct {
 }
 
 // New returns a delivery service.
-func New(s store.Store, reg *registry.Registry, r router.Router, hub *session.Hub, o Options) *Service {
+func New(s store.Store, reg *registry.Registry, r router.Router, o Options) *Service {
 	if o.Now == nil {
 		o.Now = time.Now
 	}
@@ -79,7 +77,7 @@ func New(s store.Store, reg *registry.Registry, r router.Router, hub *session.Hu
 		o.Log = slog.Default()
 	}
 	svc := &Service{
-		store: s, reg: reg, router: r, hub: hub, now: o.Now, limits: o.Limits, log: o.Log,
+		store: s, reg: reg, router: r, now: o.Now, limits: o.Limits, log: o.Log,
 		sweepEvery: o.SweepInterval, retain: o.ReportRetain, subRetain: o.SubscriptionRetain,
 		sched:  scheduler{timer: newStoppedTimer()},
 		routes: make(chan routed, 4096), done: make(chan struct{}),
@@ -264,8 +262,10 @@ func (s *Service) Wait(ctx context.Context, d *push.Device, wait time.Duration, 
 		return msgs, err
 	}
 	w := &waiter{wake: make(chan struct{}, 1)}
-	s.hub.Add(d, w)
-	defer s.hub.Remove(d, w)
+	if err := s.router.Attach(ctx, d, w, false); err != nil {
+		return nil, err
+	}
+	defer s.router.Detach(d, w)
 	// Read again now that offers reach us: a push accepted between the
 	// first read and Add would otherwise wait for the timeout.
 	if msgs, err = s.pending(ctx, d, limit, maxBytes); err != nil || len(msgs) > 0 {
@@ -311,7 +311,18 @@ func (w *waiter) Offer(m *push.Message) {
 	}
 }
 
-func (w *waiter) Close(error) {
+func (w *waiter) Close(error) { w.poke() }
+
+// Acked implements session.Session: a long-poll has no window.
+func (w *waiter) Acked(context.Context, []string) error { return nil }
+
+// Recheck implements session.Session: the poll reads the inbox again.
+func (w *waiter) Recheck(context.Context) error {
+	w.poke()
+	return nil
+}
+
+func (w *waiter) poke() {
 	select {
 	case w.wake <- struct{}{}:
 	default:
@@ -325,21 +336,17 @@ func (w *waiter) take() []*push.Message {
 }
 
 // Ack acknowledges messages for d and returns how many were newly acked.
-// Whatever transport the ack came through, d's streams on this node learn
-// of it, so that their windows refill: an SSE device, whose stream cannot
-// carry acks, acknowledges with POST /v1/inbox/ack. An ack the store is
-// unavailable for is returned as the error, and also kept, counted as
-// acknowledged and retried (see keptAcks), since an MQTT device has no
-// answer to its PUBACK.
+// Whatever transport and node the ack came through, d's streams learn of
+// it through the router, so that their windows refill: an SSE device,
+// whose stream cannot carry acks, acknowledges with POST /v1/inbox/ack,
+// perhaps to another node. An ack the store is unavailable for is returned
+// as the error, and also kept, counted as acknowledged and retried (see
+// keptAcks), since an MQTT device has no answer to its PUBACK.
 func (s *Service) Ack(ctx context.Context, d *push.Device, ids []string) (int, error) {
 	n, err := s.store.Ack(ctx, d, ids)
 	if errors.Is(err, store.ErrUnavailable) {
 		s.keepAck(d, ids)
-		for _, sess := range s.hub.Sessions(d.ID) {
-			if st, ok := sess.(*Stream); ok {
-				st.acked(ctx, ids)
-			}
-		}
+		s.router.Acked(ctx, d.ID, ids)
 		return n, err
 	}
 	if err != nil {
@@ -347,15 +354,15 @@ func (s *Service) Ack(ctx context.Context, d *push.Device, ids []string) (int, e
 	}
 	s.kept.forget(d.ID, ids)
 	s.forgetSent(d.ID, ids)
-	for _, sess := range s.hub.Sessions(d.ID) {
-		if st, ok := sess.(*Stream); ok {
-			if err := st.acked(ctx, ids); err != nil {
-				return n, err
-			}
-		}
-	}
-	return n, nil
+	return n, s.router.Acked(ctx, d.ID, ids)
 }
+
+// DeviceChanged tells d's live sessions, on every node, its new tags and
+// platform, for fan-out matching.
+func (s *Service) DeviceChanged(d *push.Device) { s.router.Changed(d) }
+
+// DeviceDeleted closes the live sessions of device id on every node.
+func (s *Service) DeviceDeleted(id string) { s.router.Deleted(id) }
 
 // Recall stops app's message id from reaching any device that has not
 // received it yet.

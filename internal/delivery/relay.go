@@ -199,7 +199,7 @@ func (s *Service) relayJobs(ctx context.Context, m *push.Message, targets []push
 			continue
 		}
 		due := m.SendAt
-		if policy == push.OwnFirst && len(s.hub.Sessions(d.ID)) > 0 {
+		if policy == push.OwnFirst && s.router.Online(ctx, d.ID) {
 			due = due.Add(wait)
 		}
 		jobs = append(jobs, store.RelayJob{Device: d.ID, Channel: d.Channel.Kind, Due: due})
@@ -596,7 +596,7 @@ func (s *Service) expand(ctx context.Context, j store.RelayJob, m *push.Message)
 			return true
 		}
 		due := now
-		if policy == push.OwnFirst && len(s.hub.Sessions(d.ID)) > 0 {
+		if policy == push.OwnFirst && s.router.Online(ctx, d.ID) {
 			due = now.Add(wait)
 		}
 		jobs = append(jobs, store.RelayJob{Device: d.ID, Channel: d.Channel.Kind, Due: due})

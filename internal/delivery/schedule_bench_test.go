@@ -31,7 +31,7 @@ func BenchmarkScheduledHeap(b *testing.B) {
 		}
 		reg := registry.New(st, time.Now, 10)
 		hub := session.NewHub()
-		svc := delivery.New(st, reg, router.Local{Hub: hub}, hub, delivery.Options{Limits: push.DefaultLimits()})
+		svc := delivery.New(st, reg, router.Local{Hub: hub}, delivery.Options{Limits: push.DefaultLimits()})
 		ctx, cancel := context.WithCancel(context.Background())
 		ran := make(chan struct{})
 		go func() { svc.Run(ctx); close(ran) }()

@@ -65,7 +65,7 @@ func start(t *testing.T, dir string) *node {
 	}
 	reg := registry.New(st, time.Now, 10)
 	hub := session.NewHub()
-	svc := delivery.New(st, reg, router.Local{Hub: hub}, hub, delivery.Options{
+	svc := delivery.New(st, reg, router.Local{Hub: hub}, delivery.Options{
 		Limits: push.DefaultLimits(), SweepInterval: time.Minute, ReportRetain: time.Hour,
 	})
 	ctx, cancel := context.WithCancel(context.Background())

@@ -58,11 +58,25 @@ type Stream struct {
 	closed    bool // guarded by mu
 }
 
-// Attach opens a stream for device d: it registers it with the hub (so no
-// push is missed) and then sends what already waits, up to window.
+// Attach opens a stream for device d: it registers it with the router (so
+// no push is missed) and then sends what already waits, up to window.
 func (s *Service) Attach(ctx context.Context, d *push.Device, send Sender, window int) (*Stream, error) {
+	return s.attach(ctx, d, send, window, false)
+}
+
+// AttachExclusive is Attach for a transport that allows a device one
+// connection (MQTT: one per client ID): the device's other exclusive
+// streams, on this node and every other, are closed with
+// session.ErrTakenOver.
+func (s *Service) AttachExclusive(ctx context.Context, d *push.Device, send Sender, window int) (*Stream, error) {
+	return s.attach(ctx, d, send, window, true)
+}
+
+func (s *Service) attach(ctx context.Context, d *push.Device, send Sender, window int, exclusive bool) (*Stream, error) {
 	st := &Stream{svc: s, dev: d, send: send, window: max(window, 1)}
-	s.hub.Add(d, st)
+	if err := s.router.Attach(ctx, d, st, exclusive); err != nil {
+		return nil, err
+	}
 	if err := st.refill(ctx); err != nil {
 		st.Detach()
 		return nil, err
@@ -147,6 +161,13 @@ func (st *Stream) sendLocked(m *push.Message, redelivery bool) {
 func (st *Stream) Ack(ctx context.Context, ids ...string) (int, error) {
 	return st.svc.Ack(ctx, st.dev, ids)
 }
+
+// Acked implements session.Session.
+func (st *Stream) Acked(ctx context.Context, ids []string) error { return st.acked(ctx, ids) }
+
+// Recheck implements session.Session: offers may have been lost, so read
+// the inbox as a new connection would.
+func (st *Stream) Recheck(ctx context.Context) error { return st.refill(ctx) }
 
 // acked takes ids out of the window after the store recorded their ack (or
 // the service kept it, see keptAcks), and refills the window from the inbox
@@ -263,7 +284,7 @@ func (st *Stream) Detach() {
 	inflight := st.inflight
 	st.inflight = nil
 	st.mu.Unlock()
-	st.svc.hub.Remove(st.dev, st)
+	st.svc.router.Detach(st.dev, st)
 	st.svc.rememberSent(st.dev.ID, inflight)
 }
 

@@ -71,7 +71,7 @@ func newFixtureRouting(t *testing.T, r router.Router) *fixture {
 	if r == nil {
 		r = router.Local{Hub: hub}
 	}
-	svc := delivery.New(gs, reg, r, hub, delivery.Options{Limits: push.DefaultLimits()})
+	svc := delivery.New(gs, reg, r, delivery.Options{Limits: push.DefaultLimits()})
 	ctx := context.Background()
 	app, _, err := reg.CreateApp(ctx, "a")
 	if err != nil {
@@ -278,6 +278,7 @@ func TestStreamAckDuringRefillDoesNotResend(t *testing.T) {
 // heldRoutes keeps the messages the service routes instead of offering
 // them, so that a test offers them in the order it chooses.
 type heldRoutes struct {
+	router.Local
 	mu   sync.Mutex
 	msgs []*push.Message
 }
@@ -292,7 +293,7 @@ func (h *heldRoutes) Route(m *push.Message, _ []string) {
 // store accepted them: the older one, offered after the newer was sent,
 // was never sent, and reaches the device without waiting for an ack.
 func TestStreamOlderOfferAfterNewerIsDelivered(t *testing.T) {
-	held := &heldRoutes{}
+	held := &heldRoutes{Local: router.Local{Hub: session.NewHub()}}
 	f := newFixtureRouting(t, held)
 	ctx := context.Background()
 	w := &wire{}

@@ -26,7 +26,7 @@ import (
 	"github.com/heraldpush/herald/internal/netlimit"
 	"github.com/heraldpush/herald/internal/push"
 	"github.com/heraldpush/herald/internal/registry"
-	"github.com/heraldpush/herald/internal/router"
+	natsrouter "github.com/heraldpush/herald/internal/router/nats"
 	"github.com/heraldpush/herald/internal/session"
 	"github.com/heraldpush/herald/internal/store"
 	"github.com/heraldpush/herald/internal/webpush"
@@ -57,6 +57,8 @@ type Server struct {
 	// storeHealth says why the store cannot take changes, for /readyz;
 	// nil when the store has no such check.
 	storeHealth func() error
+	// bus is the cluster's NATS router; nil on a single node.
+	bus *natsrouter.Router
 }
 
 // Info is what an operator needs after start: credentials created on this
@@ -69,6 +71,7 @@ type Info struct {
 	WSURL      string // the device WebSocket, /v1/inbox/ws
 	MozPushURL string // Firefox's push service (dom.push.serverURL), /mozpush
 	Store      string // "embedded (DIR)" or "postgres"
+	Node       string // cluster mode: this node's name on the bus; empty on a single node
 	AppName    string
 	AppKey     string
 	AppSecret  string // set only when the default app was created on this start
@@ -154,7 +157,11 @@ func (s *Server) build(ctx context.Context, dir dataDir) error {
 	limits := push.DefaultLimits()
 	limits.MaxPayload, limits.MaxIDs = cfg.MaxPayload, cfg.MaxIDs
 	limits.DefaultTTL, limits.MaxTTL, limits.MaxDelay = cfg.DefaultTTL, cfg.MaxTTL, cfg.MaxSchedule
-	s.deliv = delivery.New(s.store, s.reg, router.Local{Hub: s.hub}, s.hub, delivery.Options{
+	rt, err := s.buildRouter()
+	if err != nil {
+		return err
+	}
+	s.deliv = delivery.New(s.store, s.reg, rt, delivery.Options{
 		Limits: limits, SweepInterval: cfg.SweepInterval, ReportRetain: cfg.ReportRetain,
 		SubscriptionRetain: cfg.WebPushRetain, Log: s.log,
 	})
@@ -176,7 +183,7 @@ func (s *Server) build(ctx context.Context, dir dataDir) error {
 	if err := s.buildMQTT(mux); err != nil {
 		return err
 	}
-	s.api = api.New(s.reg, s.deliv, s.hub, api.Options{
+	s.api = api.New(s.reg, s.deliv, api.Options{
 		AdminToken: s.info.AdminToken, MaxBody: cfg.MaxBody, MaxBatch: cfg.MaxBatch,
 		RegisterRate: cfg.RegisterRate, RegisterBurst: cfg.RegisterBurst,
 		AppPushRate: cfg.AppPushRate, AppPushBurst: cfg.AppPushBurst,
@@ -260,8 +267,10 @@ func (s *Server) readyz(w http.ResponseWriter, r *http.Request) {
 	switch {
 	case !s.ready.Load():
 		reason = errors.New("not serving (starting or draining)")
-	case s.storeHealth != nil:
+	case s.storeHealth != nil && s.storeHealth() != nil:
 		reason = s.storeHealth()
+	case s.bus != nil && s.bus.Health() != nil:
+		reason = s.bus.Health()
 	}
 	if reason == nil {
 		if _, err := s.store.App(ctx, s.info.AppKey); err != nil {
@@ -312,6 +321,9 @@ func (s *Server) Run(ctx context.Context) error {
 	}
 	stopBG()
 	wg.Wait()
+	if s.bus != nil {
+		s.bus.Close()
+	}
 	if s.debug != nil {
 		s.debug.Close()
 	}

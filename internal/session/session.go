@@ -5,10 +5,12 @@
 package session
 
 import (
+	"context"
 	"errors"
 	"runtime"
 	"slices"
 	"sync"
+	"time"
 
 	"github.com/heraldpush/herald/internal/push"
 )
@@ -19,15 +21,30 @@ type Session interface {
 	// not block: a session that cannot take m now relies on reading the
 	// store's inbox, which holds every message until it is acknowledged.
 	Offer(m *push.Message)
+	// Acked tells the session that its device acknowledged ids, through
+	// whichever connection and node: a stream takes them out of its
+	// window and refills it. It may read the store.
+	Acked(ctx context.Context, ids []string) error
+	// Recheck tells the session to read its device's inbox again, since
+	// offers may have been lost on their way (the bus between nodes was
+	// down). It may read the store.
+	Recheck(ctx context.Context) error
 	// Close ends the session, telling the device why where the transport
 	// can (for example that another connection took over).
 	Close(reason error)
 }
 
-// ErrShuttingDown is the reason the server closes every session with when
-// it stops; transports map it to their own code (MQTT 5: 0x8B, WebSocket:
-// 1001).
-var ErrShuttingDown = errors.New("session: server shutting down")
+// Reasons the core closes sessions with; transports map them to their own
+// codes.
+var (
+	// ErrShuttingDown: the server stops (MQTT 5: 0x8B, WebSocket: 1001).
+	ErrShuttingDown = errors.New("session: server shutting down")
+	// ErrTakenOver: the device connected again, here or on another node,
+	// and its new session is the one that counts (MQTT 5: 0x8E).
+	ErrTakenOver = errors.New("session: another connection took over the device")
+	// ErrDeviceDeleted: the device was deleted through the API.
+	ErrDeviceDeleted = errors.New("session: the device was deleted")
+)
 
 // Hub indexes the live sessions of this node by device and by app.
 // The zero value is not usable; call NewHub.
@@ -48,19 +65,25 @@ func NewHub() *Hub {
 	}
 }
 
-// Add registers s as a live session of device d. The hub keeps d to match
-// fan-out messages; Refresh replaces it when the device changes.
-func (h *Hub) Add(d *push.Device, s Session) {
+// Add registers s as a live session of device d and reports whether it is
+// the device's first on this node. The hub keeps d to match fan-out
+// messages; Refresh replaces it when the device changes. An exclusive
+// session is one that TakeOver closes when the device connects again.
+func (h *Hub) Add(d *push.Device, s Session, exclusive bool) (first bool) {
 	h.mu.Lock()
 	defer h.mu.Unlock()
-	h.byDevice[d.ID] = append(h.byDevice[d.ID], entry{s, d})
+	first = len(h.byDevice[d.ID]) == 0
+	h.byDevice[d.ID] = append(h.byDevice[d.ID], entry{s: s, d: d, exclusive: exclusive, since: time.Now().UnixNano()})
 	put(h.byApp, d.App, s, d)
+	return first
 }
 
-// Remove unregisters s. It is a no-op if s was not added.
-func (h *Hub) Remove(d *push.Device, s Session) {
+// Remove unregisters s and reports whether its device has no session left
+// on this node. It is a no-op (and reports false) if s was not added.
+func (h *Hub) Remove(d *push.Device, s Session) (last bool) {
 	h.mu.Lock()
 	defer h.mu.Unlock()
+	before := len(h.byDevice[d.ID])
 	list := slices.DeleteFunc(h.byDevice[d.ID], func(e entry) bool { return e.s == s })
 	if len(list) == 0 {
 		delete(h.byDevice, d.ID)
@@ -68,6 +91,50 @@ func (h *Hub) Remove(d *push.Device, s Session) {
 		h.byDevice[d.ID] = list
 	}
 	drop(h.byApp, d.App, s)
+	return before > 0 && len(list) == 0
+}
+
+// TakeOver closes, with ErrTakenOver, the exclusive sessions of device id
+// that were added before the Unix time before (in nanoseconds), other
+// than keep.
+func (h *Hub) TakeOver(id string, keep Session, before int64) {
+	var old []Session
+	h.mu.RLock()
+	for _, e := range h.byDevice[id] {
+		if e.exclusive && e.s != keep && e.since < before {
+			old = append(old, e.s)
+		}
+	}
+	h.mu.RUnlock()
+	for _, s := range old {
+		s.Close(ErrTakenOver)
+	}
+}
+
+// CloseDevice closes every session of device id with reason.
+func (h *Hub) CloseDevice(id string, reason error) {
+	for _, s := range h.Sessions(id) {
+		s.Close(reason)
+	}
+}
+
+// Acked tells every session of device id that ids were acknowledged and
+// returns the first error one of them met.
+func (h *Hub) Acked(ctx context.Context, id string, ids []string) error {
+	var first error
+	for _, s := range h.Sessions(id) {
+		if err := s.Acked(ctx, ids); err != nil && first == nil {
+			first = err
+		}
+	}
+	return first
+}
+
+// Online reports whether device id has a live session on this node.
+func (h *Hub) Online(id string) bool {
+	h.mu.RLock()
+	defer h.mu.RUnlock()
+	return len(h.byDevice[id]) > 0
 }
 
 // Refresh replaces the device snapshot of every session of d.ID, so that
@@ -158,8 +225,10 @@ func (h *Hub) Len() int {
 
 // entry is one session of a device, with the device as the hub matches it.
 type entry struct {
-	s Session
-	d *push.Device
+	s         Session
+	d         *push.Device
+	exclusive bool
+	since     int64 // when it was added, Unix ns: TakeOver closes the older
 }
 
 func put(m map[string]map[Session]*push.Device, key string, s Session, d *push.Device) {

@@ -39,7 +39,7 @@ func newFixture(t testing.TB, o webpush.Options) *fixture {
 		t.Fatal(err)
 	}
 	hub := session.NewHub()
-	deliv := delivery.New(st, reg, router.Local{Hub: hub}, hub, delivery.Options{Limits: push.DefaultLimits()})
+	deliv := delivery.New(st, reg, router.Local{Hub: hub}, delivery.Options{Limits: push.DefaultLimits()})
 	if o.BaseURL == "" {
 		o.BaseURL = "https://push.example.net"
 	}

@@ -200,11 +200,21 @@ func until(expr string) chromedp.Action[chromedp.Void] {
 // want, and returns the registration ID it shows.
 func openDemo(t *testing.T, ctx context.Context, s *server, query, want string) string {
 	t.Helper()
-	do(t, ctx, "open the demo on "+want,
-		chromedp.Navigate(s.url+"/demo"+query),
-		until(fmt.Sprintf(`document.getElementById('status').textContent === 'open' &&
-			document.getElementById('transport').textContent === %q`, want)),
-	)
+	do(t, ctx, "open the demo on "+want, chromedp.Navigate(s.url+"/demo"+query))
+	connected := until(fmt.Sprintf(`document.getElementById('status').textContent === 'open' &&
+			document.getElementById('transport').textContent === %q`, want))
+	// Chrome may still be replacing the last page's execution context when
+	// Navigate returns; a poll begun in the old one is lost with it.
+	for try := 1; ; try++ {
+		_, err := chromedp.Run(ctx, connected)
+		if err == nil {
+			break
+		}
+		if try == 3 || !strings.Contains(err.Error(), "Cannot find context") {
+			do(t, ctx, "open the demo on "+want, connected) // fails with the page's text
+			break
+		}
+	}
 	regID, err := chromedp.Run(ctx, chromedp.Text("#registration"))
 	if err != nil || len(regID) < 16 {
 		t.Fatalf("the demo shows registration %q (%v)", regID, err)

@@ -36,6 +36,7 @@ import (
 	"github.com/heraldpush/herald/internal/netpoll"
 	"github.com/heraldpush/herald/internal/push"
 	"github.com/heraldpush/herald/internal/registry"
+	"github.com/heraldpush/herald/internal/session"
 	"github.com/heraldpush/herald/internal/webpush"
 )
 
@@ -252,7 +253,7 @@ func closeCode(reason error) (websocket.StatusCode, string) {
 		return ClosePolicy, "ping timeout"
 	case errors.Is(reason, errInternal):
 		return CloseInternal, "internal error: reconnect later"
-	case errors.Is(reason, registry.ErrNotFound):
+	case errors.Is(reason, registry.ErrNotFound), errors.Is(reason, session.ErrDeviceDeleted):
 		return CloseGoingAway, "registration deleted: say hello again"
 	default:
 		// The server's shutdown, or anything else from above the

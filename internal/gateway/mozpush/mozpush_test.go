@@ -52,7 +52,7 @@ func start(t *testing.T, o Options) *env {
 	e := &env{t: t, hub: session.NewHub(), now: time.Now()}
 	clock := func() time.Time { return e.now }
 	e.reg = registry.New(st, time.Now, 10)
-	e.deliv = delivery.New(st, e.reg, router.Local{Hub: e.hub}, e.hub, delivery.Options{Limits: push.DefaultLimits(), Now: clock})
+	e.deliv = delivery.New(st, e.reg, router.Local{Hub: e.hub}, delivery.Options{Limits: push.DefaultLimits(), Now: clock})
 	if e.app, _, err = e.reg.CreateApp(context.Background(), "a"); err != nil {
 		t.Fatal(err)
 	}

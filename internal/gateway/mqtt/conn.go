@@ -346,7 +346,7 @@ func (c *conn) subscribe(p *packet.Subscribe) bool {
 	c.wmu.Lock()
 	window := int(c.window)
 	c.wmu.Unlock()
-	st, err := c.gw.inbox.Attach(ctx, dev, c, window)
+	st, err := c.gw.inbox.AttachExclusive(ctx, dev, c, window)
 	if err != nil {
 		c.gw.opts.Log.Error("mqtt: attaching the inbox", "device", dev.ID, "err", err)
 		c.Close(err)

@@ -32,8 +32,10 @@ type Registry interface {
 
 // Inbox is the core as the gateway sees it: *delivery.Service.
 type Inbox interface {
-	// Attach connects a subscribed connection to the device's inbox.
-	Attach(ctx context.Context, d *push.Device, send delivery.Sender, window int) (*delivery.Stream, error)
+	// AttachExclusive connects a subscribed connection to the device's
+	// inbox, closing the device's MQTT connections on other nodes: a
+	// client ID has one session in the whole cluster.
+	AttachExclusive(ctx context.Context, d *push.Device, send delivery.Sender, window int) (*delivery.Stream, error)
 	// Ack acknowledges messages of d. The gateway acks by device rather
 	// than through the Stream, so that a PUBACK still counts when it
 	// arrives during Attach (before the stream exists) or after an
@@ -207,11 +209,11 @@ func reasonFor(err error) packet.ReasonCode {
 	switch {
 	case err == nil:
 		return packet.ReasonNormalDisconnection
-	case errors.Is(err, errTakenOver):
+	case errors.Is(err, errTakenOver), errors.Is(err, session.ErrTakenOver):
 		return packet.ReasonSessionTakenOver
 	case errors.Is(err, errShutdown), errors.Is(err, session.ErrShuttingDown):
 		return packet.ReasonServerShuttingDown
-	case errors.Is(err, registry.ErrNotFound):
+	case errors.Is(err, registry.ErrNotFound), errors.Is(err, session.ErrDeviceDeleted):
 		return packet.ReasonNotAuthorized
 	}
 	return packet.ReasonAdministrativeAction

@@ -50,7 +50,7 @@ func startGateway(t *testing.T, o Options) *testEnv {
 	}
 	t.Cleanup(func() { st.Close() })
 	e := &testEnv{t: t, reg: registry.New(st, time.Now, 10), hub: session.NewHub()}
-	e.svc = delivery.New(st, e.reg, router.Local{Hub: e.hub}, e.hub, delivery.Options{Limits: push.DefaultLimits()})
+	e.svc = delivery.New(st, e.reg, router.Local{Hub: e.hub}, delivery.Options{Limits: push.DefaultLimits()})
 	if e.app, _, err = e.reg.CreateApp(context.Background(), "a"); err != nil {
 		t.Fatal(err)
 	}

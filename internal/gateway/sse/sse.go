@@ -451,7 +451,7 @@ func (s *stream) heartbeat() {
 func closeEvent(reason error) []byte {
 	code, reconnect := "going_away", true
 	switch {
-	case errors.Is(reason, registry.ErrNotFound):
+	case errors.Is(reason, registry.ErrNotFound), errors.Is(reason, session.ErrDeviceDeleted):
 		code, reconnect = "device_deleted", false
 	case errors.Is(reason, ErrReplaced):
 		code, reconnect = "replaced", false

@@ -37,7 +37,7 @@ func testFraming(t *testing.T, h2 bool) {
 	defer st.Close()
 	reg := registry.New(st, time.Now, 10)
 	hub := session.NewHub()
-	svc := delivery.New(st, reg, router.Local{Hub: hub}, hub, delivery.Options{Limits: push.DefaultLimits()})
+	svc := delivery.New(st, reg, router.Local{Hub: hub}, delivery.Options{Limits: push.DefaultLimits()})
 	ctx := context.Background()
 	app, _, _ := reg.CreateApp(ctx, "a")
 	dev, secret, err := reg.Register(ctx, registry.Registration{AppKey: app.Key, Platform: push.Web})

@@ -342,7 +342,7 @@ func closeCode(reason error) (websocket.StatusCode, string) {
 	switch {
 	case reason == nil:
 		return CloseNormal, ""
-	case errors.Is(reason, registry.ErrNotFound):
+	case errors.Is(reason, registry.ErrNotFound), errors.Is(reason, session.ErrDeviceDeleted):
 		return CloseDeleted, "device deleted: register again"
 	case errors.Is(reason, ErrReplaced):
 		return CloseReplaced, "replaced by a newer connection of this device"

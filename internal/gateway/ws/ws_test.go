@@ -34,7 +34,7 @@ func startGateway(t *testing.T, o Options) (base string, dev push.Device, secret
 	t.Cleanup(func() { st.Close() })
 	reg := registry.New(st, time.Now, 10)
 	hub := session.NewHub()
-	svc := delivery.New(st, reg, router.Local{Hub: hub}, hub, delivery.Options{Limits: push.DefaultLimits()})
+	svc := delivery.New(st, reg, router.Local{Hub: hub}, delivery.Options{Limits: push.DefaultLimits()})
 	ctx := context.Background()
 	app, _, err := reg.CreateApp(ctx, "a")
 	if err != nil {

@@ -1,0 +1,44 @@
+package server
+
+import (
+	"crypto/rand"
+	"encoding/hex"
+	"fmt"
+	"os"
+
+	"github.com/heraldpush/herald/internal/router"
+	natsrouter "github.com/heraldpush/herald/internal/router/nats"
+)
+
+// buildRouter is the router of this node: this process's hub alone, or,
+// with --nats, the hub plus the bus to the cluster's other nodes.
+func (s *Server) buildRouter() (router.Router, error) {
+	if s.cfg.NATSURL == "" {
+		return router.Local{Hub: s.hub}, nil
+	}
+	name := s.cfg.NodeName
+	if name == "" {
+		name = defaultNodeName()
+	}
+	s.info.Node = name
+	bus, err := natsrouter.Connect(s.cfg.NATSURL, s.hub, natsrouter.Options{
+		Prefix: s.cfg.NATSPrefix, Node: name, Recheck: s.cfg.Recheck, Log: s.log.With("node", name),
+	})
+	if err != nil {
+		return nil, fmt.Errorf("cluster mode: %w (is NATS running at --nats %s?)", err, s.cfg.NATSURL)
+	}
+	s.bus = bus
+	return bus, nil
+}
+
+// defaultNodeName is the host name and a random suffix, so that two
+// nodes on one host (or a restarted node) are told apart in logs.
+func defaultNodeName() string {
+	host, err := os.Hostname()
+	if err != nil || host == "" {
+		host = "herald"
+	}
+	b := make([]byte, 3)
+	rand.Read(b)
+	return host + "-" + hex.EncodeToString(b)
+}
