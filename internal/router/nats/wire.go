@@ -75,7 +75,7 @@ func toWire(m *push.Message) *wireMessage {
 func (w *wireMessage) message() *push.Message {
 	return &push.Message{
 		ID: w.ID, App: w.App, Seq: w.Seq,
-		Audience: push.Audience{All: w.All, RegistrationIDs: w.IDs, Aliases: w.Aliases, Tags: w.Tags, TagAnd: w.TagAnd, TagNot: w.TagNot},
+		Audience:  push.Audience{All: w.All, RegistrationIDs: w.IDs, Aliases: w.Aliases, Tags: w.Tags, TagAnd: w.TagAnd, TagNot: w.TagNot},
 		Platforms: w.Platforms, Notification: w.Notification, Data: w.Data,
 		TTL: w.TTL, Priority: w.Priority, CollapseID: w.CollapseID,
 		AcceptedAt: w.AcceptedAt, SendAt: w.SendAt, ExpiresAt: w.ExpiresAt,
