@@ -39,6 +39,7 @@ type Service struct {
 	log    *slog.Logger
 
 	sweepEvery time.Duration
+	sharedPoll time.Duration
 	retain     time.Duration
 	subRetain  time.Duration // how long revoked push subscriptions are kept; 0 keeps them
 
@@ -66,6 +67,11 @@ type Options struct {
 	SubscriptionRetain time.Duration
 	Now                func() time.Time // time.Now when nil
 	Log                *slog.Logger     // slog.Default when nil
+	// SharedPoll is, with a store other nodes share, how often the node
+	// that fires scheduled messages looks for those the others accepted;
+	// zero when the store is this node's alone, which arms its timer
+	// itself.
+	SharedPoll time.Duration
 }
 
 // New returns a delivery service.
@@ -78,7 +84,7 @@ func New(s store.Store, reg *registry.Registry, r router.Router, o Options) *Ser
 	}
 	svc := &Service{
 		store: s, reg: reg, router: r, now: o.Now, limits: o.Limits, log: o.Log,
-		sweepEvery: o.SweepInterval, retain: o.ReportRetain, subRetain: o.SubscriptionRetain,
+		sweepEvery: o.SweepInterval, sharedPoll: o.SharedPoll, retain: o.ReportRetain, subRetain: o.SubscriptionRetain,
 		sched:  scheduler{timer: newStoppedTimer()},
 		routes: make(chan routed, 4096), done: make(chan struct{}),
 		kept: keptAcks{wake: make(chan struct{}, 1)},
@@ -440,19 +446,55 @@ func (s *Service) Report(ctx context.Context, app, id string) (Report, error) {
 
 // Run fires scheduled messages when they are due, starting with those the
 // store holds from before (due already: at once), and sweeps expired
-// messages every sweep interval, until ctx ends.
+// messages every sweep interval, until ctx ends. Each of these, and the
+// relay queue, runs under a lease of the store, so that nodes sharing one
+// run each on one node at a time, and another takes it over when that
+// node dies.
 func (s *Service) Run(ctx context.Context) {
 	defer s.stop()
 	var wg sync.WaitGroup
 	defer wg.Wait()
-	wg.Go(func() { s.schedule(ctx) })
+	wg.Go(func() { s.lead(ctx, "schedule", s.schedule) })
 	if s.relay != nil {
 		wg.Go(func() { s.leadRelay(ctx) })
 	}
-	if s.sweepEvery <= 0 {
-		<-ctx.Done()
-		return
+	if s.sweepEvery > 0 {
+		wg.Go(func() { s.lead(ctx, "sweep", s.sweep) })
 	}
+	<-ctx.Done()
+}
+
+// lead runs work whenever this node holds the store's lease name, until
+// ctx ends: work's context ends when the lease is lost, and the node then
+// waits to take it again.
+func (s *Service) lead(ctx context.Context, name string, work func(context.Context)) {
+	for ctx.Err() == nil {
+		lost, release, err := s.store.Lead(ctx, name)
+		if err != nil {
+			if ctx.Err() == nil {
+				s.log.Error("cannot take a lease; trying again", "lease", name, "err", err)
+				sleep(ctx, 5*time.Second)
+			}
+			continue
+		}
+		s.log.Debug("this node leads", "lease", name)
+		lctx, cancel := context.WithCancel(ctx)
+		go func() {
+			select {
+			case <-lost:
+				s.log.Warn("a lease was lost; another node may take it", "lease", name)
+				cancel()
+			case <-lctx.Done():
+			}
+		}()
+		work(lctx)
+		cancel()
+		release()
+	}
+}
+
+// sweep purges expired messages every sweep interval until ctx ends.
+func (s *Service) sweep(ctx context.Context) {
 	tick := time.NewTicker(s.sweepEvery)
 	defer tick.Stop()
 	for {

@@ -236,31 +236,7 @@ func (s *Service) anyChannel(ctx context.Context, app string) bool {
 // leadRelay runs the relay queue whenever this node holds the store's
 // "relay" lease, so that nodes sharing a store do not send each job once
 // each; another node takes over when the holder dies or loses the store.
-func (s *Service) leadRelay(ctx context.Context) {
-	for ctx.Err() == nil {
-		lost, release, err := s.store.Lead(ctx, "relay")
-		if err != nil {
-			if ctx.Err() == nil {
-				s.log.Error("relay queue: cannot take the lease; trying again", "err", err)
-				sleep(ctx, 5*time.Second)
-			}
-			continue
-		}
-		s.log.Debug("relay queue: this node sends")
-		lctx, cancel := context.WithCancel(ctx)
-		go func() {
-			select {
-			case <-lost:
-				s.log.Warn("relay queue: the lease was lost; another node may take it")
-				cancel()
-			case <-lctx.Done():
-			}
-		}()
-		s.runRelay(lctx)
-		cancel()
-		release()
-	}
-}
+func (s *Service) leadRelay(ctx context.Context) { s.lead(ctx, "relay", s.runRelay) }
 
 func sleep(ctx context.Context, d time.Duration) {
 	t := time.NewTimer(d)

@@ -20,6 +20,11 @@ import (
 // start, Run asks the store first, so a restart forgets nothing and a
 // message that fell due while the node was down is routed at once.
 //
+// Nodes sharing a store fire scheduled messages on one node at a time (the
+// "schedule" lease, see Service.lead), which also looks at the store every
+// Options.SharedPoll for messages the others accepted: in a cluster a
+// scheduled message is routed up to that late.
+//
 // Routing then marking is at least once: a crash in between offers the page
 // again after the restart, which the devices' de-duplication by ID absorbs;
 // the other order would leave connected devices waiting for a reconnect.
@@ -90,7 +95,15 @@ func (s *Service) schedule(ctx context.Context) {
 	var (
 		backoff  time.Duration
 		unmarked []store.Scheduled // routed, not yet marked fired
+		poll     <-chan time.Time  // nil on a store of this node's alone
 	)
+	if s.sharedPoll > 0 {
+		// Other nodes accept scheduled messages too, and arm only their
+		// own timers.
+		t := time.NewTicker(s.sharedPoll)
+		defer t.Stop()
+		poll = t.C
+	}
 	for {
 		s.sched.clear()
 		next, err := s.fire(ctx, &unmarked)
@@ -111,6 +124,7 @@ func (s *Service) schedule(ctx context.Context) {
 		case <-ctx.Done():
 			return
 		case <-s.sched.timer.C:
+		case <-poll:
 		}
 	}
 }

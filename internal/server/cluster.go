@@ -5,6 +5,9 @@ import (
 	"encoding/hex"
 	"fmt"
 	"os"
+	"time"
+
+	"github.com/heraldpush/herald/internal/config"
 
 	"github.com/heraldpush/herald/internal/router"
 	natsrouter "github.com/heraldpush/herald/internal/router/nats"
@@ -41,4 +44,15 @@ func defaultNodeName() string {
 	b := make([]byte, 3)
 	rand.Read(b)
 	return host + "-" + hex.EncodeToString(b)
+}
+
+// sharedPoll is how often the node that holds a lease (the relay queue,
+// scheduled messages) looks at a store other nodes share for the work they
+// wrote: a second, with PostgreSQL; zero with the embedded store, which
+// only this node writes.
+func sharedPoll(cfg config.Config) time.Duration {
+	if cfg.PostgresURL != "" {
+		return time.Second
+	}
+	return 0
 }

@@ -121,11 +121,9 @@ func (s *Server) startRelay(cfg config.Config) (*relay.Channels, error) {
 		Retry:       relay.Policy{Base: time.Second, Max: cfg.RelayBackoffMax, Attempts: cfg.RelayAttempts},
 		SendTimeout: cfg.RelayTimeout, PerChannel: cfg.RelayPerChannel,
 	}
-	if cfg.PostgresURL != "" {
-		// Other nodes may write jobs to the shared store; one node sends
-		// them all (the relay lease) and finds theirs by looking this often.
-		o.Poll = time.Second
-	}
+	// Other nodes may write jobs to a shared store; one node sends them
+	// all (the relay lease) and finds theirs by looking this often.
+	o.Poll = sharedPoll(cfg)
 	s.deliv.EnableRelay(channels, o)
 	return channels, nil
 }

@@ -163,7 +163,7 @@ func (s *Server) build(ctx context.Context, dir dataDir) error {
 	}
 	s.deliv = delivery.New(s.store, s.reg, rt, delivery.Options{
 		Limits: limits, SweepInterval: cfg.SweepInterval, ReportRetain: cfg.ReportRetain,
-		SubscriptionRetain: cfg.WebPushRetain, Log: s.log,
+		SubscriptionRetain: cfg.WebPushRetain, Log: s.log, SharedPoll: sharedPoll(cfg),
 	})
 	channels, err := s.startRelay(cfg)
 	if err != nil {
