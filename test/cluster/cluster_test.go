@@ -93,14 +93,25 @@ type cluster struct {
 	nodes  []*heraldtest.Server
 	appKey string
 	secret string
+	proxy  *pgProxy // between the nodes and PostgreSQL, when a test cuts it
 }
 
 // startCluster starts n nodes one after another (the first creates the
 // schema and the default app), each with extra flags.
 func startCluster(t *testing.T, n int, extra ...string) *cluster {
 	t.Helper()
+	return startClusterWith(t, n, nil, extra...)
+}
+
+// startClusterWith is startCluster with setup run before the first node
+// starts.
+func startClusterWith(t *testing.T, n int, setup func(*cluster), extra ...string) *cluster {
+	t.Helper()
 	url, schema := heraldtest.PostgresSchema(t)
 	c := &cluster{t: t, bus: startBus(t), pgURL: url, schema: schema}
+	if setup != nil {
+		setup(c)
+	}
 	for i := range n {
 		c.nodes = append(c.nodes, c.start(i, extra...))
 	}
@@ -156,10 +167,12 @@ func (c *cluster) push(node *heraldtest.Server, audience any, body string) strin
 	c.t.Helper()
 	var out struct {
 		MsgID string `json:"msg_id"`
-		Code  string `json:"code"`
+		Error struct {
+			Code string `json:"code"`
+		} `json:"error"`
 	}
 	if st := c.call(node, "POST", "/v1/push", map[string]any{"audience": audience, "message": map[string]string{"body": body}}, &out); st != http.StatusAccepted {
-		c.t.Fatalf("push through %s: %d %s", node.URL, st, out.Code)
+		c.t.Fatalf("push through %s: %d %s", node.URL, st, out.Error.Code)
 	}
 	return out.MsgID
 }
