@@ -34,6 +34,12 @@ func (s *Server) buildRouter() (router.Router, error) {
 	return bus, nil
 }
 
+func (s *Server) closeBus() {
+	if s.bus != nil {
+		s.bus.Close()
+	}
+}
+
 // defaultNodeName is the host name and a random suffix, so that two
 // nodes on one host (or a restarted node) are told apart in logs.
 func defaultNodeName() string {

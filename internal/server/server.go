@@ -26,6 +26,7 @@ import (
 	"github.com/heraldpush/herald/internal/netlimit"
 	"github.com/heraldpush/herald/internal/push"
 	"github.com/heraldpush/herald/internal/registry"
+	"github.com/heraldpush/herald/internal/router"
 	natsrouter "github.com/heraldpush/herald/internal/router/nats"
 	"github.com/heraldpush/herald/internal/session"
 	"github.com/heraldpush/herald/internal/store"
@@ -57,8 +58,10 @@ type Server struct {
 	// storeHealth says why the store cannot take changes, for /readyz;
 	// nil when the store has no such check.
 	storeHealth func() error
-	// bus is the cluster's NATS router; nil on a single node.
-	bus *natsrouter.Router
+	// router is this node's: the hub alone, or the hub and the bus (the
+	// cluster's NATS router, then also in bus; nil on a single node).
+	router router.Router
+	bus    *natsrouter.Router
 }
 
 // Info is what an operator needs after start: credentials created on this
@@ -113,14 +116,21 @@ func New(ctx context.Context, cfg config.Config, log *slog.Logger) (*Server, err
 	if err := os.MkdirAll(cfg.DataDir, 0o700); err != nil {
 		return nil, fmt.Errorf("data directory: %w", err)
 	}
+	// The bus too: a cluster node that cannot reach it must not get as far
+	// as creating the default app.
+	if s.router, err = s.buildRouter(); err != nil {
+		return nil, err
+	}
 	st, err := openStore(ctx, cfg, log)
 	if err != nil {
+		s.closeBus()
 		return nil, err
 	}
 	s.store, s.storeHealth = st.Store, st.health
 	s.info.Store = st.desc
 	if err := s.build(ctx, dir); err != nil {
 		st.Close()
+		s.closeBus()
 		return nil, err
 	}
 	return s, nil
@@ -157,11 +167,7 @@ func (s *Server) build(ctx context.Context, dir dataDir) error {
 	limits := push.DefaultLimits()
 	limits.MaxPayload, limits.MaxIDs = cfg.MaxPayload, cfg.MaxIDs
 	limits.DefaultTTL, limits.MaxTTL, limits.MaxDelay = cfg.DefaultTTL, cfg.MaxTTL, cfg.MaxSchedule
-	rt, err := s.buildRouter()
-	if err != nil {
-		return err
-	}
-	s.deliv = delivery.New(s.store, s.reg, rt, delivery.Options{
+	s.deliv = delivery.New(s.store, s.reg, s.router, delivery.Options{
 		Limits: limits, SweepInterval: cfg.SweepInterval, ReportRetain: cfg.ReportRetain,
 		SubscriptionRetain: cfg.WebPushRetain, Log: s.log, SharedPoll: sharedPoll(cfg),
 	})
@@ -321,9 +327,7 @@ func (s *Server) Run(ctx context.Context) error {
 	}
 	stopBG()
 	wg.Wait()
-	if s.bus != nil {
-		s.bus.Close()
-	}
+	s.closeBus()
 	if s.debug != nil {
 		s.debug.Close()
 	}

@@ -1,9 +1,14 @@
 package cluster
 
 import (
+	"net"
+	"os/exec"
+	"strings"
 	"sync"
 	"testing"
 	"time"
+
+	"github.com/heraldpush/herald/test/heraldtest"
 )
 
 // NATS stopped and started again during a stream of pushes: every
@@ -78,4 +83,32 @@ func TestBusOutage(t *testing.T) {
 		}
 	}
 	t.Logf("%d pushes accepted, %d of them during the outage", len(accepted), after-during)
+}
+
+// A node that cannot reach NATS at start says so and exits before it
+// creates anything: the next start, with the bus up, still shows the
+// default app's master secret.
+func TestStartWithoutBus(t *testing.T) {
+	url, schema := heraldtest.PostgresSchema(t)
+	dead, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	deadURL := "nats://" + dead.Addr().String()
+	dead.Close()
+	dir := t.TempDir()
+	cmd := exec.Command(heraldtest.Bin(), "serve", "--data", dir, "--init", "--http", "127.0.0.1:0", "--mqtt", "",
+		"--postgres", url, "--postgres-schema", schema, "--nats", deadURL)
+	out, err := cmd.CombinedOutput()
+	if err == nil {
+		t.Fatalf("herald served without its bus:\n%s", out)
+	}
+	if !strings.Contains(string(out), "is NATS running at --nats "+deadURL) {
+		t.Errorf("the refusal does not say what is wrong:\n%s", out)
+	}
+	b := startBus(t)
+	node := heraldtest.Start(t, dir, "--init", "--postgres", url, "--postgres-schema", schema, "--nats", b.URL())
+	if node.Secret == "" {
+		t.Error("after a start refused for its bus, the next start did not show the default app's master secret")
+	}
 }
