@@ -130,6 +130,17 @@ func (h *Hub) Acked(ctx context.Context, id string, ids []string) error {
 	return first
 }
 
+// DeviceIDs returns the devices with a live session on this node.
+func (h *Hub) DeviceIDs() []string {
+	h.mu.RLock()
+	defer h.mu.RUnlock()
+	out := make([]string, 0, len(h.byDevice))
+	for id := range h.byDevice {
+		out = append(out, id)
+	}
+	return out
+}
+
 // Online reports whether device id has a live session on this node.
 func (h *Hub) Online(id string) bool {
 	h.mu.RLock()

@@ -60,13 +60,17 @@ type Router struct {
 	log    *slog.Logger
 	opts   Options
 
-	in   chan *natsgo.Msg // every subscription delivers here
-	fan  *natsgo.Subscription
-	done chan struct{}
-	wg   sync.WaitGroup
+	in    chan *natsgo.Msg // the fan-out subscription delivers here
+	devIn chan busMsg      // and the device connection here
+	fan   *natsgo.Subscription
+	dev   *deviceConn // the per-device subjects (devices.go)
+	done  chan struct{}
+	wg    sync.WaitGroup
 
-	mu   sync.Mutex
-	subs map[string]*natsgo.Subscription // per device with a session here; guarded by mu
+	// mu makes a device's first Attach and its subscription, and its
+	// last Detach and its unsubscription, one step each, so that the bus
+	// ends up subscribed exactly while the hub holds the device.
+	mu sync.Mutex
 
 	rechecking atomic.Bool // a recheck of every session is under way
 	again      atomic.Bool // another was asked for meanwhile
@@ -94,8 +98,22 @@ func Connect(url string, hub *session.Hub, o Options) (*Router, error) {
 	}
 	r := &Router{
 		hub: hub, local: router.Local{Hub: hub}, prefix: o.Prefix, node: o.Node, log: o.Log, opts: o,
-		in: make(chan *natsgo.Msg, inboxDepth), done: make(chan struct{}),
-		subs: map[string]*natsgo.Subscription{},
+		in: make(chan *natsgo.Msg, inboxDepth), devIn: make(chan busMsg, inboxDepth), done: make(chan struct{}),
+	}
+	servers, err := parseServers(url)
+	if err != nil {
+		return nil, err
+	}
+	r.dev = &deviceConn{
+		servers: servers, name: "herald " + o.Node + " devices", prefix: r.prefix + ".d.", log: o.Log,
+		devices: hub.DeviceIDs, hold: &r.mu,
+		deliver: func(subject, reply string, data []byte) {
+			select {
+			case r.devIn <- busMsg{subject, reply, data}:
+			case <-r.done:
+			}
+		},
+		reconnected: func() { r.recheckAll("device connection back") },
 	}
 	nc, err := natsgo.Connect(url,
 		natsgo.Name("herald "+o.Node),
@@ -116,11 +134,17 @@ func Connect(url string, hub *session.Hub, o Options) (*Router, error) {
 		return nil, fmt.Errorf("nats: connecting to %s: %w", url, err)
 	}
 	r.nc = nc
+	if err := r.dev.start(o.ConnectTimeout); err != nil {
+		nc.Close()
+		return nil, fmt.Errorf("nats: connecting to %s: %w", url, err)
+	}
 	if r.fan, err = nc.ChanSubscribe(r.prefix+".fan", r.in); err != nil {
+		r.dev.close()
 		nc.Close()
 		return nil, fmt.Errorf("nats: subscribing: %w", err)
 	}
 	if err := nc.FlushTimeout(o.ConnectTimeout); err != nil {
+		r.dev.close()
 		nc.Close()
 		return nil, fmt.Errorf("nats: %w", err)
 	}
@@ -140,6 +164,7 @@ func (r *Router) Close() {
 	}
 	close(r.done)
 	r.nc.Close()
+	r.dev.close()
 	r.wg.Wait()
 }
 
@@ -147,6 +172,9 @@ func (r *Router) Close() {
 func (r *Router) Health() error {
 	if s := r.nc.Status(); s != natsgo.CONNECTED {
 		return fmt.Errorf("bus: NATS %s", strings.ToLower(s.String()))
+	}
+	if !r.dev.connected() {
+		return errors.New("bus: NATS device connection down")
 	}
 	return nil
 }
@@ -168,14 +196,10 @@ func subjectSafe(id string) bool {
 func (r *Router) Attach(ctx context.Context, d *push.Device, s session.Session, exclusive bool) error {
 	at := time.Now().UnixNano()
 	r.mu.Lock()
-	first := r.hub.Add(d, s, exclusive)
-	if first && r.subs[d.ID] == nil && subjectSafe(d.ID) {
-		sub, err := r.nc.ChanSubscribe(r.deviceSubject(d.ID), r.in)
-		if err != nil {
-			r.log.Warn("bus: cannot subscribe for a device; it relies on rechecks", "device", d.ID, "err", err)
-		} else {
-			r.subs[d.ID] = sub
-		}
+	if r.hub.Add(d, s, exclusive) && subjectSafe(d.ID) {
+		// While the connection is down this fails; the reconnection
+		// subscribes for every device the hub holds.
+		r.dev.subscribe(d.ID)
 	}
 	r.mu.Unlock()
 	if exclusive {
@@ -188,26 +212,20 @@ func (r *Router) Attach(ctx context.Context, d *push.Device, s session.Session, 
 	return nil
 }
 
-// flush waits until the bus has seen everything sent so far.
+// flush waits until the bus has seen everything sent so far on the
+// device connection.
 func (r *Router) flush(ctx context.Context) error {
-	if r.nc.Status() != natsgo.CONNECTED {
-		return natsgo.ErrConnectionClosed
-	}
 	fctx, cancel := context.WithTimeout(ctx, 2*time.Second)
 	defer cancel()
-	return r.nc.FlushWithContext(fctx)
+	return r.dev.flush(fctx)
 }
 
 // Detach implements router.Router.
 func (r *Router) Detach(d *push.Device, s session.Session) {
 	r.mu.Lock()
 	defer r.mu.Unlock()
-	if !r.hub.Remove(d, s) {
-		return
-	}
-	if sub := r.subs[d.ID]; sub != nil {
-		delete(r.subs, d.ID)
-		sub.Unsubscribe()
+	if r.hub.Remove(d, s) && subjectSafe(d.ID) {
+		r.dev.unsubscribe(d.ID)
 	}
 }
 
@@ -227,7 +245,7 @@ func (r *Router) Route(m *push.Message, targets []string) {
 	}
 	for _, id := range targets {
 		if subjectSafe(id) {
-			r.nc.Publish(r.deviceSubject(id), body)
+			r.dev.publish(r.deviceSubject(id), body)
 		}
 	}
 }
@@ -275,6 +293,9 @@ func (r *Router) Online(ctx context.Context, id string) bool {
 	return err == nil
 }
 
+// publish sends e on subject: a device's subject over the device
+// connection (which, without echo, does not hand it back to this node), the
+// fan-out subject over nats.go's.
 func (r *Router) publish(subject string, e *envelope) {
 	e.Node = r.node
 	body, err := json.Marshal(e)
@@ -282,12 +303,23 @@ func (r *Router) publish(subject string, e *envelope) {
 		r.log.Error("bus: encoding", "kind", e.Kind, "err", err)
 		return
 	}
-	// While the bus is down, nats.go buffers what is published and sends
-	// it on reconnection; past its buffer it refuses, and the sessions
-	// concerned catch up on the recheck that the reconnection starts.
-	if err := r.nc.Publish(subject, body); err != nil {
+	// What cannot be sent while the bus is down is lost to the other
+	// nodes; their sessions catch up on the recheck their reconnection
+	// starts.
+	if strings.HasPrefix(subject, r.prefix+".d.") {
+		err = r.dev.publish(subject, body)
+	} else {
+		err = r.nc.Publish(subject, body)
+	}
+	if err != nil {
 		r.log.Debug("bus: publish", "subject", subject, "err", err)
 	}
+}
+
+// busMsg is a message of the device connection.
+type busMsg struct {
+	subject, reply string
+	data           []byte
 }
 
 // dispatch applies what other nodes publish to this node's sessions, in
@@ -298,24 +330,26 @@ func (r *Router) dispatch() {
 		case <-r.done:
 			return
 		case msg := <-r.in:
-			r.apply(msg)
+			r.apply(msg.Subject, msg.Reply, msg.Data)
+		case msg := <-r.devIn:
+			r.apply(msg.subject, msg.reply, msg.data)
 		}
 	}
 }
 
-func (r *Router) apply(msg *natsgo.Msg) {
+func (r *Router) apply(subject, reply string, data []byte) {
 	var e envelope
-	if err := json.Unmarshal(msg.Data, &e); err != nil {
-		r.log.Warn("bus: dropping what cannot be decoded", "subject", msg.Subject, "err", err)
+	if err := json.Unmarshal(data, &e); err != nil {
+		r.log.Warn("bus: dropping what cannot be decoded", "subject", subject, "err", err)
 		return
 	}
-	if msg.Subject == r.prefix+".fan" {
+	if subject == r.prefix+".fan" {
 		if e.Kind == kindMessage && e.Msg != nil {
 			r.hub.Deliver(e.Msg.message(), e.Targets)
 		}
 		return
 	}
-	id, ok := strings.CutPrefix(msg.Subject, r.prefix+".d.")
+	id, ok := strings.CutPrefix(subject, r.prefix+".d.")
 	if !ok {
 		return
 	}
@@ -343,8 +377,8 @@ func (r *Router) apply(msg *natsgo.Msg) {
 	case kindTakeOver:
 		r.hub.TakeOver(id, nil, e.At)
 	case kindPresence:
-		if msg.Reply != "" && r.hub.Online(id) {
-			msg.Respond([]byte("1"))
+		if reply != "" && r.hub.Online(id) {
+			r.dev.publish(reply, []byte("1"))
 		}
 	}
 }
