@@ -2,6 +2,19 @@
 // receives its pushes and acknowledges them, dropping duplicates (delivery
 // is at least once) and reconnecting with jittered back-off.
 //
+// A device may be given several servers: the nodes of a cluster, any of
+// which takes any call (a load balancer in front of them is a list of one).
+// RegisterAny registers with the first that answers and keeps the list in
+// Registration.Servers; the Device's calls (Poll, Ack, Listen, the Web Push
+// subscriptions) then go to one server of the list and move on to the next
+// when it cannot be reached or answers with a temporary error (a 5xx or a
+// 429). ListenMQTTAny does the same over a list of MQTT URLs. A dead node
+// costs one failed call or dial, and the next is tried at once; Listen and
+// ListenMQTTAny back off only after every server of the list has failed.
+// The duplicates that a move brings (a message delivered by the node that
+// died but not acknowledged there) are dropped as any other: a Device
+// remembers the IDs it handed over whichever server they came from.
+//
 // It imports nothing of Herald's internals: it speaks only the public wire
 // protocol, so Herald's end-to-end tests pin that protocol through it.
 package client
@@ -18,6 +31,7 @@ import (
 	"net/url"
 	"strings"
 	"sync"
+	"sync/atomic"
 	"time"
 )
 
@@ -58,7 +72,14 @@ func (e *Error) Temporary() bool { return e.Status == 429 || e.Status >= 500 }
 // Registration is what a device needs to receive: its ID and secret. Keep
 // it: the secret is shown only once.
 type Registration struct {
-	Server         string   `json:"server"`
+	// Server is the server's base URL; with a list (Servers), the first of
+	// it, whichever answered the registration.
+	Server string `json:"server"`
+	// Servers, when not empty, is every base URL the device may use, in
+	// the order it tries them; Server alone when empty. The nodes of one
+	// cluster share their devices, so the list may change (a node added or
+	// retired) without registering again.
+	Servers        []string `json:"servers,omitempty"`
 	RegistrationID string   `json:"registration_id"`
 	DeviceSecret   string   `json:"device_secret"`
 	AppKey         string   `json:"app_key"`
@@ -81,6 +102,44 @@ type RegisterRequest struct {
 
 // Register registers a device with the server at base URL server.
 func Register(ctx context.Context, hc *http.Client, server string, req RegisterRequest) (*Registration, error) {
+	return register(ctx, hc, strings.TrimRight(server, "/"), req)
+}
+
+// RegisterAny registers a device with the first of servers (base URLs of
+// the nodes of one cluster) that answers, moving on from one that cannot be
+// reached or answers with a temporary error, and returns the registration
+// with the list in Servers. A node that took the registration and died
+// before answering leaves a device that nobody knows of, which is harmless.
+func RegisterAny(ctx context.Context, hc *http.Client, servers []string, req RegisterRequest) (*Registration, error) {
+	list := trimServers(servers)
+	if len(list) == 0 {
+		return nil, errors.New("client: RegisterAny needs at least one server")
+	}
+	var err error
+	for _, s := range list {
+		var reg *Registration
+		if reg, err = register(ctx, hc, s, req); err == nil {
+			reg.Server, reg.Servers = list[0], list
+			return reg, nil
+		}
+		if ctx.Err() != nil || !temporary(err) {
+			break
+		}
+	}
+	return nil, err
+}
+
+func trimServers(servers []string) []string {
+	out := make([]string, 0, len(servers))
+	for _, s := range servers {
+		if s = strings.TrimRight(strings.TrimSpace(s), "/"); s != "" {
+			out = append(out, s)
+		}
+	}
+	return out
+}
+
+func register(ctx context.Context, hc *http.Client, server string, req RegisterRequest) (*Registration, error) {
 	var answer struct {
 		Registration
 		Connect struct {
@@ -89,11 +148,11 @@ func Register(ctx context.Context, hc *http.Client, server string, req RegisterR
 			} `json:"mqtt"`
 		} `json:"connect"`
 	}
-	if err := call(ctx, hc, "POST", strings.TrimRight(server, "/")+"/v1/devices", nil, req, &answer); err != nil {
+	if err := call(ctx, hc, "POST", server+"/v1/devices", nil, req, &answer); err != nil {
 		return nil, err
 	}
 	reg := answer.Registration
-	reg.Server = strings.TrimRight(server, "/")
+	reg.Server = server
 	if answer.Connect.MQTT != nil {
 		reg.MQTTURL = answer.Connect.MQTT.URL
 	}
@@ -102,17 +161,64 @@ func Register(ctx context.Context, hc *http.Client, server string, req RegisterR
 
 // Device receives pushes for one registration.
 type Device struct {
-	reg  Registration
-	http *http.Client
-	seen *recent
+	reg     Registration
+	http    *http.Client
+	seen    *recent
+	servers []string     // base URLs, never empty; immutable
+	cur     atomic.Int32 // the index in servers of the one calls go to
 }
 
-// NewDevice returns a device for reg. hc may be nil for a default client.
+// NewDevice returns a device for reg, which calls reg.Servers (starting
+// with the first) or reg.Server. hc may be nil for a default client.
 func NewDevice(reg Registration, hc *http.Client) *Device {
 	if hc == nil {
 		hc = &http.Client{}
 	}
-	return &Device{reg: reg, http: hc, seen: newRecent(4096)}
+	servers := trimServers(reg.Servers)
+	if len(servers) == 0 {
+		servers = []string{strings.TrimRight(reg.Server, "/")}
+	}
+	return &Device{reg: reg, http: hc, seen: newRecent(4096), servers: servers}
+}
+
+// do makes a device call to the current server and, while it fails with an
+// error that another node may not give (temporary), to the next ones in
+// turn, each once: a call fails only when every server did, and Listen's
+// back-off is between such rounds. The server that answers becomes the
+// current one. A call that reached a node which died before answering is
+// made again on the next; Herald's device calls are idempotent but for
+// creating a Web Push subscription, where a second one is harmless (its
+// endpoint is never handed out).
+func (d *Device) do(ctx context.Context, method, path string, in, out any) error {
+	n := int32(len(d.servers))
+	i := d.cur.Load()
+	var err error
+	for range n {
+		if err = call(ctx, d.http, method, d.servers[i]+path, d.auth, in, out); err == nil {
+			d.cur.Store(i)
+			return nil
+		}
+		if ctx.Err() != nil || !temporary(err) {
+			return err
+		}
+		// Only the first of concurrent callers that saw i fail moves on,
+		// so that two failures do not skip a server.
+		next := (i + 1) % n
+		d.cur.CompareAndSwap(i, next)
+		i = next
+	}
+	return err
+}
+
+// temporary reports whether a call that failed with err may succeed on
+// another server, or later: anything but an answer that says otherwise
+// (401, 404, 400...). A network error, a cut-off answer and one that is not
+// Herald's (a proxy's page) all count.
+func temporary(err error) bool {
+	if e := (*Error)(nil); errors.As(err, &e) {
+		return e.Temporary()
+	}
+	return true
 }
 
 // Poll returns waiting messages, waiting up to wait (at most 60 s) for one
@@ -122,14 +228,14 @@ func (d *Device) Poll(ctx context.Context, wait time.Duration) ([]Message, error
 	if wait > 0 {
 		q.Set("wait", fmt.Sprintf("%g", wait.Seconds()))
 	}
-	u := d.reg.Server + "/v1/inbox"
+	path := "/v1/inbox"
 	if len(q) > 0 {
-		u += "?" + q.Encode()
+		path += "?" + q.Encode()
 	}
 	var out struct {
 		Messages []Message `json:"messages"`
 	}
-	if err := call(ctx, d.http, "GET", u, d.auth, nil, &out); err != nil {
+	if err := d.do(ctx, "GET", path, nil, &out); err != nil {
 		return nil, err
 	}
 	return out.Messages, nil
@@ -152,7 +258,7 @@ func (d *Device) Ack(ctx context.Context, ids ...string) error {
 	if len(ids) == 0 {
 		return nil
 	}
-	return call(ctx, d.http, "POST", d.reg.Server+"/v1/inbox/ack", d.auth, map[string][]string{"ids": ids}, nil)
+	return d.do(ctx, "POST", "/v1/inbox/ack", map[string][]string{"ids": ids}, nil)
 }
 
 func (d *Device) auth(r *http.Request) { r.SetBasicAuth(d.reg.RegistrationID, d.reg.DeviceSecret) }
@@ -164,8 +270,9 @@ var ErrStop = errors.New("client: stop listening")
 // Listen long-polls until ctx ends, calling handle once for each new
 // message and acknowledging it when handle returns nil. A message that
 // arrives again (at-least-once delivery) is acknowledged without calling
-// handle twice. Transient failures are retried with jittered exponential
-// back-off; an authentication failure ends Listen.
+// handle twice. A failure moves on to the next of the device's servers at
+// once (Poll tries each); once all have failed, Listen retries with
+// jittered exponential back-off. An authentication failure ends Listen.
 func (d *Device) Listen(ctx context.Context, handle func(Message) error) error {
 	backoff := newBackoff(250*time.Millisecond, 30*time.Second)
 	for ctx.Err() == nil {
@@ -174,7 +281,7 @@ func (d *Device) Listen(ctx context.Context, handle func(Message) error) error {
 			if ctx.Err() != nil {
 				break
 			}
-			if e := (*Error)(nil); errors.As(err, &e) && !e.Temporary() {
+			if !temporary(err) {
 				return err
 			}
 			if !sleep(ctx, backoff.next()) {

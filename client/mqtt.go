@@ -56,24 +56,64 @@ const mqttKeepAlive = 60
 // ends ListenMQTT, with nil, after that message is acknowledged. A refusal
 // (ErrRefused) ends it at once.
 func (d *Device) ListenMQTT(ctx context.Context, server string, handle func(Message) error) error {
-	dial, err := d.mqttDialer(server)
-	if err != nil {
-		return err
+	return d.ListenMQTTAny(ctx, []string{server}, handle)
+}
+
+// ListenMQTTAny is ListenMQTT over a list of MQTT URLs, the nodes of one
+// cluster, starting with the first. A connection that drops or cannot be
+// made moves on to the next URL: at once after a failed dial or handshake,
+// after the short jitter of a reconnect when a connection that worked
+// drops. Back-off grows only when every URL of the list has failed in turn.
+// A handler failure reconnects to the same URL, as ListenMQTT does.
+func (d *Device) ListenMQTTAny(ctx context.Context, servers []string, handle func(Message) error) error {
+	if len(servers) == 0 {
+		return errors.New("client: ListenMQTTAny needs at least one MQTT URL")
 	}
+	dials := make([]func(context.Context) (net.Conn, error), len(servers))
+	for i, s := range servers {
+		dial, err := d.mqttDialer(s)
+		if err != nil {
+			return err
+		}
+		dials[i] = dial
+	}
+	return d.listenMQTT(ctx, dials, handle)
+}
+
+// listenMQTT is ListenMQTTAny with the URLs made dialers.
+func (d *Device) listenMQTT(ctx context.Context, dials []func(context.Context) (net.Conn, error), handle func(Message) error) error {
 	backoff := newBackoff(250*time.Millisecond, 30*time.Second)
+	i := 0
+	misses := 0 // attempts in a row that got no CONNACK
 	for ctx.Err() == nil {
-		connected, err := d.mqttSession(ctx, dial, handle)
+		connected, err := d.mqttSession(ctx, dials[i], handle)
 		switch {
 		case errors.Is(err, ErrStop):
 			return nil
 		case errors.Is(err, ErrRefused):
 			return err
-		case connected && !errors.Is(err, errHandler):
-			// A connection that worked and then dropped is retried soon;
-			// one whose handler fails keeps backing off.
-			backoff.reset()
+		case errors.Is(err, errHandler):
+			// The server did its part; a handler that keeps failing
+			// keeps backing off.
+			misses = 0
+			if !sleep(ctx, backoff.next()) {
+				return ctx.Err()
+			}
+			continue
 		}
-		if !sleep(ctx, backoff.next()) {
+		i = (i + 1) % len(dials)
+		if connected {
+			// A connection that worked and then dropped is retried soon,
+			// on the next node, but not by every device of a dead node at
+			// the same instant.
+			misses = 0
+			backoff.reset()
+			if !sleep(ctx, backoff.next()) {
+				break
+			}
+			continue
+		}
+		if misses++; misses%len(dials) == 0 && !sleep(ctx, backoff.next()) {
 			break
 		}
 	}

@@ -13,8 +13,8 @@ import (
 
 // The MQTT client against a scripted broker, for what a real server will
 // not do on cue: drop the connection after a delivery, redeliver with DUP,
-// refuse. Against Herald itself the client is tested in internal/server and
-// test/e2e.
+// refuse. Against Herald itself the client is tested in server_test.go,
+// internal/server and test/e2e.
 
 // bconn is the broker's side of one client connection.
 type bconn struct {

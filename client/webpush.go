@@ -58,7 +58,7 @@ type WebPushOptions struct {
 // Keep the returned Endpoint: it is shown only now.
 func (d *Device) CreateWebPushSubscription(ctx context.Context, o WebPushOptions) (*WebPushSubscription, error) {
 	var s WebPushSubscription
-	if err := call(ctx, d.http, "POST", d.reg.Server+"/v1/webpush/subscriptions", d.auth, o, &s); err != nil {
+	if err := d.do(ctx, "POST", "/v1/webpush/subscriptions", o, &s); err != nil {
 		return nil, err
 	}
 	return &s, nil
@@ -70,7 +70,7 @@ func (d *Device) WebPushSubscriptions(ctx context.Context) ([]WebPushSubscriptio
 	var out struct {
 		Subscriptions []WebPushSubscription `json:"subscriptions"`
 	}
-	if err := call(ctx, d.http, "GET", d.reg.Server+"/v1/webpush/subscriptions", d.auth, nil, &out); err != nil {
+	if err := d.do(ctx, "GET", "/v1/webpush/subscriptions", nil, &out); err != nil {
 		return nil, err
 	}
 	return out.Subscriptions, nil
@@ -80,7 +80,7 @@ func (d *Device) WebPushSubscriptions(ctx context.Context) ([]WebPushSubscriptio
 // or its token: pushes to its endpoint are refused with 410 Gone from now
 // on.
 func (d *Device) DeleteWebPushSubscription(ctx context.Context, idOrToken string) error {
-	return call(ctx, d.http, "DELETE", d.reg.Server+"/v1/webpush/subscriptions/"+url.PathEscape(idOrToken), d.auth, nil, nil)
+	return d.do(ctx, "DELETE", "/v1/webpush/subscriptions/"+url.PathEscape(idOrToken), nil, nil)
 }
 
 // WebPushMessage is a push that came through a Web Push endpoint. It is the

@@ -11,6 +11,14 @@
 // once onMessage has returned, and drops duplicates (delivery is at least
 // once). The wire protocol is in docs/protocol.md.
 //
+// A cluster's nodes (any of which takes any device) are given as a list:
+//
+//   const reg = await register(['https://a.herald.example', 'https://b.herald.example'], { appKey });
+//
+// register asks them in turn until one answers, and connect moves on to the
+// next when one cannot be reached, backing off only once all have failed in
+// turn. A load balancer in front of them is a list of one.
+//
 // Web Push (RFC 8030/8291) through Herald, for pages that want to be sent
 // to by any Web Push library (npm web-push, pywebpush...):
 //
@@ -34,12 +42,54 @@ const TRANSPORTS = ['ws', 'sse', 'poll'];
 // credentials cannot help.
 const FATAL_WS = { 4001: 'unauthorized', 4004: 'device_deleted', 4008: 'replaced' };
 
-function storageKey(server, appKey) {
+// The registration is kept by app key, not by server: the nodes of a
+// cluster share their devices, so a page whose list of servers changes (a
+// node added or retired, the list shuffled to spread the load) stays the
+// same device. An app key is random per deployment, so two never share one.
+function storageKey(appKey) {
+  return `herald:${appKey}`;
+}
+
+// legacyKey is where registrations were kept before lists of servers, by
+// server as well; register moves what it finds there.
+function legacyKey(server, appKey) {
   return `herald:${server}:${appKey}`;
 }
 
 function trimServer(server) {
-  return String(server || location.origin).replace(/\/+$/, '');
+  return String(server || location.origin).trim().replace(/\/+$/, '');
+}
+
+// serverList takes one origin or a list of them (the page's own when none
+// is given) and returns the list, trimmed.
+function serverList(servers) {
+  const list = (Array.isArray(servers) ? servers : [servers]).filter(Boolean).map(trimServer).filter(Boolean);
+  return list.length ? list : [trimServer()];
+}
+
+// fetchAny sends one request to each server in turn until one answers with
+// other than a temporary error (5xx, 429), and returns that answer; when
+// all fail, the last one's answer or network error. A registration or
+// subscription that a node made and died before answering is made again on
+// the next: the first is never handed out, so it is harmless.
+async function fetchAny(servers, path, init) {
+  for (let i = 0; ; i++) {
+    const last = i === servers.length - 1;
+    try {
+      const resp = await fetch(servers[i] + path, init);
+      if (last || !(resp.status >= 500 || resp.status === 429)) return resp;
+    } catch (e) {
+      if (last) throw e;
+    }
+  }
+}
+
+// moveItem moves a stored item to another key, unless that key has one.
+function moveItem(storage, from, to) {
+  const v = storage.getItem(from);
+  if (v === null) return;
+  if (storage.getItem(to) === null) storage.setItem(to, v);
+  storage.removeItem(from);
 }
 
 // HeraldError is an error answer from the server, or a fatal close.
@@ -62,24 +112,26 @@ async function errorOf(resp) {
 
 // register returns this browser's registration with the app, creating it on
 // the server the first time and keeping it in storage (localStorage unless
-// opts.storage is given). opts: appKey (required), platform ('web'), alias,
-// tags, fresh (true: drop a kept registration and create a new one).
-export async function register(server, opts = {}) {
-  server = trimServer(server);
+// opts.storage is given). servers is an origin or a list of them (the nodes
+// of one cluster), asked in turn until one answers. The kept registration
+// is the app's, whichever server made it, and it takes the list of the
+// latest call: reg.servers, with reg.server its first. opts: appKey
+// (required), platform ('web'), alias, tags, fresh (true: drop a kept
+// registration and create a new one).
+export async function register(servers, opts = {}) {
+  const list = serverList(servers);
   const { appKey, platform = 'web', alias, tags, fresh = false } = opts;
   if (!appKey) throw new HeraldError('bad_app_key', 'register needs opts.appKey');
   const storage = opts.storage || globalThis.localStorage;
-  const key = storageKey(server, appKey);
+  const key = storageKey(appKey);
   if (!fresh && storage) {
-    try {
-      const kept = JSON.parse(storage.getItem(key) || 'null');
-      if (kept && kept.registration_id && kept.device_secret) return kept;
-    } catch (_) { /* a broken entry: register again */ }
+    const kept = keptRegistration(storage, appKey, list);
+    if (kept) return kept;
   }
   const body = { app_key: appKey, platform };
   if (alias) body.alias = alias;
   if (tags && tags.length) body.tags = tags;
-  const resp = await fetch(server + '/v1/devices', {
+  const resp = await fetchAny(list, '/v1/devices', {
     method: 'POST',
     headers: { 'Content-Type': 'application/json' },
     body: JSON.stringify(body),
@@ -87,10 +139,35 @@ export async function register(server, opts = {}) {
   if (!resp.ok) throw await errorOf(resp);
   const d = await resp.json();
   const reg = {
-    server, app_key: appKey, registration_id: d.registration_id, device_secret: d.device_secret,
-    platform: d.platform, alias: d.alias, tags: d.tags,
+    server: list[0], servers: list, app_key: appKey, registration_id: d.registration_id,
+    device_secret: d.device_secret, platform: d.platform, alias: d.alias, tags: d.tags,
   };
   if (storage) storage.setItem(key, JSON.stringify(reg));
+  return reg;
+}
+
+// keptRegistration returns the registration kept for appKey, with list as
+// its servers, or null. One kept by an earlier client.js under a server of
+// the list is moved to the app's key, with its Web Push keys.
+function keptRegistration(storage, appKey, list) {
+  const read = (key) => {
+    try {
+      const r = JSON.parse(storage.getItem(key) || 'null');
+      return r && r.registration_id && r.device_secret ? r : null;
+    } catch (_) {
+      return null; // a broken entry: register again
+    }
+  };
+  let kept = read(storageKey(appKey));
+  for (let i = 0; !kept && i < list.length; i++) {
+    if ((kept = read(legacyKey(list[i], appKey)))) {
+      moveItem(storage, legacyWebPushKey(list[i], kept), webPushStorageKey(kept));
+      storage.removeItem(legacyKey(list[i], appKey));
+    }
+  }
+  if (!kept) return null;
+  const reg = { ...kept, server: list[0], servers: list };
+  if (JSON.stringify(reg) !== JSON.stringify(kept)) storage.setItem(storageKey(appKey), JSON.stringify(reg));
   return reg;
 }
 
@@ -99,7 +176,11 @@ export async function register(server, opts = {}) {
 // Its Web Push keys go too: the device's subscriptions end with it.
 export function forget(reg, storage = globalThis.localStorage) {
   if (!storage) return;
-  storage.removeItem(storageKey(reg.server, reg.app_key));
+  storage.removeItem(storageKey(reg.app_key));
+  for (const s of serverList(reg.servers || reg.server)) {
+    storage.removeItem(legacyKey(s, reg.app_key));
+    if (reg.registration_id) storage.removeItem(legacyWebPushKey(s, reg));
+  }
   if (reg.registration_id) storage.removeItem(webPushStorageKey(reg));
 }
 
@@ -185,7 +266,7 @@ function backoff(n, base, max) {
 //   onMessage(m)      called once per message, in order; it may return a
 //                     promise. The message is acknowledged after it returns;
 //                     if it throws, it is not, and comes again later.
-//   onStatus(s)       {state: 'connecting'|'open'|'waiting'|'stopped', transport}
+//   onStatus(s)       {state: 'connecting'|'open'|'waiting'|'stopped', transport, server}
 //   onError(err)      a HeraldError after which the client stopped (the
 //                     registration is unknown or deleted, or replaced)
 //   onWebPush(text, m, bytes)  when given, a message that came through a Web
@@ -199,11 +280,16 @@ function backoff(n, base, max) {
 //   webPushKeys       the keys to decrypt with (default: webPushKeys(reg,
 //                     storage), read again for each push)
 //   storage           where register kept things (default localStorage)
+//   servers           an origin or a list of them (default reg.servers, or
+//                     reg.server). A connection that fails or drops moves on
+//                     to the next at once; back-off starts once every server
+//                     has failed in turn, and a transport is given up after
+//                     two such rounds that never got through.
 //   transports        which to try, in order; default ['ws', 'sse', 'poll']
 //   minDelay, maxDelay  back-off bounds in ms (500, 30000)
-// It returns {close(), transport}.
+// It returns {close(), transport, server}.
 export function connect(reg, opts = {}) {
-  const server = trimServer(reg.server);
+  const servers = serverList(opts.servers || reg.servers || reg.server);
   const transports = (opts.transports || TRANSPORTS).filter((t) => TRANSPORTS.includes(t));
   const minDelay = opts.minDelay ?? 500;
   const maxDelay = opts.maxDelay ?? 30000;
@@ -217,8 +303,9 @@ export function connect(reg, opts = {}) {
     '&device_secret=' + encodeURIComponent(reg.device_secret);
 
   let index = 0; // the transport in use, in transports
+  let si = 0; // the server in use, in servers
   let everOpen = false; // the current transport has worked at least once
-  let failures = 0; // consecutive failures, for back-off and fallback
+  let failures = 0; // consecutive failures, on any server, for back-off and fallback
   let stopped = false;
   let current = null; // {close()} of the open attempt
   let timer = null;
@@ -228,9 +315,10 @@ export function connect(reg, opts = {}) {
   const handle = {
     close() { stop(null); },
     get transport() { return transports[index]; },
+    get server() { return servers[si]; },
   };
 
-  function status(state) { onStatus({ state, transport: transports[index] }); }
+  function status(state) { onStatus({ state, transport: transports[index], server: servers[si] }); }
 
   function stop(err) {
     if (stopped) return;
@@ -248,19 +336,27 @@ export function connect(reg, opts = {}) {
     status('open');
   }
 
-  // failed: the attempt ended; reconnect, maybe on the next transport.
+  // failed: the attempt ended; try the next server at once, and once each
+  // has failed in turn (a round), reconnect after a back-off, maybe on the
+  // next transport. With one server a round is one failure.
   function failed() {
     current = null;
     if (stopped) return;
     failures++;
-    if (!everOpen && failures >= 2 && index < transports.length - 1) {
+    si = (si + 1) % servers.length;
+    if (failures % servers.length !== 0) {
+      start(); // a dead node costs one failed attempt, not a back-off
+      return;
+    }
+    const rounds = failures / servers.length;
+    if (!everOpen && rounds >= 2 && index < transports.length - 1) {
       index++; // this transport does not get through here: try the next now
       failures = 0;
       start();
       return;
     }
     status('waiting');
-    timer = setTimeout(start, backoff(failures - 1, minDelay, maxDelay));
+    timer = setTimeout(start, backoff(rounds - 1, minDelay, maxDelay));
   }
 
   // handleMessage hands m to onWebPush decrypted when it is a Web Push
@@ -299,7 +395,8 @@ export function connect(reg, opts = {}) {
   }
 
   // postAck gathers the IDs acked in one turn of the event loop into one
-  // POST /v1/inbox/ack; flushed is the promise of the last one.
+  // POST /v1/inbox/ack to the server in use; flushed is the promise of the
+  // last one.
   let ackIDs = [];
   let flushed = Promise.resolve();
   function postAck(ids) {
@@ -308,7 +405,7 @@ export function connect(reg, opts = {}) {
         const batch = ackIDs;
         ackIDs = [];
         try {
-          await fetch(server + '/v1/inbox/ack', {
+          await fetch(servers[si] + '/v1/inbox/ack', {
             method: 'POST',
             headers: { 'Content-Type': 'application/json', Authorization: authHeader },
             body: JSON.stringify({ ids: batch }),
@@ -319,9 +416,9 @@ export function connect(reg, opts = {}) {
     ackIDs.push(...ids);
   }
 
-  // probe asks the server whether the credentials still hold, after a
+  // probe asks server whether the credentials still hold, after a
   // transport failed in a way that hides the status (EventSource).
-  async function probe() {
+  async function probe(server) {
     try {
       const resp = await fetch(server + '/v1/inbox?limit=1', { headers: { Authorization: authHeader } });
       if (resp.status === 401) return errorOf(resp);
@@ -339,7 +436,7 @@ export function connect(reg, opts = {}) {
   }
 
   function openWS() {
-    const url = server.replace(/^http/, 'ws') + '/v1/inbox/ws?' + query;
+    const url = servers[si].replace(/^http/, 'ws') + '/v1/inbox/ws?' + query;
     let sock;
     try {
       sock = new WebSocket(url);
@@ -389,6 +486,7 @@ export function connect(reg, opts = {}) {
   }
 
   function openSSE() {
+    const server = servers[si];
     let url = server + '/v1/inbox/stream?' + query;
     if (lastEventId) url += '&last_event_id=' + encodeURIComponent(lastEventId);
     const es = new EventSource(url);
@@ -399,7 +497,7 @@ export function connect(reg, opts = {}) {
       es.close();
       if (err) { stop(err); return; }
       if (!everOpen) {
-        const e = await probe();
+        const e = await probe(server);
         if (e) { stop(e); return; }
       }
       failed();
@@ -423,6 +521,7 @@ export function connect(reg, opts = {}) {
   }
 
   function openPoll() {
+    const server = servers[si];
     const ctl = new AbortController();
     let closed = false;
     (async () => {
@@ -457,8 +556,14 @@ export function connect(reg, opts = {}) {
 
 // ---- Web Push (RFC 8030 subscriptions, RFC 8291 message encryption) ----
 
+// A registration's Web Push keys are kept beside it, by app key; before
+// lists of servers, by server as well (legacyWebPushKey).
 function webPushStorageKey(reg) {
-  return storageKey(trimServer(reg.server), reg.app_key) + ':webpush:' + reg.registration_id;
+  return storageKey(reg.app_key) + ':webpush:' + reg.registration_id;
+}
+
+function legacyWebPushKey(server, reg) {
+  return legacyKey(trimServer(server), reg.app_key) + ':webpush:' + reg.registration_id;
 }
 
 // b64url encodes bytes as base64url without padding.
@@ -488,8 +593,14 @@ function subtle() {
 // jwk is the subscription's private key; keep it from other eyes.
 export function webPushKeys(reg, storage = globalThis.localStorage) {
   if (!storage) return {};
+  let raw = storage.getItem(webPushStorageKey(reg));
+  // A registration that register has not seen since the keys moved (a
+  // service worker's copy) still finds them where they were.
+  for (const s of raw === null ? serverList(reg.servers || reg.server) : []) {
+    if ((raw = storage.getItem(legacyWebPushKey(s, reg))) !== null) break;
+  }
   try {
-    return JSON.parse(storage.getItem(webPushStorageKey(reg)) || '{}') || {};
+    return JSON.parse(raw || '{}') || {};
   } catch (_) {
     return {};
   }
@@ -515,7 +626,6 @@ function toJSONSubscription(k) {
 //                         same key and label is kept (it is by default
 //                         returned again, as pushManager.subscribe does)
 export async function webPushSubscribe(reg, opts = {}) {
-  const server = trimServer(reg.server);
   const storage = opts.storage || globalThis.localStorage;
   let ask = opts.applicationServerKey || '';
   if (typeof ask !== 'string') ask = b64url(ask);
@@ -535,7 +645,7 @@ export async function webPushSubscribe(reg, opts = {}) {
   const body = {};
   if (ask) body.application_server_key = ask;
   if (label) body.label = label;
-  const resp = await fetch(server + '/v1/webpush/subscriptions', {
+  const resp = await fetchAny(serverList(reg.servers || reg.server), '/v1/webpush/subscriptions', {
     method: 'POST',
     headers: {
       'Content-Type': 'application/json',
@@ -557,7 +667,7 @@ export async function webPushUnsubscribe(reg, endpointOrID, storage = globalThis
   const kept = webPushKeys(reg, storage);
   const k = Object.values(kept).find((x) => x.endpoint === endpointOrID || x.id === endpointOrID);
   const id = k ? k.id : endpointOrID;
-  const resp = await fetch(trimServer(reg.server) + '/v1/webpush/subscriptions/' + encodeURIComponent(id), {
+  const resp = await fetchAny(serverList(reg.servers || reg.server), '/v1/webpush/subscriptions/' + encodeURIComponent(id), {
     method: 'DELETE',
     headers: { Authorization: 'Basic ' + btoa(reg.registration_id + ':' + reg.device_secret) },
   });
