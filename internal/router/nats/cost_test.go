@@ -2,12 +2,15 @@ package nats
 
 import (
 	"bytes"
+	"context"
 	"fmt"
+	"log/slog"
 	"os"
 	"path/filepath"
 	"runtime"
 	"strconv"
 	"strings"
+	"sync"
 	"testing"
 	"time"
 
@@ -158,5 +161,45 @@ func BenchmarkRoutingPresenceMap(b *testing.B) {
 		heap1 := heapInUse()
 		b.ReportMetric(float64(heap1-heap0)/float64(costDevices), "node-bytes/own-device")
 		runtime.KeepAlive(m)
+	}
+}
+
+// BenchmarkRoutingDeviceConn: the same 75,000 subscriptions through the
+// node's own device connection (devices.go), which keeps nothing per
+// device.
+func BenchmarkRoutingDeviceConn(b *testing.B) {
+	url := benchBus(b)
+	servers, err := parseServers(url)
+	if err != nil {
+		b.Fatal(err)
+	}
+	for range b.N {
+		prefix := fmt.Sprintf("herald_cost_%d.d.", time.Now().UnixNano())
+		heap0 := heapInUse()
+		var conns []*deviceConn
+		start := time.Now()
+		for n := range costNodes {
+			d := &deviceConn{servers: servers, name: "cost", prefix: prefix, log: slog.New(slog.DiscardHandler),
+				devices: func() []string { return nil }, hold: &sync.Mutex{},
+				deliver: func(string, string, []byte) {}, reconnected: func() {}}
+			if err := d.start(5 * time.Second); err != nil {
+				b.Fatal(err)
+			}
+			conns = append(conns, d)
+			for i := range costDevices {
+				d.subscribe(fmt.Sprintf("dev_%d_%05d_padpadpadpad", n, i))
+			}
+			if err := d.flush(context.Background()); err != nil {
+				b.Fatal(err)
+			}
+		}
+		took := time.Since(start)
+		heap1 := heapInUse()
+		total := float64(costNodes * costDevices)
+		b.ReportMetric(total/took.Seconds(), "subscriptions/s")
+		b.ReportMetric((float64(heap1)-float64(heap0))/total, "node-bytes/device")
+		for _, d := range conns {
+			d.close()
+		}
 	}
 }
