@@ -179,7 +179,7 @@ func (c *conn) attach(ctx context.Context) error {
 	if old := c.gw.track(c); old != nil {
 		old.Close(ErrReplaced)
 	}
-	st, err := c.gw.inbox.Attach(ctx, c.dev, c, c.gw.opts.Window)
+	st, err := c.gw.inbox.AttachExclusive(ctx, c.dev, c, c.gw.opts.Window)
 	if err != nil {
 		c.gw.opts.Log.Error("mozpush: attaching the device failed", "device", c.dev.ID, "err", err)
 		return errInternal

@@ -73,7 +73,10 @@ var (
 
 // Inbox is what the transport needs of delivery.
 type Inbox interface {
-	Attach(ctx context.Context, d *push.Device, send delivery.Sender, window int) (*delivery.Stream, error)
+	// AttachExclusive connects the user agent to its inbox, closing its
+	// connections on other nodes: one connection per UAID in the whole
+	// cluster, as on one node.
+	AttachExclusive(ctx context.Context, d *push.Device, send delivery.Sender, window int) (*delivery.Stream, error)
 }
 
 // Options configure the transport. Zero values take the defaults.
@@ -241,7 +244,7 @@ func closeCode(reason error) (websocket.StatusCode, string) {
 		return CloseProtocol, truncate(pe.Reason, 120)
 	case errors.Is(reason, errBinary):
 		return CloseUnsupported, "binary messages are not part of the protocol"
-	case errors.Is(reason, ErrReplaced):
+	case errors.Is(reason, ErrReplaced), errors.Is(reason, session.ErrTakenOver):
 		return CloseBackoff, "replaced by a newer connection of this UAID"
 	case errors.Is(reason, errNoApp):
 		return CloseBackoff, "app_key names no app"
