@@ -198,13 +198,16 @@ func (s *Service) relayJobs(ctx context.Context, m *push.Message, targets []push
 			ids = append(ids, d.ID)
 			continue
 		}
-		due := m.SendAt
-		if policy == push.OwnFirst && s.router.Online(ctx, d.ID) {
-			due = due.Add(wait)
-		}
-		jobs = append(jobs, store.RelayJob{Device: d.ID, Channel: d.Channel.Kind, Due: due})
+		jobs = append(jobs, store.RelayJob{Device: d.ID, Channel: d.Channel.Kind, Due: m.SendAt})
 		if policy != push.VendorOnly {
 			ids = append(ids, d.ID)
+		}
+	}
+	if policy == push.OwnFirst {
+		for i, online := range s.online(ctx, jobs) {
+			if online {
+				jobs[i].Due = jobs[i].Due.Add(wait)
+			}
 		}
 	}
 	if m.Fanout() && policy != push.OwnOnly && s.anyChannel(ctx, m.App) {
@@ -215,6 +218,35 @@ func (s *Service) relayJobs(ctx context.Context, m *push.Message, targets []push
 		jobs = append(jobs, store.RelayJob{Due: m.SendAt, Wait: w})
 	}
 	return jobs, ids, nil
+}
+
+// presenceWorkers bounds the presence questions asked at once: in a
+// cluster each may be a round trip on the bus.
+const presenceWorkers = 32
+
+// online reports, for each job's device, whether it has a live session on
+// any node, asking about many devices at once.
+func (s *Service) online(ctx context.Context, jobs []store.RelayJob) []bool {
+	out := make([]bool, len(jobs))
+	if len(jobs) == 1 {
+		out[0] = s.router.Online(ctx, jobs[0].Device)
+		return out
+	}
+	next := make(chan int)
+	var wg sync.WaitGroup
+	for range min(presenceWorkers, len(jobs)) {
+		wg.Go(func() {
+			for i := range next {
+				out[i] = s.router.Online(ctx, jobs[i].Device)
+			}
+		})
+	}
+	for i := range jobs {
+		next <- i
+	}
+	close(next)
+	wg.Wait()
+	return out
 }
 
 // hasChannel reports whether app has settings for kind (working or not:
@@ -571,15 +603,20 @@ func (s *Service) expand(ctx context.Context, j store.RelayJob, m *push.Message)
 		if !d.Channel.Vendor() || !has[d.Channel.Kind] || !m.For(d) {
 			return true
 		}
-		due := now
-		if policy == push.OwnFirst && s.router.Online(ctx, d.ID) {
-			due = now.Add(wait)
-		}
-		jobs = append(jobs, store.RelayJob{Device: d.ID, Channel: d.Channel.Kind, Due: due})
+		jobs = append(jobs, store.RelayJob{Device: d.ID, Channel: d.Channel.Kind, Due: now})
 		return true
 	})
 	if err != nil {
 		return err
+	}
+	if policy == push.OwnFirst {
+		// Asked after the store's walk, not during it: in a cluster each
+		// answer may be a round trip to the other nodes.
+		for i, online := range s.online(ctx, jobs) {
+			if online {
+				jobs[i].Due = now.Add(wait)
+			}
+		}
 	}
 	for len(jobs) > expandChunk {
 		if err := s.store.RelayExpand(ctx, j, jobs[:expandChunk], false); err != nil {
