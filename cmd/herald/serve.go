@@ -29,6 +29,8 @@ func serve(ctx context.Context, args []string, stdout, stderr io.Writer) error {
 	fs.StringVar(&cfg.PostgresURL, "postgres", cfg.PostgresURL, "PostgreSQL URL: store everything there (cluster mode)")
 	fs.StringVar(&cfg.PostgresSchema, "postgres-schema", cfg.PostgresSchema, "PostgreSQL schema for Herald's tables (default: the connection's search_path)")
 	fs.StringVar(&cfg.NATSURL, "nats", cfg.NATSURL, "NATS URL (comma-separated for several servers): route between nodes; with --postgres, cluster mode")
+	fs.StringVar(&cfg.MetricsAddr, "metrics", cfg.MetricsAddr, "serve Prometheus metrics (/metrics) on this address of its own, e.g. 127.0.0.1:9090, instead of on the HTTP listener")
+	fs.BoolVar(&cfg.MetricsPerApp, "metrics-per-app", cfg.MetricsPerApp, "label the per-push metrics with the app key (for a few apps; each app adds series)")
 	fs.StringVar(&cfg.NATSPrefix, "nats-prefix", cfg.NATSPrefix, "first token(s) of every NATS subject this cluster uses, so that clusters can share a NATS server")
 	fs.StringVar(&cfg.NodeName, "node-name", cfg.NodeName, "this node's name on the bus and in logs (default: host name and a random suffix)")
 	fs.DurationVar(&cfg.Recheck, "recheck-interval", cfg.Recheck, "cluster mode: how often each live session reads its inbox again whatever the bus said (covers a lost bus message)")
@@ -134,7 +136,12 @@ func printBanner(w io.Writer, in server.Info) {
 	fmt.Fprintf(w, "  MQTT over WS    %s   (subprotocol mqtt)\n", in.MQTTWSURL)
 	fmt.Fprintf(w, "  WebSocket       %s\n", in.WSURL)
 	fmt.Fprintf(w, "  Firefox push    %s?app_key=%s   (dom.push.serverURL)\n", in.MozPushURL, in.AppKey)
-	fmt.Fprintf(w, "  health          %s/healthz  %s/readyz\n\n", in.HTTPURL, in.HTTPURL)
+	metricsURL := in.MetricsURL
+	if metricsURL == "" {
+		metricsURL = in.HTTPURL + "/metrics"
+	}
+	fmt.Fprintf(w, "  health          %s/healthz  %s/readyz\n", in.HTTPURL, in.HTTPURL)
+	fmt.Fprintf(w, "  metrics         %s\n\n", metricsURL)
 	fmt.Fprintf(w, "  app             %s\n", in.AppName)
 	fmt.Fprintf(w, "  app_key         %s\n", in.AppKey)
 	if in.AppSecret != "" {

@@ -73,7 +73,7 @@ func is(prefixes ...string) func(string) bool {
 func not(f func(string) bool) func(string) bool { return func(p string) bool { return !f(p) } }
 
 var (
-	leaves = is("internal/push", "internal/config", "internal/apierr", "internal/gateway/mqtt/packet", "internal/netpoll", "internal/netlimit", "web", "internal/strictjson")
+	leaves = is("internal/push", "internal/config", "internal/apierr", "internal/gateway/mqtt/packet", "internal/netpoll", "internal/netlimit", "web", "internal/strictjson", "internal/metrics")
 	// base is what leaves may import: the strict JSON decoder, which both
 	// push and apierr need and which imports nothing internal itself.
 	base      = is("internal/strictjson")

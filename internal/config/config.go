@@ -27,6 +27,11 @@ type Config struct {
 	// needed) rather than the connection's default search_path.
 	PostgresSchema string
 	NATSURL        string // cluster mode: routing between nodes
+	// MetricsAddr serves /metrics on a listener of its own instead of the
+	// HTTP listener.
+	MetricsAddr string
+	// MetricsPerApp labels the per-push series with the app key.
+	MetricsPerApp bool
 	// NATSPrefix begins every subject this cluster uses, so that clusters
 	// can share a NATS server.
 	NATSPrefix string

@@ -13,6 +13,7 @@ import (
 	"sync"
 	"time"
 
+	"github.com/heraldpush/herald/internal/metrics"
 	"github.com/heraldpush/herald/internal/push"
 	"github.com/heraldpush/herald/internal/registry"
 	"github.com/heraldpush/herald/internal/router"
@@ -35,8 +36,9 @@ type Service struct {
 	reg    *registry.Registry // never nil
 	router router.Router      // every effect on live sessions goes through it; never nil
 	now    func() time.Time   // never nil
-	limits push.Limits
-	log    *slog.Logger
+	limits  push.Limits
+	log     *slog.Logger
+	metrics *metrics.M // nil-safe
 
 	sweepEvery time.Duration
 	sharedPoll time.Duration
@@ -67,6 +69,7 @@ type Options struct {
 	SubscriptionRetain time.Duration
 	Now                func() time.Time // time.Now when nil
 	Log                *slog.Logger     // slog.Default when nil
+	Metrics            *metrics.M       // nil: none
 	// SharedPoll is, with a store other nodes share, how often the node
 	// that fires scheduled messages looks for those the others accepted;
 	// zero when the store is this node's alone, which arms its timer
@@ -83,12 +86,14 @@ func New(s store.Store, reg *registry.Registry, r router.Router, o Options) *Ser
 		o.Log = slog.Default()
 	}
 	svc := &Service{
-		store: s, reg: reg, router: r, now: o.Now, limits: o.Limits, log: o.Log,
+		store: s, reg: reg, router: r, now: o.Now, limits: o.Limits, log: o.Log, metrics: o.Metrics,
 		sweepEvery: o.SweepInterval, sharedPoll: o.SharedPoll, retain: o.ReportRetain, subRetain: o.SubscriptionRetain,
 		sched:  scheduler{timer: newStoppedTimer()},
 		routes: make(chan routed, 4096), done: make(chan struct{}),
 		kept: keptAcks{wake: make(chan struct{}, 1)},
 	}
+	o.Metrics.Gauge("herald_dispatch_queue_depth", "Accepted messages waiting for the dispatcher to offer them to live sessions.",
+		func() float64 { return float64(len(svc.routes)) })
 	go svc.dispatch()
 	go svc.retryAcks()
 	return svc
@@ -209,9 +214,24 @@ func (s *Service) PushBatch(ctx context.Context, app push.App, reqs []*push.Requ
 		}
 		m := batch[j].Msg
 		m.Seq = a.Seq
+		s.metrics.Pushed(audienceKind(&m.Audience), app.Key, 1)
 		s.route(m, batch[j].Targets)
 	}
 	return results, errs, nil
+}
+
+// audienceKind is the audience label of herald_pushes_accepted_total: the
+// widest part of a.
+func audienceKind(a *push.Audience) string {
+	switch {
+	case a.All:
+		return "broadcast"
+	case len(a.Tags) > 0 || len(a.TagAnd) > 0 || len(a.TagNot) > 0:
+		return "tag"
+	case len(a.Aliases) > 0:
+		return "alias"
+	}
+	return "direct"
 }
 
 // route hands m to live sessions now or, if it is scheduled, makes sure the
@@ -349,7 +369,17 @@ func (w *waiter) take() []*push.Message {
 // as the error, and also kept, counted as acknowledged and retried (see
 // keptAcks), since an MQTT device has no answer to its PUBACK.
 func (s *Service) Ack(ctx context.Context, d *push.Device, ids []string) (int, error) {
+	return s.AckFrom(ctx, "", d, ids)
+}
+
+// AckFrom is Ack through transport (mqtt, ws, poll, ...), which
+// herald_messages_acked_total counts the acks under.
+func (s *Service) AckFrom(ctx context.Context, transport string, d *push.Device, ids []string) (int, error) {
 	n, err := s.store.Ack(ctx, d, ids)
+	if transport == "" {
+		transport = "other"
+	}
+	s.metrics.Acked(transport, n)
 	if errors.Is(err, store.ErrUnavailable) {
 		s.keepAck(d, ids)
 		s.router.Acked(ctx, d.ID, ids)
@@ -506,6 +536,7 @@ func (s *Service) sweep(ctx context.Context) {
 			if err != nil && ctx.Err() == nil {
 				s.log.Error("sweep failed", "err", err)
 			} else if n > 0 {
+				s.metrics.Expired(n)
 				s.log.Debug("swept expired messages", "purged", n)
 			}
 			s.purgeSubscriptions(ctx)

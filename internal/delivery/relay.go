@@ -399,7 +399,11 @@ func (s *Service) takeDue(ctx context.Context, sends *workers) (time.Time, error
 func (s *Service) finish(j store.RelayJob, out store.RelayOutcome) error {
 	e := relayEnd{end: store.RelayEnd{Job: j, Outcome: out}, written: make(chan error, 1)}
 	s.relay.ends <- e
-	return <-e.written
+	err := <-e.written
+	if err == nil && out.Result != "" {
+		s.metrics.Relayed(string(out.Channel), out.Result, out.Reason)
+	}
+	return err
 }
 
 // writeEnds writes the ends that finish hands it until ctx ends, each

@@ -285,3 +285,5 @@ func TestScheduledManyDueAtOnce(t *testing.T) {
 		}
 	})
 }
+
+func (w *clockWire) Transport() string { return "test" }

@@ -2,11 +2,13 @@ package delivery
 
 import (
 	"context"
+	"errors"
 	"sync"
 	"sync/atomic"
 	"time"
 
 	"github.com/heraldpush/herald/internal/push"
+	"github.com/heraldpush/herald/internal/session"
 )
 
 // Sender is what a persistent transport (MQTT, WebSocket, SSE, mozpush)
@@ -21,6 +23,8 @@ type Sender interface {
 	// Close ends the connection, telling the device why where the
 	// protocol can.
 	Close(reason error)
+	// Transport names the transport in metrics: mqtt, ws, sse, mozpush.
+	Transport() string
 }
 
 // Stream delivers a device's inbox over one persistent connection: what
@@ -77,6 +81,7 @@ func (s *Service) attach(ctx context.Context, d *push.Device, send Sender, windo
 	if err := s.router.Attach(ctx, d, st, exclusive); err != nil {
 		return nil, err
 	}
+	s.metrics.Attached(send.Transport())
 	if err := st.refill(ctx); err != nil {
 		st.Detach()
 		return nil, err
@@ -139,14 +144,29 @@ func (st *Stream) mayHaveSent(m *push.Message) bool {
 
 // Close implements session.Session: the hub or the server ends the stream.
 func (st *Stream) Close(reason error) {
-	st.Detach()
+	st.detach(closeReason(reason))
 	st.send.Close(reason)
+}
+
+// closeReason is the reason label of herald_disconnects_total for a
+// stream the core closes.
+func closeReason(err error) string {
+	switch {
+	case errors.Is(err, session.ErrTakenOver):
+		return "taken_over"
+	case errors.Is(err, session.ErrShuttingDown):
+		return "shutdown"
+	case errors.Is(err, session.ErrDeviceDeleted):
+		return "deleted"
+	}
+	return "server"
 }
 
 func (st *Stream) sendLocked(m *push.Message, redelivery bool) {
 	if err := st.send.Send(m, redelivery); err != nil {
 		return // the transport is closing; the message stays in the inbox
 	}
+	st.svc.metrics.Sent(st.send.Transport(), redelivery)
 	if st.inflight == nil {
 		st.inflight = make(map[string]struct{}, st.window)
 	}
@@ -159,7 +179,7 @@ func (st *Stream) sendLocked(m *push.Message, redelivery bool) {
 // Service.Ack, which also takes the IDs out of this stream's window and
 // refills it if pushes were held back.
 func (st *Stream) Ack(ctx context.Context, ids ...string) (int, error) {
-	return st.svc.Ack(ctx, st.dev, ids)
+	return st.svc.AckFrom(ctx, st.send.Transport(), st.dev, ids)
 }
 
 // Acked implements session.Session.
@@ -274,7 +294,12 @@ func (st *Stream) refillDetached() {
 
 // Detach unregisters the stream and remembers what was in flight, so that
 // the next connection marks those messages as redeliveries.
-func (st *Stream) Detach() {
+func (st *Stream) Detach() { st.detach("closed") }
+
+// detach is Detach, counted in herald_disconnects_total under reason:
+// "closed" when the transport ended the connection (the device left, the
+// network broke, the gateway's own limits), else why the core closed it.
+func (st *Stream) detach(reason string) {
 	st.mu.Lock()
 	if st.closed {
 		st.mu.Unlock()
@@ -285,6 +310,7 @@ func (st *Stream) Detach() {
 	st.inflight = nil
 	st.mu.Unlock()
 	st.svc.router.Detach(st.dev, st)
+	st.svc.metrics.Detached(st.send.Transport(), reason)
 	st.svc.rememberSent(st.dev.ID, inflight)
 }
 

@@ -498,3 +498,7 @@ func TestStreamNoDuplicatesWhileConnectingDuringBroadcasts(t *testing.T) {
 		t.Fatalf("%d messages were sent twice without the redelivery flag, to %d of %d devices", total, affected, len(devs))
 	}
 }
+
+func (w *wire) Transport() string { return "test" }
+
+func (d *device) Transport() string { return "test" }

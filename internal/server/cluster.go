@@ -25,7 +25,7 @@ func (s *Server) buildRouter() (router.Router, error) {
 	}
 	s.info.Node = name
 	bus, err := natsrouter.Connect(s.cfg.NATSURL, s.hub, natsrouter.Options{
-		Prefix: s.cfg.NATSPrefix, Node: name, Recheck: s.cfg.Recheck, Log: s.log.With("node", name),
+		Prefix: s.cfg.NATSPrefix, Node: name, Recheck: s.cfg.Recheck, Log: s.log.With("node", name), Metrics: s.metrics,
 	})
 	if err != nil {
 		return nil, fmt.Errorf("cluster mode: %w (is NATS running at --nats %s?)", err, s.cfg.NATSURL)

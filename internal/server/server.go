@@ -26,6 +26,7 @@ import (
 	"github.com/heraldpush/herald/internal/netlimit"
 	"github.com/heraldpush/herald/internal/push"
 	"github.com/heraldpush/herald/internal/registry"
+	"github.com/heraldpush/herald/internal/metrics"
 	"github.com/heraldpush/herald/internal/router"
 	natsrouter "github.com/heraldpush/herald/internal/router/nats"
 	"github.com/heraldpush/herald/internal/session"
@@ -62,6 +63,9 @@ type Server struct {
 	// cluster's NATS router, then also in bus; nil on a single node).
 	router router.Router
 	bus    *natsrouter.Router
+
+	metrics    *metrics.M
+	metricsSrv *http.Server // with --metrics; nil otherwise
 }
 
 // Info is what an operator needs after start: credentials created on this
@@ -75,6 +79,7 @@ type Info struct {
 	MozPushURL string // Firefox's push service (dom.push.serverURL), /mozpush
 	Store      string // "embedded (DIR)" or "postgres"
 	Node       string // cluster mode: this node's name on the bus; empty on a single node
+	MetricsURL string // with --metrics: where /metrics is served; empty when on the HTTP listener
 	AppName    string
 	AppKey     string
 	AppSecret  string // set only when the default app was created on this start
@@ -92,7 +97,7 @@ func New(ctx context.Context, cfg config.Config, log *slog.Logger) (*Server, err
 	if err := cfg.Validate(); err != nil {
 		return nil, fmt.Errorf("config: %w", err)
 	}
-	s := &Server{cfg: cfg, log: log, hub: session.NewHub()}
+	s := &Server{cfg: cfg, log: log, hub: session.NewHub(), metrics: metrics.New(metrics.Options{PerApp: cfg.MetricsPerApp})}
 	// What can refuse the start is checked before anything is created: a
 	// refused start must leave the data directory as it found it (a store
 	// without its token, or a default app whose master secret was never
@@ -121,7 +126,7 @@ func New(ctx context.Context, cfg config.Config, log *slog.Logger) (*Server, err
 	if s.router, err = s.buildRouter(); err != nil {
 		return nil, err
 	}
-	st, err := openStore(ctx, cfg, log)
+	st, err := openStore(ctx, cfg, log, s.metrics)
 	if err != nil {
 		s.closeBus()
 		return nil, err
@@ -169,7 +174,7 @@ func (s *Server) build(ctx context.Context, dir dataDir) error {
 	limits.DefaultTTL, limits.MaxTTL, limits.MaxDelay = cfg.DefaultTTL, cfg.MaxTTL, cfg.MaxSchedule
 	s.deliv = delivery.New(s.store, s.reg, s.router, delivery.Options{
 		Limits: limits, SweepInterval: cfg.SweepInterval, ReportRetain: cfg.ReportRetain,
-		SubscriptionRetain: cfg.WebPushRetain, Log: s.log, SharedPoll: sharedPoll(cfg),
+		SubscriptionRetain: cfg.WebPushRetain, Log: s.log, SharedPoll: sharedPoll(cfg), Metrics: s.metrics,
 	})
 	channels, err := s.startRelay(cfg)
 	if err != nil {
@@ -210,8 +215,11 @@ func (s *Server) build(ctx context.Context, dir dataDir) error {
 		w.Write([]byte(`{"status":"ok"}` + "\n"))
 	})
 	mux.HandleFunc("GET /readyz", s.readyz)
+	if err := s.startMetrics(mux); err != nil {
+		return err
+	}
 	s.http = &http.Server{
-		Handler:           withDeadlines(deviceCORS(mux), cfg.BodyTimeout, cfg.WriteTimeout),
+		Handler:           withMetrics(s.metrics, withDeadlines(deviceCORS(mux), cfg.BodyTimeout, cfg.WriteTimeout)),
 		ReadHeaderTimeout: cfg.HeaderTimeout,
 		MaxHeaderBytes:    cfg.MaxHeaderBytes,
 		IdleTimeout:       2 * time.Minute,
@@ -328,6 +336,9 @@ func (s *Server) Run(ctx context.Context) error {
 	stopBG()
 	wg.Wait()
 	s.closeBus()
+	if s.metricsSrv != nil {
+		s.metricsSrv.Close()
+	}
 	if s.debug != nil {
 		s.debug.Close()
 	}

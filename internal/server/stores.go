@@ -3,6 +3,7 @@ package server
 import (
 	"context"
 	"fmt"
+	"github.com/heraldpush/herald/internal/metrics"
 	"log/slog"
 
 	"github.com/heraldpush/herald/internal/config"
@@ -24,7 +25,7 @@ type openedStore struct {
 // openStore opens PostgreSQL when it is configured, else the embedded store
 // in the data directory. Opening the embedded store may wait for the disk
 // (a full disk makes its log replay wait); it gives up when ctx ends.
-func openStore(ctx context.Context, cfg config.Config, log *slog.Logger) (openedStore, error) {
+func openStore(ctx context.Context, cfg config.Config, log *slog.Logger, m *metrics.M) (openedStore, error) {
 	if cfg.PostgresURL != "" {
 		var opts []postgres.Option
 		if cfg.PostgresSchema != "" {
@@ -44,7 +45,7 @@ func openStore(ctx context.Context, cfg config.Config, log *slog.Logger) (opened
 		}
 	}
 	log.Info("opening the embedded store", args...)
-	st, err := embedded.OpenContext(ctx, cfg.DataDir, embedded.Options{Logger: log, MinFree: cfg.StoreMinFree})
+	st, err := embedded.OpenContext(ctx, cfg.DataDir, embedded.Options{Logger: log, MinFree: cfg.StoreMinFree, Committed: m.Commit})
 	if err != nil {
 		return openedStore{}, fmt.Errorf("embedded store in %s: %w", cfg.DataDir, err)
 	}

@@ -82,17 +82,19 @@ func Bin() string {
 // Server is one `herald serve` process.
 type Server struct {
 	Cmd      *exec.Cmd
-	URL      string      // HTTP API base URL
-	AppKey   string      // the default app's key
-	Secret   string      // its master secret; empty when the app existed before this start
-	MQTTURL  string      // mqtt://host:port, empty when MQTT is off
-	MQTTSURL string      // mqtts://host:port, empty when MQTT over TLS is off
-	Log      *SyncBuffer // what the server wrote to stderr
-	done     chan struct{}
-	stopOnce sync.Once
+	URL      string // HTTP API base URL
+	AppKey   string // the default app's key
+	Secret   string // its master secret; empty when the app existed before this start
+	MQTTURL  string // mqtt://host:port, empty when MQTT is off
+	MQTTSURL string // mqtts://host:port, empty when MQTT over TLS is off
+	// MetricsURL is where /metrics is served.
+	MetricsURL string
+	Log        *SyncBuffer // what the server wrote to stderr
+	done       chan struct{}
+	stopOnce   sync.Once
 }
 
-var bannerLine = regexp.MustCompile(`^\s+(HTTP API|app_key|master_secret|MQTT over TLS|MQTT over WS|MQTT)\s+(\S+)`)
+var bannerLine = regexp.MustCompile(`^\s+(HTTP API|app_key|master_secret|MQTT over TLS|MQTT over WS|MQTT|metrics)\s+(\S+)`)
 
 // Start runs `herald serve --data dataDir --http 127.0.0.1:0 --mqtt ""` plus
 // args (a later flag overrides an earlier one) and waits for its banner. The
@@ -157,6 +159,8 @@ func start(t testing.TB, launcher, env []string, dataDir string, args ...string)
 					s.MQTTURL = m[2]
 				case "MQTT over TLS":
 					s.MQTTSURL = m[2]
+				case "metrics":
+					s.MetricsURL = m[2]
 				}
 			}
 			if strings.HasPrefix(sc.Text(), "For the client commands") && !signalled {

@@ -480,3 +480,6 @@ func (c *conn) write() {
 		}
 	}
 }
+
+// Transport implements delivery.Sender.
+func (c *conn) Transport() string { return "mozpush" }

@@ -556,7 +556,7 @@ func (g *Gateway) ackWorker() {
 func (g *Gateway) doAck(r ackReq) {
 	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
 	defer cancel()
-	_, err := g.inbox.Ack(ctx, r.dev, []string{r.id})
+	_, err := g.inbox.AckFrom(ctx, "mqtt", r.dev, []string{r.id})
 	switch {
 	case errors.Is(err, store.ErrUnavailable):
 		// Kept and retried by the core; the store logs the fault once.
@@ -565,3 +565,6 @@ func (g *Gateway) doAck(r ackReq) {
 		g.opts.Log.Error("mqtt: acknowledging", "device", r.dev.ID, "msg", r.id, "err", err)
 	}
 }
+
+// Transport implements delivery.Sender.
+func (c *conn) Transport() string { return "mqtt" }

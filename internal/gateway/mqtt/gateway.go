@@ -40,7 +40,7 @@ type Inbox interface {
 	// than through the Stream, so that a PUBACK still counts when it
 	// arrives during Attach (before the stream exists) or after an
 	// UNSUBSCRIBE (after it is gone).
-	Ack(ctx context.Context, d *push.Device, ids []string) (int, error)
+	AckFrom(ctx context.Context, transport string, d *push.Device, ids []string) (int, error)
 }
 
 // Options tune the gateway. Zero fields take the defaults named.

@@ -21,7 +21,7 @@ import (
 // Inbox is what the transport needs of delivery.
 type Inbox interface {
 	Wait(ctx context.Context, d *push.Device, wait time.Duration, limit, maxBytes int) ([]push.Message, error)
-	Ack(ctx context.Context, d *push.Device, ids []string) (int, error)
+	AckFrom(ctx context.Context, transport string, d *push.Device, ids []string) (int, error)
 }
 
 // Options configure the transport.
@@ -216,7 +216,7 @@ func (g *Gateway) ack(w http.ResponseWriter, r *http.Request, d *push.Device) er
 	if len(req.IDs) > g.opts.MaxBatch {
 		return apierr.TooManyIDs.With("at most %d IDs per ack", g.opts.MaxBatch)
 	}
-	n, err := g.inbox.Ack(r.Context(), d, req.IDs)
+	n, err := g.inbox.AckFrom(r.Context(), "poll", d, req.IDs)
 	if err != nil {
 		return err
 	}

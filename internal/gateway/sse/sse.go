@@ -466,3 +466,6 @@ func closeEvent(reason error) []byte {
 	}{code, reconnect})
 	return []byte("event: close\ndata: " + string(b) + "\n\n")
 }
+
+// Transport implements delivery.Sender.
+func (s *stream) Transport() string { return "sse" }

@@ -29,6 +29,7 @@ import (
 
 	natsgo "github.com/nats-io/nats.go"
 
+	"github.com/heraldpush/herald/internal/metrics"
 	"github.com/heraldpush/herald/internal/push"
 	"github.com/heraldpush/herald/internal/router"
 	"github.com/heraldpush/herald/internal/session"
@@ -48,6 +49,7 @@ type Options struct {
 	// ConnectTimeout bounds the first connection; 5 s when zero.
 	ConnectTimeout time.Duration
 	Log            *slog.Logger
+	Metrics        *metrics.M // nil: none
 }
 
 // Router is a router.Router across nodes: this node's hub, plus the bus.
@@ -148,6 +150,13 @@ func Connect(url string, hub *session.Hub, o Options) (*Router, error) {
 		nc.Close()
 		return nil, fmt.Errorf("nats: %w", err)
 	}
+	o.Metrics.EnableBus()
+	o.Metrics.Gauge("herald_bus_connected", "1 while this node is connected to the cluster bus (both of its connections).", func() float64 {
+		if r.Health() == nil {
+			return 1
+		}
+		return 0
+	})
 	r.wg.Go(r.dispatch)
 	if o.Recheck > 0 {
 		r.wg.Go(r.recheckPeriodically)
@@ -238,14 +247,14 @@ func (r *Router) Route(m *push.Message, targets []string) {
 		r.publish(r.prefix+".fan", &envelope{Kind: kindMessage, Msg: toWire(m), Targets: targets})
 		return
 	}
-	body, err := json.Marshal(&envelope{Kind: kindMessage, Node: r.node, Msg: toWire(m)})
+	body, err := json.Marshal(&envelope{Kind: kindMessage, Node: r.node, Msg: toWire(m), Sent: time.Now().UnixNano()})
 	if err != nil {
 		r.log.Error("bus: encoding a message", "msg", m.ID, "err", err)
 		return
 	}
 	for _, id := range targets {
-		if subjectSafe(id) {
-			r.dev.publish(r.deviceSubject(id), body)
+		if subjectSafe(id) && r.dev.publish(r.deviceSubject(id), body) == nil {
+			r.opts.Metrics.BusPublished(kindMessage)
 		}
 	}
 }
@@ -297,7 +306,7 @@ func (r *Router) Online(ctx context.Context, id string) bool {
 // connection (which, without echo, does not hand it back to this node), the
 // fan-out subject over nats.go's.
 func (r *Router) publish(subject string, e *envelope) {
-	e.Node = r.node
+	e.Node, e.Sent = r.node, time.Now().UnixNano()
 	body, err := json.Marshal(e)
 	if err != nil {
 		r.log.Error("bus: encoding", "kind", e.Kind, "err", err)
@@ -313,7 +322,9 @@ func (r *Router) publish(subject string, e *envelope) {
 	}
 	if err != nil {
 		r.log.Debug("bus: publish", "subject", subject, "err", err)
+		return
 	}
+	r.opts.Metrics.BusPublished(e.Kind)
 }
 
 // busMsg is a message of the device connection.
@@ -343,6 +354,11 @@ func (r *Router) apply(subject, reply string, data []byte) {
 		r.log.Warn("bus: dropping what cannot be decoded", "subject", subject, "err", err)
 		return
 	}
+	var sent time.Time
+	if e.Sent > 0 {
+		sent = time.Unix(0, e.Sent)
+	}
+	r.opts.Metrics.BusReceived(e.Kind, sent)
 	if subject == r.prefix+".fan" {
 		if e.Kind == kindMessage && e.Msg != nil {
 			r.hub.Deliver(e.Msg.message(), e.Targets)

@@ -30,6 +30,7 @@ type envelope struct {
 	IDs     []string     `json:"i,omitempty"`
 	Device  *wireDevice  `json:"d,omitempty"`
 	At      int64        `json:"at,omitempty"` // Unix ns
+	Sent    int64        `json:"s,omitempty"`  // when it was published, Unix ns: herald_bus_lag_seconds
 }
 
 // wireMessage is push.Message with every field a session needs, named

@@ -30,6 +30,7 @@ import (
 	"log/slog"
 	"sync"
 	"sync/atomic"
+	"time"
 
 	"github.com/cockroachdb/pebble/v2"
 	"github.com/cockroachdb/pebble/v2/vfs"
@@ -61,13 +62,19 @@ type Options struct {
 	// replay its log. 0 keeps no reserve (a fault is still caught when a
 	// write fails); herald serve's default is in config.
 	MinFree int64
+	// Committed, when set, is told of each durable commit: how many
+	// calls it carried and how long the write and its fsync took
+	// (herald_store_commit_duration_seconds and _batch_size).
+	Committed func(calls int, took time.Duration)
 }
 
 // Store is the embedded store. It is safe for concurrent use.
 type Store struct {
 	db       *pebble.DB // immutable; closed by Close
 	maxGroup int        // immutable
-	faults   *faults    // immutable
+	// committed is Options.Committed; nil when unset. Immutable.
+	committed func(int, time.Duration)
+	faults    *faults // immutable
 
 	// mu guards closed and the sending side of reqs; reads hold it shared
 	// for their whole duration so that Close waits for them before it
@@ -178,10 +185,10 @@ func open(dir string, o Options, f *faults) (*Store, error) {
 	}
 	s := &Store{
 		db:       db,
-		maxGroup: o.MaxGroup,
-		faults:   f,
-		reqs:     make(chan *request, o.MaxGroup),
-		done:     make(chan struct{}),
+		maxGroup: o.MaxGroup, committed: o.Committed,
+		faults: f,
+		reqs:   make(chan *request, o.MaxGroup),
+		done:   make(chan struct{}),
 	}
 	if err := s.load(); err != nil {
 		db.Close()
@@ -450,7 +457,11 @@ func (s *Store) commit(group []*request) {
 		if s.seq != seq {
 			w.set(key(tSeq), binary.BigEndian.AppendUint64(nil, s.seq))
 		}
+		start := time.Now()
 		err = w.b.Commit(sync)
+		if s.committed != nil && err == nil && sync == pebble.Sync {
+			s.committed(len(group), time.Since(start))
+		}
 		if err == nil {
 			// A directory removed during the commit took it along: the
 			// files were still open, so the commit succeeded, and it is
