@@ -46,6 +46,9 @@ type Config struct {
 	MQTTConnectTimeout time.Duration // how long a new connection may take to send CONNECT
 	MQTTMaxPacket      int           // largest packet a device may send
 	MQTTWindow         int           // unacknowledged messages in flight per connection
+	// MQTTServerReference is where MQTT 5 devices are sent when the node
+	// drains (DISCONNECT 0x9C with it as Server Reference); empty: 0x8B.
+	MQTTServerReference string
 
 	MaxPayload     int           // bytes of notification plus message
 	MaxIDs         int           // registration IDs and aliases per push
@@ -60,7 +63,7 @@ type Config struct {
 	RegisterBurst  int
 	SweepInterval  time.Duration // how often expired messages are purged
 	ReportRetain   time.Duration // how long a report outlives its message's expiry
-	ShutdownGrace  time.Duration // how long SIGTERM waits for requests in flight
+	ShutdownGrace  time.Duration // --drain-timeout: how long SIGTERM's drain may take before the node exits
 	LogFormat      string        // "text" or "json"
 	LogLevel       string        // "debug", "info", "warn", "error"
 	DefaultAppName string        // created on first start
@@ -130,7 +133,7 @@ func Default() Config {
 		RegisterBurst:      20,
 		SweepInterval:      time.Minute,
 		ReportRetain:       24 * time.Hour,
-		ShutdownGrace:      10 * time.Second,
+		ShutdownGrace:      30 * time.Second,
 		LogFormat:          "text",
 		LogLevel:           "info",
 		DefaultAppName:     "default",

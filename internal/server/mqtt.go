@@ -32,7 +32,7 @@ func (s *Server) buildMQTT(mux *http.ServeMux) error {
 	cfg := s.cfg
 	gw := mqtt.New(s.reg, s.deliv, mqtt.Options{
 		MaxPacketSize: cfg.MQTTMaxPacket, ConnectTimeout: cfg.MQTTConnectTimeout,
-		MaxKeepAlive: cfg.MQTTMaxKeepAlive, Window: cfg.MQTTWindow, Log: s.log,
+		MaxKeepAlive: cfg.MQTTMaxKeepAlive, Window: cfg.MQTTWindow, ServerReference: cfg.MQTTServerReference, Log: s.log,
 	})
 	engine, err := netpoll.New(gw, netpoll.Options{Logger: s.log, Gate: gate{s.limits}})
 	if err != nil {

@@ -321,18 +321,26 @@ func (s *Server) Run(ctx context.Context) error {
 	case err = <-errc:
 	}
 	s.ready.Store(false)
-	s.log.Info("herald draining", "grace", s.cfg.ShutdownGrace)
+	began := time.Now()
+	step := func(what string, args ...any) {
+		s.log.Info("drain: "+what, append(args, "after", time.Since(began).Round(time.Millisecond))...)
+	}
+	s.log.Info("drain: /readyz answers 503 from now on", "timeout", s.cfg.ShutdownGrace)
 	drain, cancel := context.WithTimeout(context.Background(), s.cfg.ShutdownGrace)
 	defer cancel()
 	// Persistent connections are told the server is going away; long-polls
 	// end at once with what they have; other requests finish.
 	s.stopMQTT()
-	for _, sess := range s.hub.All() {
+	sessions := s.hub.All()
+	for _, sess := range sessions {
 		sess.Close(session.ErrShuttingDown)
 	}
+	step("MQTT closed, live sessions told to go", "sessions", len(sessions))
 	if shutErr := s.http.Shutdown(drain); shutErr != nil {
+		s.log.Warn("drain: requests still running at the drain timeout are cut", "err", shutErr)
 		s.http.Close()
 	}
+	step("HTTP listener closed, requests in flight finished")
 	stopBG()
 	wg.Wait()
 	s.closeBus()
@@ -345,6 +353,7 @@ func (s *Server) Run(ctx context.Context) error {
 	if cerr := s.store.Close(); cerr != nil && err == nil {
 		err = cerr
 	}
+	step("background work stopped, store flushed and closed")
 	if errors.Is(err, http.ErrServerClosed) {
 		err = nil
 	}

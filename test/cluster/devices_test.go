@@ -35,7 +35,8 @@ func messageID(payload []byte) string {
 type mqttDevice struct {
 	c            *paho5.Client
 	in           *inbox
-	disconnected chan byte // the server's DISCONNECT reason codes
+	disconnected chan byte              // the server's DISCONNECT reason codes
+	disconnect   chan *paho5.Disconnect // and the DISCONNECTs themselves
 	closed       atomic.Bool
 }
 
@@ -46,10 +47,10 @@ func connectMQTT(t *testing.T, node *heraldtest.Server, reg *client.Registration
 	if err != nil {
 		t.Fatal(err)
 	}
-	d := &mqttDevice{in: in, disconnected: make(chan byte, 4)}
+	d := &mqttDevice{in: in, disconnected: make(chan byte, 4), disconnect: make(chan *paho5.Disconnect, 4)}
 	d.c = paho5.NewClient(paho5.ClientConfig{
 		ClientID: reg.RegistrationID, Conn: conn,
-		OnServerDisconnect: func(p *paho5.Disconnect) { d.disconnected <- p.ReasonCode },
+		OnServerDisconnect: func(p *paho5.Disconnect) { d.disconnected <- p.ReasonCode; d.disconnect <- p },
 		OnClientError:      func(error) { d.closed.Store(true) },
 		OnPublishReceived: []func(paho5.PublishReceived) (bool, error){func(pr paho5.PublishReceived) (bool, error) {
 			in.add(messageID(pr.Packet.Payload))

@@ -2,7 +2,9 @@ package cluster
 
 import (
 	"context"
+	"strings"
 	"sync"
+	"syscall"
 	"testing"
 	"time"
 
@@ -78,4 +80,35 @@ func TestKillHoldingNode(t *testing.T) {
 	mqttIn.wait(t, 30*time.Second, "MQTT device after its node was killed", accepted...)
 	pollIn.wait(t, 30*time.Second, "long-polling device after its node was killed", accepted...)
 	t.Logf("%d pushes accepted, %d after the kill", len(accepted), len(accepted)-killed)
+}
+
+// A node drained with SIGTERM sends its MQTT 5 devices to another node:
+// DISCONNECT 0x9C with that node as Server Reference; the device connects
+// there and gets what is pushed meanwhile.
+func TestDrainSendsMQTT5DevicesElsewhere(t *testing.T) {
+	c := startCluster(t, 1, noRecheck)
+	other := c.nodes[0]
+	otherAddr := strings.TrimPrefix(other.MQTTURL, "mqtt://")
+	draining := c.start(1, noRecheck, "--mqtt-server-reference", otherAddr)
+	c.nodes = append(c.nodes, draining)
+
+	reg := c.register(other)
+	in := newInbox()
+	d := connectMQTT(t, draining, reg, in)
+	draining.Cmd.Process.Signal(syscall.SIGTERM)
+	select {
+	case p := <-d.disconnect:
+		if p.ReasonCode != 0x9C || p.Properties == nil || p.Properties.ServerReference != otherAddr {
+			t.Fatalf("DISCONNECT %#x %+v on drain, want 0x9C with Server Reference %s", p.ReasonCode, p.Properties, otherAddr)
+		}
+	case <-time.After(10 * time.Second):
+		t.Fatal("no DISCONNECT when the node drained")
+	}
+	<-draining.Done()
+	if code := draining.Cmd.ProcessState.ExitCode(); code != 0 {
+		t.Errorf("the drained node exited %d, want 0", code)
+	}
+	id := c.push(other, to(reg.RegistrationID), "after the drain")
+	connectMQTT(t, other, reg, in)
+	in.wait(t, 10*time.Second, "the device on the node it was sent to", id)
 }

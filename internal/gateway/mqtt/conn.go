@@ -489,7 +489,11 @@ func (c *conn) Close(reason error) {
 	v5 := c.version == packet.Version5 && c.dev != nil && !c.closed
 	c.wmu.Unlock()
 	if v5 {
-		c.writeAs(&packet.Disconnect{ReasonCode: reasonFor(reason)}, packet.Version5)
+		d := &packet.Disconnect{ReasonCode: reasonFor(reason)}
+		if d.ReasonCode == packet.ReasonServerShuttingDown && c.gw.opts.ServerReference != "" {
+			d.ReasonCode, d.Properties.ServerReference = packet.ReasonUseAnotherServer, c.gw.opts.ServerReference
+		}
+		c.writeAs(d, packet.Version5)
 	}
 	c.nc.Close()
 }

@@ -60,7 +60,13 @@ type Options struct {
 	// 3.1.1 client, and the cap on a 5.0 client's Receive Maximum.
 	// Default 32.
 	Window int
-	Log    *slog.Logger
+	// ServerReference, when set, is where 5.0 clients are sent when this
+	// node shuts down: DISCONNECT 0x9C (use another server) with it as
+	// Server Reference, rather than 0x8B. In a cluster it names the other
+	// nodes or their load balancer (host:port, space-separated for
+	// several, as MQTT 5 allows).
+	ServerReference string
+	Log             *slog.Logger
 }
 
 // Gateway is the MQTT protocol over netpoll connections.
