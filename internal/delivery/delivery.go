@@ -32,10 +32,10 @@ var (
 // Service delivers pushes. Create it with New and start its background work
 // with Run.
 type Service struct {
-	store  store.Store        // never nil
-	reg    *registry.Registry // never nil
-	router router.Router      // every effect on live sessions goes through it; never nil
-	now    func() time.Time   // never nil
+	store   store.Store        // never nil
+	reg     *registry.Registry // never nil
+	router  router.Router      // every effect on live sessions goes through it; never nil
+	now     func() time.Time   // never nil
 	limits  push.Limits
 	log     *slog.Logger
 	metrics *metrics.M // nil-safe

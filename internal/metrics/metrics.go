@@ -21,22 +21,22 @@ type M struct {
 	reg    *prometheus.Registry
 	perApp bool
 
-	connections  *prometheus.GaugeVec
-	connects     *prometheus.CounterVec
-	disconnects  *prometheus.CounterVec
-	pushes       *prometheus.CounterVec
-	sent         *prometheus.CounterVec
-	acked        *prometheus.CounterVec
-	redelivered  *prometheus.CounterVec
-	expired      prometheus.Counter
-	requests     *prometheus.CounterVec
-	reqDuration  *prometheus.HistogramVec
-	commitTime   prometheus.Histogram
-	commitBatch  prometheus.Histogram
-	relay        *prometheus.CounterVec
-	busOut       *prometheus.CounterVec
-	busIn        *prometheus.CounterVec
-	busLag       prometheus.Histogram
+	connections *prometheus.GaugeVec
+	connects    *prometheus.CounterVec
+	disconnects *prometheus.CounterVec
+	pushes      *prometheus.CounterVec
+	sent        *prometheus.CounterVec
+	acked       *prometheus.CounterVec
+	redelivered *prometheus.CounterVec
+	expired     prometheus.Counter
+	requests    *prometheus.CounterVec
+	reqDuration *prometheus.HistogramVec
+	commitTime  prometheus.Histogram
+	commitBatch prometheus.Histogram
+	relay       *prometheus.CounterVec
+	busOut      *prometheus.CounterVec
+	busIn       *prometheus.CounterVec
+	busLag      prometheus.Histogram
 }
 
 // Options configure New.
