@@ -21,7 +21,8 @@ Usage:
   herald send [audience] [content]   push a message (herald send -h)
   herald report MSG_ID               a message's delivery report
   herald listen [flags]              act as a device: register, receive, print, ack
-  herald bench conns|fanout [flags]  load test over MQTT, beside Mosquitto (herald bench -h)
+  herald bench conns|fanout|relay    load tests (herald bench -h)
+  herald version                     version, commit and Go version
 
 Client commands take --server and credentials from flags or HERALD_SERVER,
 HERALD_APP_KEY, HERALD_MASTER_SECRET and HERALD_ADMIN_TOKEN.
@@ -56,6 +57,9 @@ func run(ctx context.Context, args []string, stdout, stderr io.Writer) error {
 		return listen(ctx, rest, stdout, stderr)
 	case "bench":
 		return benchCmd(ctx, rest, stdout, stderr)
+	case "version", "--version", "-version":
+		fmt.Fprintln(stdout, version())
+		return nil
 	case "help", "-h", "--help":
 		fmt.Fprint(stdout, usage)
 		return nil

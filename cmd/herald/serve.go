@@ -121,10 +121,11 @@ func newLogger(w io.Writer, format, level string) *slog.Logger {
 
 func printBanner(w io.Writer, in server.Info) {
 	if in.Node != "" {
-		fmt.Fprintf(w, "Herald is running (store: %s; cluster node %s)\n\n", in.Store, in.Node)
+		fmt.Fprintf(w, "Herald is running (store: %s; cluster node %s)\n", in.Store, in.Node)
 	} else {
-		fmt.Fprintf(w, "Herald is running (store: %s)\n\n", in.Store)
+		fmt.Fprintf(w, "Herald is running (store: %s)\n", in.Store)
 	}
+	fmt.Fprintf(w, "%s\n\n", version())
 	fmt.Fprintf(w, "  HTTP API        %s\n", in.HTTPURL)
 	fmt.Fprintf(w, "  register        POST %s/v1/devices\n", in.HTTPURL)
 	fmt.Fprintf(w, "  push            POST %s/v1/push\n", in.HTTPURL)
