@@ -177,15 +177,19 @@ func Handle(log *slog.Logger, f HandlerFunc) http.Handler {
 		if err == nil {
 			return
 		}
+		// The route's pattern, never the path: a path may hold a
+		// capability (/wpush/{token}) or a registration ID.
 		var e *Error
 		switch {
+		case errors.As(err, &e) && (e.Status == http.StatusUnauthorized || e.Status == http.StatusForbidden):
+			log.Info("auth failure", "method", r.Method, "route", r.Pattern, "code", e.Code, "remote", r.RemoteAddr)
 		case errors.As(err, &e):
 		case isUnavailable(err):
 			// The store logs the fault once; a line per refused
 			// request would bury it.
-			log.Debug("request refused", "method", r.Method, "path", r.URL.Path, "err", err)
+			log.Debug("request refused", "method", r.Method, "route", r.Pattern, "err", err)
 		default:
-			log.Error("request failed", "method", r.Method, "path", r.URL.Path, "err", err)
+			log.Error("request failed", "method", r.Method, "route", r.Pattern, "err", err)
 		}
 		Write(w, err)
 	})

@@ -231,6 +231,9 @@ func (c *conn) connect(fh packet.FixedHeader, body []byte) bool {
 		return false
 	}
 	refuse := func(code packet.ReasonCode) bool {
+		// The client ID is the registration ID, which is no secret; the
+		// password never appears.
+		c.gw.opts.Log.Info("mqtt: connection refused", "reason", code.String(), "client", p.ClientID, "remote", c.nc.RemoteAddr().String())
 		c.write(&packet.Connack{ReasonCode: code})
 		c.nc.Close()
 		return false
