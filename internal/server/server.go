@@ -12,10 +12,12 @@ import (
 	"net"
 	"net/http"
 	"os"
+	"os/signal"
 	"path/filepath"
 	"strings"
 	"sync"
 	"sync/atomic"
+	"syscall"
 	"time"
 
 	"github.com/heraldpush/herald/internal/api"
@@ -66,6 +68,8 @@ type Server struct {
 
 	metrics    *metrics.M
 	metricsSrv *http.Server // with --metrics; nil otherwise
+
+	certs *certFiles // with --tls-cert; nil otherwise
 }
 
 // Info is what an operator needs after start: credentials created on this
@@ -104,7 +108,7 @@ func New(ctx context.Context, cfg config.Config, log *slog.Logger) (*Server, err
 	// shown). The TLS files and a configured admin token (flag,
 	// environment or file) come first.
 	var err error
-	if s.tls, err = loadTLS(cfg); err != nil {
+	if s.tls, s.certs, err = loadTLS(cfg); err != nil {
 		return nil, err
 	}
 	// A kept admin token is read or generated in build, after
@@ -315,10 +319,20 @@ func (s *Server) Run(ctx context.Context) error {
 	s.ready.Store(true)
 	s.log.Info("herald serving", "http", s.info.HTTPURL, "store", s.info.Store)
 
+	hup := make(chan os.Signal, 1)
+	signal.Notify(hup, syscall.SIGHUP)
+	defer signal.Stop(hup)
 	var err error
-	select {
-	case <-ctx.Done():
-	case err = <-errc:
+serving:
+	for {
+		select {
+		case <-ctx.Done():
+			break serving
+		case err = <-errc:
+			break serving
+		case <-hup:
+			s.reloadTLS()
+		}
 	}
 	s.ready.Store(false)
 	began := time.Now()

@@ -2,10 +2,12 @@ package server
 
 import (
 	"crypto/tls"
+	"crypto/x509"
 	"errors"
 	"fmt"
 	"net"
 	"strings"
+	"sync/atomic"
 
 	"github.com/heraldpush/herald/internal/config"
 )
@@ -16,17 +18,60 @@ var ErrTLS = errors.New("server: tls")
 // loadTLS reads --tls-cert and --tls-key once for every TLS listener of the
 // node: HTTPS on the HTTP listener and MQTTS share them. It returns nil
 // when they are not set.
-func loadTLS(cfg config.Config) (*tls.Config, error) {
+func loadTLS(cfg config.Config) (*tls.Config, *certFiles, error) {
 	if cfg.TLSCert == "" {
-		return nil, nil
+		return nil, nil, nil
 	}
-	cert, err := tls.LoadX509KeyPair(cfg.TLSCert, cfg.TLSKey)
-	if err != nil {
-		return nil, fmt.Errorf("%w: tls-cert %s with tls-key %s: %v", ErrTLS, cfg.TLSCert, cfg.TLSKey, err)
+	files := &certFiles{cert: cfg.TLSCert, key: cfg.TLSKey}
+	if err := files.load(); err != nil {
+		return nil, nil, err
 	}
 	// TLS 1.2 is the floor both listeners keep: what Mosquitto and nginx
 	// accept by default, and every client of the last decade speaks it.
-	return &tls.Config{Certificates: []tls.Certificate{cert}, MinVersion: tls.VersionTLS12}, nil
+	// The certificate is looked up per handshake, so that a reload (SIGHUP)
+	// reaches new connections while open ones keep theirs.
+	return &tls.Config{GetCertificate: files.get, MinVersion: tls.VersionTLS12}, files, nil
+}
+
+// certFiles is the node's certificate and key, read from their files at
+// start and again on each reload.
+type certFiles struct {
+	cert, key string
+	current   atomic.Pointer[tls.Certificate]
+}
+
+func (f *certFiles) load() error {
+	cert, err := tls.LoadX509KeyPair(f.cert, f.key)
+	if err != nil {
+		return fmt.Errorf("%w: tls-cert %s with tls-key %s: %v", ErrTLS, f.cert, f.key, err)
+	}
+	if len(cert.Certificate) > 0 {
+		cert.Leaf, _ = x509.ParseCertificate(cert.Certificate[0])
+	}
+	f.current.Store(&cert)
+	return nil
+}
+
+func (f *certFiles) get(*tls.ClientHelloInfo) (*tls.Certificate, error) { return f.current.Load(), nil }
+
+// reloadTLS reads the certificate and key again (SIGHUP). A pair that does
+// not load leaves the one in use, so that a half-copied renewal does not
+// take HTTPS down.
+func (s *Server) reloadTLS() {
+	if s.certs == nil {
+		s.log.Info("SIGHUP: no --tls-cert to reload")
+		return
+	}
+	if err := s.certs.load(); err != nil {
+		s.log.Error("SIGHUP: the certificate was not reloaded; the one in use stays", "err", err)
+		return
+	}
+	leaf := s.certs.current.Load().Leaf
+	attrs := []any{"cert", s.certs.cert}
+	if leaf != nil {
+		attrs = append(attrs, "subject", leaf.Subject.String(), "not_after", leaf.NotAfter)
+	}
+	s.log.Info("SIGHUP: certificate reloaded; new connections use it", attrs...)
 }
 
 // secureHTTP makes ln serve HTTPS when the node has a certificate, and
