@@ -22,6 +22,8 @@ Usage:
   herald report MSG_ID               a message's delivery report
   herald listen [flags]              act as a device: register, receive, print, ack
   herald bench conns|fanout|relay    load tests (herald bench -h)
+  herald backup [-o FILE]            a running node's embedded store, as a tar
+  herald restore --data DIR FILE     unpack a backup into a new data directory
   herald version                     version, commit and Go version
 
 Client commands take --server and credentials from flags or HERALD_SERVER,
@@ -57,6 +59,10 @@ func run(ctx context.Context, args []string, stdout, stderr io.Writer) error {
 		return listen(ctx, rest, stdout, stderr)
 	case "bench":
 		return benchCmd(ctx, rest, stdout, stderr)
+	case "backup":
+		return backupCmd(ctx, rest, stdout, stderr)
+	case "restore":
+		return restoreCmd(ctx, rest, stdout, stderr)
 	case "version", "--version", "-version":
 		fmt.Fprintln(stdout, version())
 		return nil

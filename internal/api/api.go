@@ -7,6 +7,7 @@ import (
 	"context"
 	"crypto/subtle"
 	"errors"
+	"io"
 	"log/slog"
 	"net/http"
 	"strings"
@@ -25,9 +26,13 @@ import (
 
 // Options configure the API.
 type Options struct {
-	AdminToken    string // bearer token for /v1/apps; admin calls are refused when empty
-	MaxBody       int64  // bytes of a request body
-	MaxBatch      int    // pushes in one batch call
+	AdminToken string // bearer token for /v1/apps; admin calls are refused when empty
+	// Backup writes a backup of the node's store to w (GET
+	// /v1/admin/backup); it returns an error before writing anything when
+	// it cannot make one. Nil answers 501 backup_unsupported.
+	Backup        func(ctx context.Context, w io.Writer) error
+	MaxBody       int64 // bytes of a request body
+	MaxBatch      int   // pushes in one batch call
 	RegisterRate  float64
 	RegisterBurst int
 	// AppPushRate and AppPushBurst bound each app's pushes (a token bucket;
@@ -82,6 +87,7 @@ func New(reg *registry.Registry, d *delivery.Service, o Options) *API {
 func (a *API) Register(mux *http.ServeMux) {
 	h := func(f apierr.HandlerFunc) http.Handler { return apierr.Handle(a.log, f) }
 	mux.Handle("POST /v1/apps", h(a.createApp))
+	mux.Handle("GET /v1/admin/backup", h(a.backup))
 	mux.Handle("POST /v1/devices", h(a.register))
 	mux.Handle("GET /v1/devices/{id}", h(a.provider(a.getDevice)))
 	mux.Handle("PATCH /v1/devices/{id}", h(a.provider(a.patchDevice)))
@@ -208,3 +214,51 @@ var pushErrors = []mapping{
 
 // pushError maps a push validation or delivery error onto the catalogue.
 func pushError(err error) error { return mapError(err, pushErrors) }
+
+// backup streams a tar of the node's store (GET /v1/admin/backup, admin).
+// The headers go out with the archive's first bytes, so that a backup that
+// cannot begin is still answered with an error.
+func (a *API) backup(w http.ResponseWriter, r *http.Request) error {
+	if err := a.admin(r); err != nil {
+		return err
+	}
+	if a.opts.Backup == nil {
+		return apierr.BackupUnsupported
+	}
+	lw := &lazyArchive{w: w, name: "herald-backup-" + time.Now().UTC().Format("20060102-150405") + ".tar"}
+	err := a.opts.Backup(r.Context(), lw)
+	if err != nil && !lw.started {
+		return err
+	}
+	if err != nil {
+		// Too late for a status: cut the response, so that the client
+		// sees an incomplete archive rather than a short one that looks whole.
+		a.log.Error("backup failed while being sent", "err", err)
+		panic(http.ErrAbortHandler)
+	}
+	if !lw.started {
+		lw.start()
+	}
+	return nil
+}
+
+// lazyArchive writes the archive's headers on its first write.
+type lazyArchive struct {
+	w       http.ResponseWriter
+	name    string
+	started bool
+}
+
+func (l *lazyArchive) start() {
+	l.started = true
+	l.w.Header().Set("Content-Type", "application/x-tar")
+	l.w.Header().Set("Content-Disposition", `attachment; filename="`+l.name+`"`)
+	l.w.WriteHeader(http.StatusOK)
+}
+
+func (l *lazyArchive) Write(p []byte) (int, error) {
+	if !l.started {
+		l.start()
+	}
+	return l.w.Write(p)
+}

@@ -84,6 +84,9 @@ var (
 	UnsupportedMedia  = newError(415, "unsupported_media_type", "send application/json")
 	RateLimited       = newError(429, "rate_limited", "too many requests; retry later")
 	Internal          = newError(500, "internal", "internal error")
+	// BackupUnsupported: the node's store is PostgreSQL, which its own
+	// tools back up.
+	BackupUnsupported = newError(501, "backup_unsupported", "this node stores everything in PostgreSQL: back it up with pg_dump or the database's own tools")
 	Unavailable       = newError(503, "unavailable", "the server is shutting down or not ready")
 	// StoreUnavailable: the store cannot make a change durable now (its
 	// disk is full or read-only, its directory is gone). The change may

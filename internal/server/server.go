@@ -199,7 +199,7 @@ func (s *Server) build(ctx context.Context, dir dataDir) error {
 		return err
 	}
 	s.api = api.New(s.reg, s.deliv, api.Options{
-		AdminToken: s.info.AdminToken, MaxBody: cfg.MaxBody, MaxBatch: cfg.MaxBatch,
+		AdminToken: s.info.AdminToken, Backup: s.backupFunc(), MaxBody: cfg.MaxBody, MaxBatch: cfg.MaxBatch,
 		RegisterRate: cfg.RegisterRate, RegisterBurst: cfg.RegisterBurst,
 		AppPushRate: cfg.AppPushRate, AppPushBurst: cfg.AppPushBurst,
 		Links: api.Links{HTTP: s.info.HTTPURL, MQTT: s.deviceMQTTURL()}, WebPush: s.webpush, Channels: channels, Log: s.log,
