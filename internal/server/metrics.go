@@ -2,12 +2,15 @@ package server
 
 import (
 	"bufio"
+	"context"
 	"fmt"
 	"net"
 	"net/http"
+	"sync"
 	"time"
 
 	"github.com/heraldpush/herald/internal/metrics"
+	"github.com/heraldpush/herald/internal/store"
 )
 
 // withMetrics counts each request in herald_http_requests_total and
@@ -72,6 +75,7 @@ func (s *statusWriter) Hijack() (net.Conn, *bufio.ReadWriter, error) {
 // startMetrics serves /metrics on its own listener with --metrics, and
 // otherwise on mux.
 func (s *Server) startMetrics(mux *http.ServeMux) error {
+	s.inboxGauges()
 	if s.cfg.MetricsAddr == "" {
 		mux.Handle("GET /metrics", s.metrics.Handler())
 		return nil
@@ -87,3 +91,43 @@ func (s *Server) startMetrics(mux *http.ServeMux) error {
 	go s.metricsSrv.Serve(ln)
 	return nil
 }
+
+// inboxGauges exports the store's waiting inbox entries and the age of the
+// oldest. The store reads every entry's key for them, so one reading serves
+// the scrapes of the next inboxStatsFor. In a cluster every node reports the
+// same, cluster-wide, figures.
+func (s *Server) inboxGauges() {
+	var (
+		mu   sync.Mutex
+		last store.InboxStats
+		at   time.Time
+	)
+	read := func() store.InboxStats {
+		mu.Lock()
+		defer mu.Unlock()
+		if time.Since(at) < inboxStatsFor {
+			return last
+		}
+		ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
+		defer cancel()
+		st, err := s.store.InboxStats(ctx)
+		if err != nil {
+			s.log.Debug("metrics: reading the inbox figures", "err", err)
+			return last
+		}
+		last, at = st, time.Now()
+		return last
+	}
+	s.metrics.Gauge("herald_inbox_pending_messages", "Inbox entries of direct pushes waiting for their device's ack (fan-out pushes keep none).",
+		func() float64 { return float64(read().Entries) })
+	s.metrics.Gauge("herald_inbox_oldest_pending_age_seconds", "Age of the oldest inbox entry still waiting; 0 when none waits.", func() float64 {
+		st := read()
+		if st.Entries == 0 || st.Oldest.IsZero() {
+			return 0
+		}
+		return time.Since(st.Oldest).Seconds()
+	})
+}
+
+// inboxStatsFor is how long one reading of the inbox figures serves.
+const inboxStatsFor = 10 * time.Second

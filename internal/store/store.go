@@ -172,6 +172,12 @@ type Store interface {
 	// embedded store, which one process holds, grants it at once.
 	Lead(ctx context.Context, name string) (lost <-chan struct{}, release func(), err error)
 
+	// InboxStats counts the inbox entries waiting (direct pushes not yet
+	// acknowledged, replaced or swept) and the acceptance time of the
+	// oldest, for the metrics. It reads every entry's key: call it at a
+	// scrape's pace, not a push's.
+	InboxStats(ctx context.Context) (InboxStats, error)
+
 	// Close releases the store. Other methods return ErrClosed afterwards.
 	Close() error
 }
@@ -260,6 +266,12 @@ const (
 	RelayGone   = "gone"   // the vendor said the token is gone; the channel was deactivated
 	RelayOwn    = "own"    // not relayed: the device acknowledged on its own connection first
 )
+
+// InboxStats is what Store.InboxStats counts.
+type InboxStats struct {
+	Entries int64
+	Oldest  time.Time // zero when Entries is 0
+}
 
 // RelayEnd is a relay job (as RelayDue returned it) and how it ended.
 type RelayEnd struct {

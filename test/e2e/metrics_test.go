@@ -137,7 +137,8 @@ func TestMetrics(t *testing.T) {
 		}
 	}
 	for _, series := range []string{"herald_store_commit_duration_seconds_count", "herald_store_commit_batch_size_count",
-		"go_goroutines", "process_resident_memory_bytes", "herald_dispatch_queue_depth"} {
+		"go_goroutines", "process_resident_memory_bytes", "herald_dispatch_queue_depth",
+		"herald_inbox_pending_messages", "herald_inbox_oldest_pending_age_seconds"} {
 		if _, ok := m[series]; !ok {
 			t.Errorf("no %s", series)
 		}

@@ -465,3 +465,38 @@ func testChannelConfig(t *testing.T, open Opener) {
 		t.Errorf("ChannelConfig(fcm) = %q, %v; want f", v, err)
 	}
 }
+
+// testInboxStats: the waiting inbox entries and the oldest one's
+// acceptance; an ack takes its entry out, a broadcast adds none.
+func testInboxStats(t *testing.T, open Opener) {
+	s, _ := open(t)
+	stats := func() store.InboxStats {
+		t.Helper()
+		st, err := s.InboxStats(ctx)
+		if err != nil {
+			t.Fatal(err)
+		}
+		return st
+	}
+	if st := stats(); st.Entries != 0 || !st.Oldest.IsZero() {
+		t.Errorf("empty store: %+v", st)
+	}
+	mustApp(t, s, "a")
+	d1 := mustDevice(t, s, "a", "d1", push.Android, "")
+	mustDevice(t, s, "a", "d2", push.Android, "")
+	first := msg("a", "m1", direct("d1", "d2"))
+	appendOne(t, s, first, "d1", "d2")
+	second := msg("a", "m2", direct("d1"))
+	second.AcceptedAt = epoch.Add(time.Minute)
+	appendOne(t, s, second, "d1")
+	appendOne(t, s, msg("a", "all", push.Audience{All: true}))
+	if st := stats(); st.Entries != 3 || !st.Oldest.Equal(epoch) {
+		t.Errorf("after 3 entries: %+v, want 3 entries, the oldest at %v", st, epoch)
+	}
+	if _, err := s.Ack(ctx, &d1, []string{"m1"}); err != nil {
+		t.Fatal(err)
+	}
+	if st := stats(); st.Entries != 2 || !st.Oldest.Equal(epoch) {
+		t.Errorf("after d1 acked m1: %+v, want 2 entries, the oldest (d2's m1) at %v", st, epoch)
+	}
+}

@@ -55,6 +55,7 @@ func Run(t *testing.T, open Opener) {
 		{"PurgeSubscriptions", testPurgeSubscriptions},
 		{"RelayQueue", testRelayQueue},
 		{"RelayDoneMany", testRelayDoneMany},
+		{"InboxStats", testInboxStats},
 		{"RelayReopen", testRelayReopen},
 		{"RelayExpand", testRelayExpand},
 		{"RelaySweep", testRelaySweep},
