@@ -14,6 +14,39 @@ import (
 
 func serve(ctx context.Context, args []string, stdout, stderr io.Writer) error {
 	cfg := config.Default()
+	fs, configFile := serveFlags(&cfg, stderr)
+	if err := fs.Parse(args); err != nil {
+		return err
+	}
+	if fs.NArg() > 0 {
+		return fmt.Errorf("serve takes no arguments, got %q", fs.Args())
+	}
+	// Asked before applySources, which sets flags from the environment
+	// and the file: only a flag on the command line shows in ps.
+	tokenInArgs := false
+	fs.Visit(func(f *flag.Flag) { tokenInArgs = tokenInArgs || f.Name == "admin-token" })
+	if *configFile == "" {
+		*configFile = os.Getenv("HERALD_CONFIG")
+	}
+	if err := applySources(fs, *configFile); err != nil {
+		return err
+	}
+
+	log := newLogger(stderr, cfg.LogFormat, cfg.LogLevel)
+	if tokenInArgs {
+		log.Warn("--admin-token on the command line shows in ps to every user of this machine; use HERALD_ADMIN_TOKEN or --admin-token-file")
+	}
+	srv, err := server.New(ctx, cfg, log)
+	if err != nil {
+		return err
+	}
+	printBanner(stdout, srv.Info())
+	return srv.Run(ctx)
+}
+
+// serveFlags defines herald serve's flags over cfg, whose values are their
+// defaults, and returns them with the --config flag's value.
+func serveFlags(cfg *config.Config, stderr io.Writer) (*flag.FlagSet, *string) {
 	fs := flag.NewFlagSet("herald serve", flag.ContinueOnError)
 	fs.SetOutput(stderr)
 	configFile := fs.String("config", "", "JSON file of settings keyed by flag name (flags and HERALD_* variables override it)")
@@ -80,33 +113,7 @@ func serve(ctx context.Context, args []string, stdout, stderr io.Writer) error {
 	fs.IntVar(&cfg.RelayPerChannel, "relay-per-channel", cfg.RelayPerChannel, "sends in flight to one app's vendor channel: a slow vendor holds only these")
 	fs.DurationVar(&cfg.WebPushRetain, "webpush-retain", cfg.WebPushRetain, "how long a revoked Web Push subscription answers 410 before it is purged (then 404)")
 	fs.IntVar(&cfg.WebPushMaxSubscriptions, "webpush-max-subscriptions", cfg.WebPushMaxSubscriptions, "most live Web Push subscriptions (Firefox channels) per device")
-	if err := fs.Parse(args); err != nil {
-		return err
-	}
-	if fs.NArg() > 0 {
-		return fmt.Errorf("serve takes no arguments, got %q", fs.Args())
-	}
-	// Asked before applySources, which sets flags from the environment
-	// and the file: only a flag on the command line shows in ps.
-	tokenInArgs := false
-	fs.Visit(func(f *flag.Flag) { tokenInArgs = tokenInArgs || f.Name == "admin-token" })
-	if *configFile == "" {
-		*configFile = os.Getenv("HERALD_CONFIG")
-	}
-	if err := applySources(fs, *configFile); err != nil {
-		return err
-	}
-
-	log := newLogger(stderr, cfg.LogFormat, cfg.LogLevel)
-	if tokenInArgs {
-		log.Warn("--admin-token on the command line shows in ps to every user of this machine; use HERALD_ADMIN_TOKEN or --admin-token-file")
-	}
-	srv, err := server.New(ctx, cfg, log)
-	if err != nil {
-		return err
-	}
-	printBanner(stdout, srv.Info())
-	return srv.Run(ctx)
+	return fs, configFile
 }
 
 func newLogger(w io.Writer, format, level string) *slog.Logger {
