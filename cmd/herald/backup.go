@@ -22,7 +22,7 @@ import (
 func backupCmd(ctx context.Context, args []string, stdout, stderr io.Writer) error {
 	var c clientFlags
 	fs := newFlags("backup", stderr)
-	c.register(fs)
+	c.register(fs, adminFlag)
 	out := fs.String("o", "", "the file to write (default herald-backup-DATE.tar in the current directory)")
 	if err := c.parse(fs, args); err != nil {
 		return err
@@ -99,7 +99,7 @@ func (c *clientFlags) admin() (string, error) {
 func restoreCmd(ctx context.Context, args []string, stdout, stderr io.Writer) error {
 	fs := newFlags("restore", stderr)
 	data := fs.String("data", "", "the data directory to create (it must not exist or be empty)")
-	if err := fs.Parse(args); err != nil {
+	if err := parseFlags(fs, args); err != nil {
 		return err
 	}
 	if fs.NArg() != 1 || *data == "" {

@@ -28,7 +28,7 @@ func channelCmd(ctx context.Context, args []string, stdout, stderr io.Writer) er
 	verb, rest := args[0], args[1:]
 	var c clientFlags
 	fs := newFlags("app channel "+verb, stderr)
-	c.register(fs)
+	c.register(fs, providerFlag)
 	var keyP8, keyID, teamID, topic, env, endpoint, saFile, subject, vapid, policy string
 	relayAfter := int64(-1)
 	if verb == "set" {

@@ -9,6 +9,7 @@ import (
 	"io"
 	"os"
 	"os/signal"
+	"strings"
 	"syscall"
 )
 
@@ -20,6 +21,8 @@ Usage:
   herald app channel set|show|delete  an app's APNs, FCM and Web Push settings and channel policy
   herald send [audience] [content]   push a message (herald send -h)
   herald report MSG_ID               a message's delivery report
+  herald recall MSG_ID               stop a message reaching devices that do not have it yet
+  herald device show|delete ID       a device's registration, or delete it
   herald listen [flags]              act as a device: register, receive, print, ack
   herald bench conns|fanout|relay    load tests (herald bench -h)
   herald backup [-o FILE]            a running node's embedded store, as a tar
@@ -33,18 +36,31 @@ HERALD_APP_KEY, HERALD_MASTER_SECRET and HERALD_ADMIN_TOKEN.
 func main() {
 	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
 	defer stop()
-	if err := run(ctx, os.Args[1:], os.Stdout, os.Stderr); err != nil {
-		if !errors.Is(err, flag.ErrHelp) {
-			fmt.Fprintln(os.Stderr, "herald:", err)
+	err := run(ctx, os.Args[1:], os.Stdout, os.Stderr)
+	switch {
+	case err == nil:
+	case errors.Is(err, flag.ErrHelp):
+		// -h or --help: the usage was asked for and printed.
+	case errors.Is(err, errUsage):
+		os.Exit(2) // the usage is printed
+	default:
+		msg := err.Error()
+		if !strings.HasPrefix(msg, "herald") {
+			msg = "herald: " + msg
 		}
+		fmt.Fprintln(os.Stderr, msg)
 		os.Exit(2)
 	}
 }
 
+// errUsage is run's answer when it printed the usage for a call that
+// was wrong (no command).
+var errUsage = errors.New("usage")
+
 func run(ctx context.Context, args []string, stdout, stderr io.Writer) error {
 	if len(args) == 0 {
 		fmt.Fprint(stderr, usage)
-		return flag.ErrHelp
+		return errUsage
 	}
 	switch cmd, rest := args[0], args[1:]; cmd {
 	case "serve":
@@ -53,6 +69,10 @@ func run(ctx context.Context, args []string, stdout, stderr io.Writer) error {
 		return appCmd(ctx, rest, stdout, stderr)
 	case "send":
 		return send(ctx, rest, stdout, stderr)
+	case "recall":
+		return recall(ctx, rest, stdout, stderr)
+	case "device":
+		return deviceCmd(ctx, rest, stdout, stderr)
 	case "report":
 		return report(ctx, rest, stdout, stderr)
 	case "listen":
@@ -70,7 +90,6 @@ func run(ctx context.Context, args []string, stdout, stderr io.Writer) error {
 		fmt.Fprint(stdout, usage)
 		return nil
 	default:
-		fmt.Fprint(stderr, usage)
-		return fmt.Errorf("unknown command %q", cmd)
+		return fmt.Errorf("unknown command %q (herald help lists them)", cmd)
 	}
 }

@@ -8,7 +8,9 @@ import (
 	"flag"
 	"fmt"
 	"io"
+	"net"
 	"net/http"
+	neturl "net/url"
 	"os"
 	"path/filepath"
 	"strings"
@@ -23,19 +25,32 @@ type clientFlags struct {
 	args                                              []string // positional arguments
 }
 
-func (c *clientFlags) register(fs *flag.FlagSet) {
-	fs.StringVar(&c.server, "server", "http://127.0.0.1:8080", "Herald's base URL")
-	fs.StringVar(&c.appKey, "app-key", "", "the app's key")
-	fs.StringVar(&c.masterSecret, "master-secret", "", "the app's master secret")
-	fs.StringVar(&c.adminToken, "admin-token", "", "admin token (default: read from the data directory)")
-	fs.StringVar(&c.dataDir, "data", "./herald-data", "a local server's data directory, to find its admin token")
+// Which credentials a command takes, so that it lists only its own flags.
+const (
+	appKeyFlag   = 1 << iota // --app-key
+	providerFlag             // --app-key and --master-secret
+	adminFlag                // --admin-token and --data
+)
+
+func (c *clientFlags) register(fs *flag.FlagSet, creds int) {
+	fs.StringVar(&c.server, "server", "http://127.0.0.1:8080", "Herald's base URL (a host:port is taken as http://)")
+	if creds&(appKeyFlag|providerFlag) != 0 {
+		fs.StringVar(&c.appKey, "app-key", "", "the app's key")
+	}
+	if creds&providerFlag != 0 {
+		fs.StringVar(&c.masterSecret, "master-secret", "", "the app's master secret")
+	}
+	if creds&adminFlag != 0 {
+		fs.StringVar(&c.adminToken, "admin-token", "", "admin token (default: read from the data directory)")
+		fs.StringVar(&c.dataDir, "data", "./herald-data", "a local server's data directory, to find its admin token")
+	}
 }
 
 // parse parses args, with flags before or after the positional arguments,
 // and fills flags not given from HERALD_* variables.
 func (c *clientFlags) parse(fs *flag.FlagSet, args []string) error {
 	for {
-		if err := fs.Parse(args); err != nil {
+		if err := parseFlags(fs, args); err != nil {
 			return err
 		}
 		if fs.NArg() == 0 {
@@ -48,6 +63,9 @@ func (c *clientFlags) parse(fs *flag.FlagSet, args []string) error {
 		return err
 	}
 	c.server = strings.TrimRight(c.server, "/")
+	if !strings.Contains(c.server, "://") {
+		c.server = "http://" + c.server // --server 127.0.0.1:8080
+	}
 	return nil
 }
 
@@ -56,6 +74,30 @@ func newFlags(name string, stderr io.Writer) *flag.FlagSet {
 	fs.SetOutput(stderr)
 	return fs
 }
+
+// parseFlags parses args into fs. The flags are listed only when asked
+// for (-h, to stdout, and then ErrHelp, which exits 0); a wrong flag gets a
+// one-line error that says how to list them, not the whole list after it.
+func parseFlags(fs *flag.FlagSet, args []string) error {
+	out := fs.Output()
+	fs.SetOutput(io.Discard)
+	defer fs.SetOutput(out)
+	err := fs.Parse(args)
+	if errors.Is(err, flag.ErrHelp) {
+		fs.SetOutput(helpOut)
+		fmt.Fprintf(helpOut, "Usage of %s:\n", fs.Name())
+		fs.PrintDefaults()
+		return flag.ErrHelp
+	}
+	if err != nil {
+		return fmt.Errorf("%s: %w (%s -h lists its flags)", fs.Name(), err, fs.Name())
+	}
+	return nil
+}
+
+// helpOut is where -h lists the flags: standard output, as a reply asked
+// for rather than an error.
+var helpOut io.Writer = os.Stdout
 
 // do sends one API call and decodes the answer; errors come back as
 // *client.Error with the server's code.
@@ -78,7 +120,7 @@ func do(ctx context.Context, method, url string, auth func(*http.Request), in, o
 	}
 	resp, err := http.DefaultClient.Do(req)
 	if err != nil {
-		return err
+		return unreachable(url, err)
 	}
 	defer resp.Body.Close()
 	raw, _ := io.ReadAll(io.LimitReader(resp.Body, 8<<20))
@@ -114,7 +156,7 @@ func appCmd(ctx context.Context, args []string, stdout, stderr io.Writer) error 
 	}
 	var c clientFlags
 	fs := newFlags("app create", stderr)
-	c.register(fs)
+	c.register(fs, adminFlag)
 	if err := c.parse(fs, args[1:]); err != nil {
 		return err
 	}
@@ -160,7 +202,7 @@ func send(ctx context.Context, args []string, stdout, stderr io.Writer) error {
 	var c clientFlags
 	var to, aliases, tags, tagAnd, tagNot, platforms listFlag
 	fs := newFlags("send", stderr)
-	c.register(fs)
+	c.register(fs, providerFlag)
 	fs.Var(&to, "to", "registration ID (repeatable, or comma-separated)")
 	fs.Var(&aliases, "alias", "alias (repeatable)")
 	fs.Var(&tags, "tag", "devices with any of these tags (repeatable)")
@@ -176,6 +218,7 @@ func send(ctx context.Context, args []string, stdout, stderr io.Writer) error {
 	priority := fs.String("priority", "", "normal or high")
 	sendAt := fs.String("send-at", "", "deliver at this RFC 3339 time")
 	idem := fs.String("idempotency-key", "", "a retried push with the same key is not sent twice")
+	asJSON := fs.Bool("json", false, "print the server's answer as JSON, for scripts")
 	if err := c.parse(fs, args); err != nil {
 		return err
 	}
@@ -233,13 +276,100 @@ func send(ctx context.Context, args []string, stdout, stderr io.Writer) error {
 	if err := do(ctx, "POST", c.server+"/v1/push", auth, req, &out); err != nil {
 		return err
 	}
+	if *asJSON {
+		return printJSON(stdout, out)
+	}
+	fmt.Fprintln(stdout, sendSummary(out, *all || len(tags)+len(tagAnd)+len(tagNot) > 0))
+	return nil
+}
+
+// sendSummary is one line that says what the push's answer means.
+func sendSummary(out map[string]any, fanout bool) string {
+	id, _ := out["msg_id"].(string)
+	var b strings.Builder
+	fmt.Fprintf(&b, "accepted %s", id)
+	if dup, _ := out["duplicate"].(bool); dup {
+		b.WriteString(" (a retry of an earlier push with the same idempotency key: not sent again)")
+	}
+	n, _ := out["targeted"].(float64)
+	switch {
+	case fanout && n > 0:
+		fmt.Fprintf(&b, ": %d named devices, and every matching device as it connects or polls", int(n))
+	case fanout:
+		b.WriteString(": every matching device, as it connects or polls")
+	case n == 1:
+		b.WriteString(": 1 device")
+	default:
+		fmt.Fprintf(&b, ": %d devices", int(n))
+	}
+	if unknown, _ := out["unknown"].([]any); len(unknown) > 0 {
+		fmt.Fprintf(&b, "; %d names matched no device", len(unknown))
+	}
+	fmt.Fprintf(&b, " (herald report %s)", id)
+	return b.String()
+}
+
+// recall stops a message from reaching devices that have not received it.
+func recall(ctx context.Context, args []string, stdout, stderr io.Writer) error {
+	var c clientFlags
+	fs := newFlags("recall", stderr)
+	c.register(fs, providerFlag)
+	if err := c.parse(fs, args); err != nil {
+		return err
+	}
+	if len(c.args) != 1 {
+		return errors.New("usage: herald recall [flags] MSG_ID")
+	}
+	auth, err := c.providerAuth()
+	if err != nil {
+		return err
+	}
+	if err := do(ctx, "DELETE", c.server+"/v1/messages/"+c.args[0], auth, nil, nil); err != nil {
+		return err
+	}
+	fmt.Fprintf(stdout, "recalled %s: devices that have not received it never will\n", c.args[0])
+	return nil
+}
+
+// deviceCmd shows or deletes a device.
+func deviceCmd(ctx context.Context, args []string, stdout, stderr io.Writer) error {
+	const use = "usage: herald device show|delete [flags] REGISTRATION_ID"
+	if len(args) == 0 || args[0] != "show" && args[0] != "delete" {
+		return errors.New(use)
+	}
+	verb := args[0]
+	var c clientFlags
+	fs := newFlags("device "+verb, stderr)
+	c.register(fs, providerFlag)
+	if err := c.parse(fs, args[1:]); err != nil {
+		return err
+	}
+	if len(c.args) != 1 {
+		return errors.New(use)
+	}
+	auth, err := c.providerAuth()
+	if err != nil {
+		return err
+	}
+	url := c.server + "/v1/devices/" + neturl.PathEscape(c.args[0])
+	if verb == "delete" {
+		if err := do(ctx, "DELETE", url, auth, nil, nil); err != nil {
+			return err
+		}
+		fmt.Fprintf(stdout, "deleted %s: its connections are closed and it must register again\n", c.args[0])
+		return nil
+	}
+	var out map[string]any
+	if err := do(ctx, "GET", url, auth, nil, &out); err != nil {
+		return err
+	}
 	return printJSON(stdout, out)
 }
 
 func report(ctx context.Context, args []string, stdout, stderr io.Writer) error {
 	var c clientFlags
 	fs := newFlags("report", stderr)
-	c.register(fs)
+	c.register(fs, providerFlag)
 	if err := c.parse(fs, args); err != nil {
 		return err
 	}
@@ -267,7 +397,7 @@ func listen(ctx context.Context, args []string, stdout, stderr io.Writer) error 
 	var c clientFlags
 	var tags listFlag
 	fs := newFlags("listen", stderr)
-	c.register(fs)
+	c.register(fs, appKeyFlag)
 	platform := fs.String("platform", "other", "platform to register as")
 	alias := fs.String("alias", "", "alias to register with")
 	fs.Var(&tags, "tag", "tag to register with (repeatable)")
@@ -337,4 +467,18 @@ func loadOrRegister(ctx context.Context, c *clientFlags, path string, req client
 		return nil, fmt.Errorf("saving the registration: %w", err)
 	}
 	return reg, nil
+}
+
+// unreachable explains a call that reached no server.
+func unreachable(u string, err error) error {
+	var netErr net.Error
+	var opErr *net.OpError
+	if errors.As(err, &opErr) || errors.As(err, &netErr) {
+		base := u
+		if p, perr := neturl.Parse(u); perr == nil {
+			base = p.Scheme + "://" + p.Host
+		}
+		return fmt.Errorf("cannot reach %s: is `herald serve` running? (--server / HERALD_SERVER): %w", base, err)
+	}
+	return err
 }

@@ -208,7 +208,7 @@ func testCLI(t *testing.T, via string, serverArgs ...string) {
 		{"--tag", "vip", "--title", "by tag"},
 		{"--all", "--body", "to all", "--ttl", "60"},
 	} {
-		out, err := herald(t, ctx, env, append([]string{"send"}, args...)...)
+		out, err := herald(t, ctx, env, append([]string{"send", "--json"}, args...)...)
 		if err != nil {
 			t.Fatal(err)
 		}

@@ -133,7 +133,7 @@ func TestCLIOverHTTPS(t *testing.T) {
 	}
 	go io.Copy(io.Discard, listenErr)
 
-	out, err := herald(t, ctx, env, "send", "--to", f[2], "--title", "over https")
+	out, err := herald(t, ctx, env, "send", "--json", "--to", f[2], "--title", "over https")
 	if err != nil {
 		t.Fatal(err)
 	}
