@@ -13,6 +13,7 @@ import (
 	neturl "net/url"
 	"os"
 	"path/filepath"
+	"slices"
 	"strings"
 	"time"
 
@@ -405,14 +406,24 @@ func listen(ctx context.Context, args []string, stdout, stderr io.Writer) error 
 	count := fs.Int("count", 0, "exit after this many messages (0: run until interrupted)")
 	transport := fs.String("transport", "mqtt", "mqtt (a persistent connection) or poll (HTTP long-polling); mqtt falls back to poll when the server has no MQTT listener")
 	mqttURL := fs.String("mqtt", "", "MQTT URL (default: the one the server gave at registration)")
+	fresh := fs.Bool("fresh", false, "register a new device even if --state holds one")
 	if err := c.parse(fs, args); err != nil {
 		return err
 	}
-	reg, err := loadOrRegister(ctx, &c, *state, client.RegisterRequest{
+	if *fresh {
+		if err := os.Remove(*state); err != nil && !errors.Is(err, os.ErrNotExist) {
+			return err
+		}
+	}
+	reg, saved, err := loadOrRegister(ctx, &c, *state, client.RegisterRequest{
 		AppKey: c.appKey, Platform: *platform, Alias: *alias, Tags: tags,
 	})
 	if err != nil {
 		return err
+	}
+	if saved && (*alias != "" && *alias != reg.Alias || len(tags) > 0 && !slices.Equal(tags, reg.Tags)) {
+		fmt.Fprintf(stderr, "using the device saved in %s (alias %q, tags %v): --alias and --tag apply to a new registration; --fresh makes one\n",
+			*state, reg.Alias, reg.Tags)
 	}
 	if *mqttURL != "" {
 		reg.MQTTURL = *mqttURL
@@ -442,31 +453,35 @@ func listen(ctx context.Context, args []string, stdout, stderr io.Writer) error 
 	if errors.Is(err, context.Canceled) {
 		return nil
 	}
+	if e := (*client.Error)(nil); errors.As(err, &e) && e.Status == http.StatusUnauthorized || errors.Is(err, client.ErrRefused) {
+		return fmt.Errorf("the server refuses device %s (deleted, or saved for another server): herald listen --fresh registers a new one (%w)", reg.RegistrationID, err)
+	}
 	return err
 }
 
 // loadOrRegister reuses the registration saved in path for the same server
 // and app, or registers anew and saves it (readable by the owner only: it
 // holds the device secret).
-func loadOrRegister(ctx context.Context, c *clientFlags, path string, req client.RegisterRequest) (*client.Registration, error) {
+// It reports whether the registration was the saved one.
+func loadOrRegister(ctx context.Context, c *clientFlags, path string, req client.RegisterRequest) (*client.Registration, bool, error) {
 	if raw, err := os.ReadFile(path); err == nil {
 		var reg client.Registration
 		if json.Unmarshal(raw, &reg) == nil && reg.Server == c.server && (c.appKey == "" || reg.AppKey == c.appKey) {
-			return &reg, nil
+			return &reg, true, nil
 		}
 	}
 	if c.appKey == "" {
-		return nil, errors.New("give --app-key (or HERALD_APP_KEY) to register")
+		return nil, false, errors.New("give --app-key (or HERALD_APP_KEY) to register")
 	}
 	reg, err := client.Register(ctx, nil, c.server, req)
 	if err != nil {
-		return nil, err
+		return nil, false, unreachable(c.server, err)
 	}
 	raw, _ := json.MarshalIndent(reg, "", "  ")
 	if err := os.WriteFile(path, raw, 0o600); err != nil {
-		return nil, fmt.Errorf("saving the registration: %w", err)
+		return nil, false, fmt.Errorf("saving the registration: %w", err)
 	}
-	return reg, nil
+	return reg, false, nil
 }
 
 // unreachable explains a call that reached no server.
