@@ -21,7 +21,7 @@ Usage:
   herald send [audience] [content]   push a message (herald send -h)
   herald report MSG_ID               a message's delivery report
   herald listen [flags]              act as a device: register, receive, print, ack
-  herald bench conns|fanout [flags]  load test over MQTT, beside Mosquitto (herald bench -h)
+  herald bench WORKLOAD [flags]      load tests: conns, fanout, relay, cluster (herald bench -h)
 
 Client commands take --server and credentials from flags or HERALD_SERVER,
 HERALD_APP_KEY, HERALD_MASTER_SECRET and HERALD_ADMIN_TOKEN.
