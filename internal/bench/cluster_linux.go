@@ -42,6 +42,7 @@ type clusterRun struct {
 	workers []*worker
 	bus     *busCounter
 	debug   []string // each node's profiler address, with Options.Profile
+	pgURL   string   // Options.Postgres, naming the nodes' connections (withAppName)
 	pgLocal bool     // PostgreSQL's processes are on this machine, for their CPU
 	nats    int      // the NATS server's process; 0 when not local
 }
@@ -81,6 +82,7 @@ func runClusterWorkload(ctx context.Context, o *Options, rep *Report) error {
 func runCluster(ctx context.Context, o *Options, nodes int) (r Result, err error) {
 	id := randomHex(4)
 	c := &clusterRun{o: o, label: fmt.Sprintf("c%d", nodes), schema: "bench_" + id, prefix: "bench" + id}
+	c.pgURL = withAppName(o.Postgres, c.schema)
 	if nodes == 1 {
 		c.label = "n1"
 	}
@@ -136,7 +138,7 @@ func nodeName(k int) string { return "n" + strconv.Itoa(k+1) }
 func (c *clusterRun) serveArgs(k, httpPort, mqttPort int) []string {
 	args := []string{"serve", "--data", filepath.Join(c.dir, nodeName(k)), "--init",
 		"--http", fmt.Sprintf("127.0.0.1:%d", httpPort), "--mqtt", fmt.Sprintf("127.0.0.1:%d", mqttPort),
-		"--postgres", c.o.Postgres, "--postgres-schema", c.schema,
+		"--postgres", c.pgURL, "--postgres-schema", c.schema,
 		"--nats", c.o.NATS, "--nats-prefix", c.prefix, "--node-name", nodeName(k),
 		"--app-push-rate", "1e9", "--app-push-burst", "1000000000", "--log-level", "warn"}
 	return append(args, c.o.ServeArgs...)
@@ -385,6 +387,39 @@ func dropSchema(pgURL, schema string) error {
 	return err
 }
 
+// withAppName sets the application_name of a PostgreSQL URL, so that the
+// nodes' connections can be told from others' on a shared server. A
+// key=value connection string is returned as it is.
+func withAppName(pgURL, name string) string {
+	u, err := url.Parse(pgURL)
+	if err != nil || u.Scheme != "postgres" && u.Scheme != "postgresql" {
+		return pgURL
+	}
+	q := u.Query()
+	q.Set("application_name", name)
+	u.RawQuery = q.Encode()
+	return u.String()
+}
+
+// pgProcesses lists the server processes working for the nodes of one
+// run: the backends of their connections (application_name app) and
+// PostgreSQL's own background processes (WAL writer, checkpointer, ...),
+// which every writer shares; the other clients' backends are left out.
+func pgProcesses(pgURL, app string) ([]int, error) {
+	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+	defer cancel()
+	conn, err := pgx.Connect(ctx, pgURL)
+	if err != nil {
+		return nil, err
+	}
+	defer conn.Close(ctx)
+	rows, err := conn.Query(ctx, `SELECT pid FROM pg_stat_activity WHERE application_name = $1 OR backend_type <> 'client backend'`, app)
+	if err != nil {
+		return nil, err
+	}
+	return pgx.CollectRows(rows, pgx.RowTo[int])
+}
+
 // loadAverage is the first three fields of /proc/loadavg.
 func loadAverage() string {
 	b, err := os.ReadFile("/proc/loadavg")
@@ -433,6 +468,7 @@ func (m *clusterMeasure) run(ctx context.Context) error {
 		return err
 	}
 	c0 := sumCPU(base)
+	s0 := m.serviceCPU()
 	p1, err := m.dial(ctx, o.From)
 	if err != nil {
 		return err
@@ -441,11 +477,13 @@ func (m *clusterMeasure) run(ctx context.Context) error {
 	if err != nil {
 		return err
 	}
+	s1 := m.serviceCPU()
 	low, ok1, err := settleAll(ctx, o, m.pids())
 	if err != nil {
 		return err
 	}
 	n1, _ := m.connected(ctx)
+	s2 := m.serviceCPU()
 	p2, err := m.dial(ctx, o.N)
 	if err != nil {
 		return err
@@ -454,6 +492,7 @@ func (m *clusterMeasure) run(ctx context.Context) error {
 	if err != nil {
 		return err
 	}
+	s3 := m.serviceCPU()
 	high, ok2, err := settleAll(ctx, o, m.pids())
 	if err != nil {
 		return err
@@ -474,6 +513,9 @@ func (m *clusterMeasure) run(ctx context.Context) error {
 	met["rss_n_mib"] = float64(sumRSS(high)) / float64(nodes) / (1 << 20)
 	if ok > 0 {
 		met["cpu_per_conn_us"] = float64(((c1 - c0) + (c2 - sumCPU(low))).Microseconds()) / float64(ok)
+		if c.pgLocal {
+			met["pg_cpu_per_conn_us"] = float64(((s1.pg - s0.pg) + (s3.pg - s2.pg)).Microseconds()) / float64(ok)
+		}
 	}
 	fmt.Fprintf(o.Log, "  %d connected; RSS per node %.1f MiB at %d, %.1f MiB at %d\n", n2,
 		float64(sumRSS(low))/float64(nodes)/(1<<20), n1/nodes, float64(sumRSS(high))/float64(nodes)/(1<<20), n2/nodes)
@@ -481,11 +523,15 @@ func (m *clusterMeasure) run(ctx context.Context) error {
 	m.heapProfiles(ctx)
 	// Long enough that a node's few clock ticks of idle CPU are counted
 	// to better than a tick in ten.
+	i0, it0 := m.serviceCPU(), time.Now()
 	idle, err := idleRate(ctx, m.pids(), 5*time.Second)
 	if err != nil {
 		return err
 	}
 	met["idle_cpu_pct"] = idle / float64(nodes) * 100
+	if c.pgLocal {
+		met["pg_idle_cpu_pct"] = float64(m.serviceCPU().pg-i0.pg) / float64(time.Since(it0)) * 100
+	}
 
 	if err := m.broadcast(ctx, n2, perWorker, idle); err != nil {
 		return err
@@ -842,7 +888,12 @@ type services struct{ pg, nats, workers time.Duration }
 func (m *clusterMeasure) serviceCPU() services {
 	var s services
 	if m.c.pgLocal {
-		s.pg = familyCPU("postgres")
+		pids, err := pgProcesses(m.c.o.Postgres, m.c.schema)
+		if err != nil {
+			m.c.pgLocal = false
+			m.r.Notes = append(m.r.Notes, "PostgreSQL's CPU is not reported: "+err.Error())
+		}
+		s.pg = sumCPUOf(pids)
 	}
 	if m.c.nats != 0 {
 		s.nats = sumCPUOf([]int{m.c.nats})

@@ -56,3 +56,16 @@ func TestChunks(t *testing.T) {
 		}
 	}
 }
+
+func TestWithAppName(t *testing.T) {
+	for _, c := range []struct{ in, want string }{
+		{"postgres://postgres@127.0.0.1:5432/test?sslmode=disable", "postgres://postgres@127.0.0.1:5432/test?application_name=bench_1&sslmode=disable"},
+		{"postgresql://h/db", "postgresql://h/db?application_name=bench_1"},
+		{"postgres://h/db?application_name=mine", "postgres://h/db?application_name=bench_1"},
+		{"host=127.0.0.1 dbname=test", "host=127.0.0.1 dbname=test"},
+	} {
+		if got := withAppName(c.in, "bench_1"); got != c.want {
+			t.Errorf("withAppName(%q) = %q, want %q", c.in, got, c.want)
+		}
+	}
+}

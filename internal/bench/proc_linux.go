@@ -140,37 +140,6 @@ func raiseFileLimit() (uint64, error) {
 	return lim.Cur, nil
 }
 
-// readStatFields returns the parent, own CPU (utime + stime) and reaped
-// children's CPU (cutime + cstime) of pid.
-func readStatFields(pid int) (ppid int, cpu, children time.Duration, err error) {
-	b, err := os.ReadFile(fmt.Sprintf("/proc/%d/stat", pid))
-	if err != nil {
-		return 0, 0, 0, err
-	}
-	return parseStat(b)
-}
-
-// parseStat reads the parent, utime + stime and cutime + cstime from the
-// text of /proc/PID/stat.
-func parseStat(b []byte) (ppid int, cpu, children time.Duration, err error) {
-	i := bytes.LastIndexByte(b, ')')
-	if i < 0 {
-		return 0, 0, 0, errors.New("bench: /proc/PID/stat: no command name")
-	}
-	f := strings.Fields(string(b[i+1:]))
-	// f[0] is field 3 (state): ppid is field 4, utime to cstime 14 to 17.
-	if len(f) < 15 {
-		return 0, 0, 0, fmt.Errorf("bench: /proc/PID/stat: %d fields", len(f)+2)
-	}
-	var v [5]int64
-	for j, k := range []int{1, 11, 12, 13, 14} {
-		if v[j], err = strconv.ParseInt(f[k], 10, 64); err != nil {
-			return 0, 0, 0, fmt.Errorf("bench: /proc/PID/stat: %w", err)
-		}
-	}
-	return int(v[0]), time.Duration(v[1]+v[2]) * clockTick, time.Duration(v[3]+v[4]) * clockTick, nil
-}
-
 // pidsByName lists the processes whose command name is name.
 func pidsByName(name string) []int {
 	dirs, _ := filepath.Glob("/proc/[0-9]*/comm")
@@ -183,30 +152,6 @@ func pidsByName(name string) []int {
 		}
 	}
 	return out
-}
-
-// familyCPU is the CPU used so far by every process named name: the live
-// ones' own, plus what the ones at the top of the family reaped from
-// children that ended (PostgreSQL's backends end with their connection),
-// so that the sum never drops.
-func familyCPU(name string) time.Duration {
-	pids := pidsByName(name)
-	in := map[int]bool{}
-	for _, p := range pids {
-		in[p] = true
-	}
-	var sum time.Duration
-	for _, p := range pids {
-		ppid, cpu, children, err := readStatFields(p)
-		if err != nil {
-			continue // it ended meanwhile; its parent has its CPU now
-		}
-		sum += cpu
-		if !in[ppid] {
-			sum += children
-		}
-	}
-	return sum
 }
 
 // sumCPUOf is the CPU of pids so far; one that has ended counts nothing.
