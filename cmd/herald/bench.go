@@ -12,7 +12,7 @@ import (
 	"github.com/heraldpush/herald/internal/bench"
 )
 
-const benchUsage = `Usage: herald bench conns|fanout|relay [flags]
+const benchUsage = `Usage: herald bench conns|fanout|relay|cluster [flags]
 
   conns    N idle MQTT devices connect and subscribe: connect+subscribe rate,
            the server's RSS per connection (slope from --from to N settled
@@ -22,16 +22,27 @@ const benchUsage = `Usage: herald bench conns|fanout|relay [flags]
   relay    N notifications relayed to APNs and to FCM (local servers in the
            bench process that answer at once), then to an APNs that takes
            50 ms an answer: notifications per second and server CPU each
+  cluster  --nodes nodes in cluster mode (--postgres, a fresh schema each run;
+           --nats) with N devices each, beside one node with N in the same
+           run: connect rate, RSS per connection per node, one broadcast to
+           all (deliveries/s, CPU per delivery over the nodes), NATS messages
+           per broadcast and per direct push; the devices are held by child
+           processes of the bench, at most --per-worker each
 
 By default the bench starts its own "herald serve" on free ports for each run
 (data directory and registration cache in --dir), and with --broker mosquitto
 runs the same workload against a Mosquitto it starts, side by side.
-Devices: N <= about 19,000 within a 20,000-file limit.
+Devices: N <= about 19,000 within a 20,000-file limit (cluster: per node).
 
 Flags:
 `
 
 func benchCmd(ctx context.Context, args []string, stdout, stderr io.Writer) error {
+	if len(args) > 0 && args[0] == bench.WorkerCommand {
+		// Started by the cluster workload, which speaks to it over its
+		// stdin and stdout; not for people.
+		return bench.RunWorker(ctx, os.Stdin, stdout, stderr)
+	}
 	var o bench.Options
 	var serveArgs, serveEnv repeatFlag
 	fs := newFlags("bench", stderr)
@@ -59,6 +70,12 @@ func benchCmd(ctx context.Context, args []string, stdout, stderr io.Writer) erro
 	fs.DurationVar(&o.SettleMin, "settle-min", 0, "least wait before reading a settled RSS (default 2s)")
 	fs.DurationVar(&o.SettleMax, "settle-max", 0, "longest wait for the RSS to settle (default 30s)")
 	fs.DurationVar(&o.Timeout, "timeout", 0, "bound of each phase: connecting, delivering (default 2m)")
+	fs.IntVar(&o.Nodes, "nodes", 5, "cluster: nodes in the cluster")
+	fs.StringVar(&o.Postgres, "postgres", bench.DefaultPostgres, "cluster: the PostgreSQL the nodes share (each run makes and drops a schema of its own)")
+	fs.StringVar(&o.NATS, "nats", bench.DefaultNATS, "cluster: the NATS the nodes share (each run has a subject prefix of its own)")
+	fs.StringVar(&o.NATSMonitor, "nats-monitor", "", "cluster: that NATS's monitoring endpoint, e.g. http://127.0.0.1:8222, for its own message counters")
+	fs.IntVar(&o.PerWorker, "per-worker", 15000, "cluster: most device sockets one child process of the bench holds")
+	fs.DurationVar(&o.Profile, "profile", 0, "cluster: take a CPU profile of every node this long from the broadcast on, into --dir/cluster/*/nK.cpu.pprof (it costs the nodes CPU)")
 	asJSON := fs.Bool("json", false, "print the report as JSON")
 	var pos []string
 	for {
@@ -72,7 +89,7 @@ func benchCmd(ctx context.Context, args []string, stdout, stderr io.Writer) erro
 	}
 	if len(pos) != 1 {
 		fs.Usage()
-		return errors.New("bench: name one workload: conns, fanout or relay")
+		return errors.New("bench: name one workload: conns, fanout, relay or cluster")
 	}
 	o.Workload, o.ServeArgs, o.ServeEnv = pos[0], serveArgs, serveEnv
 	if o.AppKey == "" {

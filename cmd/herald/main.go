@@ -24,7 +24,7 @@ Usage:
   herald recall MSG_ID               stop a message reaching devices that do not have it yet
   herald device show|delete ID       a device's registration, or delete it
   herald listen [flags]              act as a device: register, receive, print, ack
-  herald bench conns|fanout|relay    load tests (herald bench -h)
+  herald bench WORKLOAD [flags]      load tests: conns, fanout, relay, cluster (herald bench -h)
   herald backup [-o FILE]            a running node's embedded store, as a tar
   herald restore --data DIR FILE     unpack a backup into a new data directory
   herald version                     version, commit and Go version

@@ -14,6 +14,13 @@
 //     to on the peer). Reports the time from the request to the last device
 //     having the message and acknowledged it, deliveries per second, and the
 //     server's CPU per delivered message.
+//   - cluster: Nodes nodes in cluster mode on one PostgreSQL and one NATS,
+//     N devices each, beside one node holding N in the same run: the
+//     connect rate, the RSS slope per connection per node, one broadcast
+//     to every device (deliveries per second, the nodes' CPU per delivery)
+//     and what the bus carries per broadcast and per direct push, each
+//     against the one node's. The devices are spread over swarm workers,
+//     child processes of the bench (worker.go).
 //
 // The client side is a few epoll loops over raw sockets (swarm_linux.go), so
 // the bench process stays light beside the server it measures; it binds its
@@ -33,9 +40,19 @@ import (
 
 // Workload names.
 const (
-	Conns  = "conns"
-	Fanout = "fanout"
-	Relay  = "relay"
+	Conns   = "conns"
+	Fanout  = "fanout"
+	Relay   = "relay"
+	Cluster = "cluster"
+)
+
+// Defaults of the cluster workload.
+const (
+	DefaultPostgres = "postgres://postgres@127.0.0.1:5432/test?sslmode=disable"
+	DefaultNATS     = "nats://127.0.0.1:4222"
+	// maxPerWorker is the most device sockets a swarm worker holds: a
+	// worker has the same 20,000-file limit as every process here.
+	maxPerWorker = 15000
 )
 
 // relayDevices is how many devices the relay workload spreads its
@@ -62,8 +79,8 @@ type Device struct {
 // Options configure a bench run. The zero value of every field but
 // Workload and N means a sensible default.
 type Options struct {
-	Workload string // Conns or Fanout
-	N        int    // devices; at most about 19,000 within a 20,000-file limit
+	Workload string // Conns, Fanout, Relay or Cluster
+	N        int    // devices (per node for Cluster); at most about 19,000 within a 20,000-file limit
 	Runs     int    // runs, each on fresh server processes; figures are medians; default 1
 	// From is the lower point of the RSS slope; default 5,000 when N is
 	// 19,000 or more, else N/4.
@@ -105,6 +122,21 @@ type Options struct {
 	SettleMax time.Duration // longest; default 30 s
 	Timeout   time.Duration // bound of each phase (connecting, delivering); default 2 minutes
 
+	// Cluster workload. Nodes is the cluster's size (default 5); each run
+	// has a fresh schema on Postgres (default DefaultPostgres) and its own
+	// subject prefix on NATS (default DefaultNATS). NATSMonitor, when set,
+	// is that NATS's monitoring endpoint (http://127.0.0.1:8222), read for
+	// its own message counters beside the bench's. PerWorker is the most
+	// device sockets one swarm worker holds (default 15,000).
+	Nodes       int
+	Postgres    string
+	NATS        string
+	NATSMonitor string
+	PerWorker   int
+	// Profile, when set, takes a CPU profile of every node of this length
+	// from the broadcast on (into the run's directory under Dir/cluster).
+	Profile time.Duration
+
 	Log io.Writer // progress lines; nil: none
 }
 
@@ -112,9 +144,26 @@ func (o *Options) defaults() {
 	o.Runs = max(o.Runs, 1)
 	if o.From <= 0 || o.From >= o.N {
 		o.From = o.N / 4
-		if o.N >= 19000 {
+		if o.N >= 19000 || o.Workload == Cluster && o.N >= 15000 {
 			o.From = 5000
 		}
+	}
+	if o.Nodes <= 0 {
+		o.Nodes = 5
+	}
+	if o.Postgres == "" {
+		o.Postgres = DefaultPostgres
+	}
+	if o.NATS == "" {
+		o.NATS = DefaultNATS
+	}
+	if o.PerWorker <= 0 || o.PerWorker > maxPerWorker {
+		o.PerWorker = maxPerWorker
+	}
+	if o.Timeout <= 0 && o.Workload == Cluster {
+		// Every connect reads PostgreSQL, which five nodes share with the
+		// devices' workers on two cores.
+		o.Timeout = 5 * time.Minute
 	}
 	if o.MosquittoBin == "" {
 		o.MosquittoBin = "mosquitto"
@@ -150,7 +199,8 @@ func (o *Options) defaults() {
 type Report struct {
 	Workload    string   `json:"workload"`
 	N           int      `json:"n"`
-	From        int      `json:"from,omitempty"` // lower point of the RSS slope (conns)
+	From        int      `json:"from,omitempty"`  // lower point of the RSS slope (conns, cluster: per node)
+	Nodes       int      `json:"nodes,omitempty"` // the cluster's size (cluster)
 	Runs        int      `json:"runs"`
 	MQTTVersion byte     `json:"mqtt_version"`
 	CPUs        int      `json:"cpus"`
@@ -163,7 +213,7 @@ type Report struct {
 
 // Target is one server's results.
 type Target struct {
-	Name    string   `json:"name"` // "Herald", "Mosquitto 2.0.11"
+	Name    string   `json:"name"` // "Herald", "Mosquitto 2.0.11", "5 nodes"
 	Skipped string   `json:"skipped,omitempty"`
 	Median  Metrics  `json:"median,omitempty"`
 	Runs    []Result `json:"runs,omitempty"`
@@ -211,6 +261,45 @@ func metricsOf(workload string) []metric {
 			{Key: "deliveries_per_s", Label: "deliveries per second", Unit: "/s", Higher: true, Ratio: true},
 			{Key: "cpu_per_delivery_us", Label: "server CPU per delivery", Unit: "µs", Ratio: true, Digits: 1},
 			{Key: "accept_ms", Label: "push acknowledged (HTTP 202 / PUBACK)", Unit: "ms", Digits: 1},
+		}
+	case Cluster:
+		return []metric{
+			{Key: "nodes", Label: "nodes"},
+			{Key: "connected", Label: "devices connected and subscribed"},
+			{Key: "connect_rate", Label: "connect+subscribe rate, whole box", Unit: "devices/s", Higher: true, Ratio: true},
+			{Key: "connect_rate_per_node", Label: "connect+subscribe rate per node", Unit: "devices/s", Higher: true, Ratio: true},
+			{Key: "rss_per_conn_kib", Label: "RSS per connection per node (slope)", Unit: "KiB", Ratio: true, Digits: 2},
+			{Key: "rss_n_mib", Label: "RSS per node with N connections", Unit: "MiB", Ratio: true, Digits: 1},
+			{Key: "cpu_per_conn_us", Label: "server CPU per connection (all nodes)", Unit: "µs", Ratio: true, Digits: 1},
+			{Key: "pg_cpu_per_conn_us", Label: "PostgreSQL CPU per connection (the nodes' backends + its own)", Unit: "µs", Ratio: true, Digits: 1},
+			{Key: "idle_cpu_pct", Label: "server CPU per node, idle with N devices", Unit: "% of a core", Ratio: true, Digits: 1},
+			{Key: "pg_idle_cpu_pct", Label: "PostgreSQL CPU meanwhile (the nodes' backends + its own)", Unit: "% of a core", Ratio: true, Digits: 1},
+			{Key: "load1", Label: "load average (1 min) as the broadcast is sent", Digits: 2},
+			{Key: "received", Label: "devices that received the broadcast"},
+			{Key: "duplicates", Label: "duplicate deliveries"},
+			{Key: "broadcast_ms", Label: "broadcast: request to last delivery", Unit: "ms", Ratio: true, Digits: 1},
+			{Key: "first_ms", Label: "broadcast: request to first delivery", Unit: "ms", Digits: 2},
+			{Key: "acked_ms", Label: "broadcast: request to last ack stored (on the bus)", Unit: "ms", Ratio: true, Digits: 1},
+			{Key: "deliveries_per_s", Label: "broadcast deliveries per second, whole box", Unit: "/s", Higher: true, Ratio: true},
+			{Key: "cpu_per_delivery_us", Label: "server CPU per delivery (all nodes, idle taken off)", Unit: "µs", Ratio: true, Digits: 1},
+			{Key: "pg_cpu_per_delivery_us", Label: "PostgreSQL CPU per delivery (the nodes' backends + its own)", Unit: "µs", Ratio: true, Digits: 1},
+			{Key: "nats_cpu_per_delivery_us", Label: "NATS CPU per delivery (with the bench's counter)", Unit: "µs", Ratio: true, Digits: 1},
+			{Key: "bench_cpu_per_delivery_us", Label: "the bench's workers' CPU per delivery", Unit: "µs", Ratio: true, Digits: 1},
+			{Key: "accept_ms", Label: "broadcast acknowledged (HTTP 202)", Unit: "ms", Digits: 1},
+			{Key: "bus_fan_per_broadcast", Label: "bus: broadcast, messages published"},
+			{Key: "bus_out_per_broadcast", Label: "bus: broadcast, copies to nodes"},
+			{Key: "varz_in_per_broadcast", Label: "bus: broadcast, NATS in_msgs (/varz)"},
+			{Key: "varz_out_per_broadcast", Label: "bus: broadcast, NATS out_msgs to nodes (/varz)"},
+			{Key: "bus_acks_per_delivery", Label: "bus: broadcast, acks published per delivery", Digits: 2},
+			{Key: "bus_direct_same_pub", Label: "bus: push to 1 device on the pushing node, published", Digits: 1},
+			{Key: "bus_direct_same_out", Label: "bus: push to 1 device on the pushing node, to nodes", Digits: 1},
+			{Key: "bus_direct_other_pub", Label: "bus: push to 1 device on another node, published", Digits: 1},
+			{Key: "bus_direct_other_out", Label: "bus: push to 1 device on another node, to nodes", Digits: 1},
+			{Key: "bus_direct_other_acks", Label: "bus: push to 1 device on another node, acks", Digits: 1},
+			{Key: "bus_direct_every_pub", Label: "bus: push to 1 device on every node, published", Digits: 1},
+			{Key: "bus_direct_every_out", Label: "bus: push to 1 device on every node, to nodes", Digits: 1},
+			{Key: "bus_direct_ten_pub", Label: "bus: push to 10 devices on another node, published", Digits: 1},
+			{Key: "bus_direct_ten_out", Label: "bus: push to 10 devices on another node, to nodes", Digits: 1},
 		}
 	case Relay:
 		return []metric{

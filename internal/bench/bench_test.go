@@ -3,6 +3,7 @@
 package bench
 
 import (
+	"cmp"
 	"context"
 	"fmt"
 	"os"
@@ -11,6 +12,9 @@ import (
 	"strings"
 	"testing"
 	"time"
+
+	"github.com/jackc/pgx/v5"
+	natsserver "github.com/nats-io/nats-server/v2/server"
 )
 
 // heraldBin is the herald binary TestMain builds, for the bench to start.
@@ -118,14 +122,16 @@ func run(t *testing.T, o Options) *Report {
 	if err != nil {
 		t.Fatalf("Run: %v\nlog:\n%s", err, log.String())
 	}
-	if len(rep.Targets) != 1 {
+	if o.Workload != Cluster && len(rep.Targets) != 1 {
 		t.Fatalf("%d targets in the report, want 1", len(rep.Targets))
 	}
-	if s := rep.Targets[0].Skipped; s != "" {
-		if strings.Contains(s, ErrNoMQTT.Error()) {
-			t.Skipf("Herald's MQTT gateway does not listen yet: %s", s)
+	for _, tg := range rep.Targets {
+		if s := tg.Skipped; s != "" {
+			if strings.Contains(s, ErrNoMQTT.Error()) {
+				t.Skipf("Herald's MQTT gateway does not listen yet: %s", s)
+			}
+			t.Fatalf("%s skipped: %s", tg.Name, s)
 		}
-		t.Fatalf("%s skipped: %s", rep.Targets[0].Name, s)
 	}
 	return rep
 }
@@ -147,4 +153,98 @@ func check(t *testing.T, tg Target, workload string, n int) {
 	if len(r.Errors) > 0 {
 		t.Errorf("%s: client errors: %q", tg.Name, r.Errors)
 	}
+}
+
+// TestClusterWorkload runs the cluster workload with two nodes and a few
+// devices on the test PostgreSQL and an embedded NATS with its monitoring
+// endpoint, and checks behaviour only: every device connected and got the
+// broadcast, the bus carried what the subscription model says (and what
+// the NATS server itself counted), and the run's schema is gone after.
+func TestClusterWorkload(t *testing.T) {
+	pg := testPostgres(t)
+	before := benchSchemas(t, pg)
+	ns, err := natsserver.NewServer(&natsserver.Options{Host: "127.0.0.1", Port: natsserver.RANDOM_PORT,
+		HTTPHost: "127.0.0.1", HTTPPort: natsserver.RANDOM_PORT, NoLog: true, NoSigs: true})
+	if err != nil {
+		t.Fatal(err)
+	}
+	go ns.Start()
+	defer ns.Shutdown()
+	if !ns.ReadyForConnections(5 * time.Second) {
+		t.Fatal("the embedded NATS did not start")
+	}
+	const n = 120
+	rep := run(t, Options{Workload: Cluster, N: n, Nodes: 2, Postgres: pg, NATS: ns.ClientURL(),
+		NATSMonitor: "http://" + ns.MonitorAddr().String(), PerWorker: 50})
+	if len(rep.Targets) != 2 {
+		t.Fatalf("%d targets, want the cluster and the one node", len(rep.Targets))
+	}
+	for i, tg := range rep.Targets {
+		nodes := []int{2, 1}[i]
+		if len(tg.Runs) != 1 {
+			t.Fatalf("%s: %d runs, want 1", tg.Name, len(tg.Runs))
+		}
+		r := tg.Runs[0]
+		want := Metrics{
+			"nodes": float64(nodes), "connected": float64(nodes * n), "received": float64(nodes * n),
+			"bus_fan_per_broadcast": 1, "bus_out_per_broadcast": float64(nodes - 1), "bus_acks_per_delivery": 1,
+			"bus_direct_same_pub": 1, "bus_direct_same_out": 0,
+			"varz_in_per_broadcast": float64(1 + nodes*n), "varz_out_per_broadcast": float64(nodes - 1),
+		}
+		if nodes > 1 {
+			want["bus_direct_other_pub"], want["bus_direct_other_out"] = 1, 1
+			want["bus_direct_every_pub"], want["bus_direct_every_out"] = 2, 1
+			want["bus_direct_ten_pub"], want["bus_direct_ten_out"] = 10, 10
+		}
+		for k, v := range want {
+			if r.Metrics[k] != v {
+				t.Errorf("%s: %s = %v, want %v (errors %q, notes %q)", tg.Name, k, r.Metrics[k], v, r.Errors, r.Notes)
+			}
+		}
+		if len(r.Errors) > 0 {
+			t.Errorf("%s: client errors: %q", tg.Name, r.Errors)
+		}
+	}
+	if after := benchSchemas(t, pg); len(after) > len(before) {
+		t.Errorf("schemas before the run %q, after %q: a run's schema was left behind", before, after)
+	}
+}
+
+// benchSchemas lists the schemas runs of the cluster workload make.
+func benchSchemas(t *testing.T, pg string) []string {
+	t.Helper()
+	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+	defer cancel()
+	conn, err := pgx.Connect(ctx, pg)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer conn.Close(ctx)
+	rows, err := conn.Query(ctx, `SELECT nspname FROM pg_namespace WHERE nspname LIKE 'bench\_%' ORDER BY 1`)
+	if err != nil {
+		t.Fatal(err)
+	}
+	names, err := pgx.CollectRows(rows, pgx.RowTo[string])
+	if err != nil {
+		t.Fatal(err)
+	}
+	return names
+}
+
+// testPostgres is the test PostgreSQL's URL (HERALD_TEST_POSTGRES or the
+// local default); the test skips without one, and fails under CI=true.
+func testPostgres(t *testing.T) string {
+	t.Helper()
+	url := cmp.Or(os.Getenv("HERALD_TEST_POSTGRES"), DefaultPostgres)
+	ctx, cancel := context.WithTimeout(context.Background(), 3*time.Second)
+	defer cancel()
+	conn, err := pgx.Connect(ctx, url)
+	if err != nil {
+		if os.Getenv("CI") == "true" {
+			t.Fatalf("PostgreSQL is required under CI=true and is not reachable at %s: %v", url, err)
+		}
+		t.Skipf("PostgreSQL not reachable at %s (set HERALD_TEST_POSTGRES): %v", url, err)
+	}
+	conn.Close(ctx)
+	return url
 }

@@ -2,6 +2,7 @@ package bench
 
 import (
 	"bytes"
+	"cmp"
 	"context"
 	"crypto/rand"
 	"crypto/sha256"
@@ -34,6 +35,7 @@ type herald struct {
 	path    string // of the cache file
 	workers int    // concurrent registrations
 	lastMsg string // msg_id of the last broadcast
+	ttl     int    // of a broadcast, in seconds; 30 when zero
 	log     io.Writer
 }
 
@@ -336,7 +338,7 @@ func (h *herald) broadcast(ctx context.Context, nonce string) (sent time.Time, a
 		"notification": map[string]string{"title": "herald bench", "body": nonce},
 		// A TTL keeps it a durable broadcast, as a real one is, yet short
 		// so devices beyond N in the cache do not keep it for long.
-		"options": map[string]any{"ttl": 30},
+		"options": map[string]any{"ttl": cmp.Or(h.ttl, 30)},
 	}
 	var out struct {
 		MsgID string `json:"msg_id"`

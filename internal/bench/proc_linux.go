@@ -139,3 +139,28 @@ func raiseFileLimit() (uint64, error) {
 	}
 	return lim.Cur, nil
 }
+
+// pidsByName lists the processes whose command name is name.
+func pidsByName(name string) []int {
+	dirs, _ := filepath.Glob("/proc/[0-9]*/comm")
+	var out []int
+	for _, d := range dirs {
+		if b, err := os.ReadFile(d); err == nil && strings.TrimSpace(string(b)) == name {
+			if pid, err := strconv.Atoi(strings.Split(d, "/")[2]); err == nil {
+				out = append(out, pid)
+			}
+		}
+	}
+	return out
+}
+
+// sumCPUOf is the CPU of pids so far; one that has ended counts nothing.
+func sumCPUOf(pids []int) time.Duration {
+	var sum time.Duration
+	for _, p := range pids {
+		if cpu, err := readCPU(p); err == nil {
+			sum += cpu
+		}
+	}
+	return sum
+}

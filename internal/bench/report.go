@@ -17,15 +17,18 @@ func WriteTable(w io.Writer, r *Report) error {
 	if r.MQTTVersion == 5 {
 		version = "5.0"
 	}
-	if r.Workload == Relay {
+	switch r.Workload {
+	case Cluster:
+		fmt.Fprintf(w, "herald bench cluster: %d nodes × %s devices beside 1 node × %s, MQTT %s, %d CPUs", r.Nodes, thousands(float64(r.N), 0), thousands(float64(r.N), 0), version, r.CPUs)
+	case Relay:
 		fmt.Fprintf(w, "herald bench relay: %s notifications a phase over %s devices, %d CPUs", thousands(float64(r.N), 0), thousands(float64(min(r.N, relayDevices)), 0), r.CPUs)
-	} else {
+	default:
 		fmt.Fprintf(w, "herald bench %s: %s devices, MQTT %s, %d CPUs", r.Workload, thousands(float64(r.N), 0), version, r.CPUs)
 	}
 	if r.ServerCPUs != "" {
 		fmt.Fprintf(w, " (servers on CPU %s)", r.ServerCPUs)
 	}
-	if r.Workload == Conns {
+	if r.Workload == Conns || r.Workload == Cluster {
 		fmt.Fprintf(w, ", RSS slope from %s to %s connections", thousands(float64(r.From), 0), thousands(float64(r.N), 0))
 	}
 	runs := "1 run"
@@ -51,7 +54,11 @@ func WriteTable(w io.Writer, r *Report) error {
 		head += t.Name + "\t"
 	}
 	if len(r.Ratio) > 0 {
-		head += "Herald/" + strings.Fields(ran[1].Name)[0] + "\t"
+		if r.Workload == Cluster {
+			head += ran[0].Name + " / " + ran[1].Name + "\t"
+		} else {
+			head += "Herald/" + strings.Fields(ran[1].Name)[0] + "\t"
+		}
 	}
 	fmt.Fprintln(tw, head)
 	labels := map[string]string{}

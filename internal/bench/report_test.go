@@ -60,3 +60,25 @@ func TestWriteTable(t *testing.T) {
 		t.Errorf("table shows a metric no target has:\n%s", b.String())
 	}
 }
+
+func TestWriteTableCluster(t *testing.T) {
+	rep := &Report{Workload: Cluster, N: 15000, From: 5000, Nodes: 5, Runs: 3, MQTTVersion: 4, CPUs: 2,
+		Targets: []Target{
+			{Name: "5 nodes", Median: Metrics{"nodes": 5, "deliveries_per_s": 40000, "bus_out_per_broadcast": 4}},
+			{Name: "1 node", Median: Metrics{"nodes": 1, "deliveries_per_s": 32000, "bus_out_per_broadcast": 0}},
+		},
+	}
+	rep.Ratio = ratios(Cluster, rep.Targets[0].Median, rep.Targets[1].Median)
+	var b strings.Builder
+	if err := WriteTable(&b, rep); err != nil {
+		t.Fatal(err)
+	}
+	for _, want := range []string{"5 nodes × 15,000 devices beside 1 node × 15,000", "5 nodes / 1 node", "1.25× (higher is better)", "copies to nodes"} {
+		if !strings.Contains(b.String(), want) {
+			t.Errorf("table lacks %q:\n%s", want, b.String())
+		}
+	}
+	if _, ok := rep.Ratio["bus_out_per_broadcast"]; ok {
+		t.Error("a ratio of bus counts, which are not better or worse by scale")
+	}
+}

@@ -52,7 +52,7 @@ const fileReserve = 100
 func Run(ctx context.Context, o Options) (*Report, error) {
 	o.defaults()
 	if metricsOf(o.Workload) == nil {
-		return nil, fmt.Errorf("bench: unknown workload %q (conns, fanout, relay)", o.Workload)
+		return nil, fmt.Errorf("bench: unknown workload %q (conns, fanout, relay, cluster)", o.Workload)
 	}
 	if o.N <= 0 {
 		return nil, errors.New("bench: N must be positive")
@@ -61,7 +61,9 @@ func Run(ctx context.Context, o Options) (*Report, error) {
 	if err != nil {
 		return nil, fmt.Errorf("bench: raising the file limit: %w", err)
 	}
-	if uint64(o.N+fileReserve) > limit && o.Workload != Relay { // relay spreads N over relayDevices devices, not connections
+	// relay spreads N over relayDevices devices, not connections; cluster
+	// spreads them over swarm workers, each with a limit of its own.
+	if uint64(o.N+fileReserve) > limit && o.Workload != Relay && o.Workload != Cluster {
 		return nil, fmt.Errorf("bench: %d devices need %d open files; this process may have %d (ulimit -n)", o.N, o.N+fileReserve, limit)
 	}
 	if o.Dir == "" {
@@ -87,6 +89,15 @@ func Run(ctx context.Context, o Options) (*Report, error) {
 	type entry struct {
 		t     *Target
 		start func() (target, error)
+	}
+	if o.Workload == Cluster {
+		if o.Server != "" {
+			return nil, errors.New("bench: cluster starts its nodes itself; it takes no --server")
+		}
+		if uint64(o.PerWorker+fileReserve) > limit {
+			return nil, fmt.Errorf("bench: a swarm worker of %d devices needs %d open files; a process may have %d", o.PerWorker, o.PerWorker+fileReserve, limit)
+		}
+		return rep, runClusterWorkload(ctx, &o, rep)
 	}
 	if o.Workload == Relay {
 		if o.Server != "" {

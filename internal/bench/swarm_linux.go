@@ -46,7 +46,15 @@ type swarmConfig struct {
 	Loops     int           // event loops; default GOMAXPROCS
 	InFlight  int           // handshakes under way at once, all loops together; default 32
 	Timeout   time.Duration // one handshake's limit; default 30 s
-	Nonce     []byte        // a PUBLISH whose payload contains it is the measured one
+	Nonce     []byte        // a PUBLISH whose payload contains it is the measured one; see swarm.expect
+}
+
+// expectation is the message a swarm counts: a PUBLISH whose payload
+// contains nonce. gen tells one expectation from the next, so that a
+// device that had the last one is not taken to have this one.
+type expectation struct {
+	nonce []byte
+	gen   uint32
 }
 
 // connState is where a device is in its life.
@@ -65,9 +73,9 @@ const (
 type mconn struct {
 	fd       int
 	state    connState
-	got      bool  // the nonce message arrived
-	started  int64 // unix ns the dial began
-	lastSent int64 // unix ns of the last packet sent, for keepalive
+	gen      uint32 // the expectation whose message arrived; 0: none yet
+	started  int64  // unix ns the dial began
+	lastSent int64  // unix ns of the last packet sent, for keepalive
 	rbuf     []byte
 }
 
@@ -81,6 +89,7 @@ type swarm struct {
 	wg    sync.WaitGroup
 
 	dialTo atomic.Int64 // devices [0, dialTo) are to be connected
+	want   atomic.Pointer[expectation]
 
 	subscribed atomic.Int64 // handshakes completed
 	failed     atomic.Int64 // handshakes failed
@@ -118,6 +127,7 @@ func newSwarm(cfg swarmConfig) (*swarm, error) {
 		conns: make([]*mconn, len(cfg.Devices)),
 		errs:  map[string]int{},
 	}
+	s.expect(cfg.Nonce)
 	for i := range cfg.Loops {
 		l, err := newLoop(s, i, max(1, cfg.InFlight/cfg.Loops))
 		if err != nil {
@@ -163,6 +173,21 @@ func (s *swarm) dial(ctx context.Context, to int) (phase, error) {
 		p.Elapsed = time.Duration(last - start.UnixNano())
 	}
 	return p, nil
+}
+
+// expect makes a PUBLISH containing nonce the measured message, and
+// forgets the counts of the last one. Call it while no measured message is
+// on its way: one already under way may count for either.
+func (s *swarm) expect(nonce []byte) {
+	var gen uint32 = 1
+	if old := s.want.Load(); old != nil {
+		gen = old.gen + 1
+	}
+	s.received.Store(0)
+	s.dups.Store(0)
+	s.firstRecv.Store(0)
+	s.lastRecv.Store(0)
+	s.want.Store(&expectation{nonce: bytes.Clone(nonce), gen: gen})
 }
 
 // connected is the number of devices subscribed and still connected.
@@ -487,12 +512,12 @@ func (l *loop) packet(i int, c *mconn, fh packet.FixedHeader, body []byte) {
 				return
 			}
 		}
-		if len(l.s.cfg.Nonce) > 0 && bytes.Contains(pub.Payload, l.s.cfg.Nonce) {
-			if c.got {
+		if w := l.s.want.Load(); len(w.nonce) > 0 && bytes.Contains(pub.Payload, w.nonce) {
+			if c.gen == w.gen {
 				l.s.dups.Add(1)
 				return
 			}
-			c.got = true
+			c.gen = w.gen
 			now := time.Now().UnixNano()
 			storeMin(&l.s.firstRecv, now)
 			storeMax(&l.s.lastRecv, now)
