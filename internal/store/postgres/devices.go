@@ -5,6 +5,7 @@ import (
 	"errors"
 	"fmt"
 	"hash/fnv"
+	"strings"
 
 	"github.com/jackc/pgx/v5"
 
@@ -47,11 +48,17 @@ func (s *Store) app(ctx context.Context, query, arg string) (push.App, error) {
 
 const deviceCols = `id, app, platform, alias, tags, secret_hash, channel, created_at, updated_at, first_seq`
 
-func scanDevice(row pgx.Row) (push.Device, error) {
+// deviceColsOf is deviceCols of the table named t in the query.
+func deviceColsOf(t string) string {
+	return t + "." + strings.ReplaceAll(deviceCols, ", ", ", "+t+".")
+}
+
+// scanDevice scans first, then deviceCols.
+func scanDevice(row pgx.Row, first ...any) (push.Device, error) {
 	var d push.Device
 	var platform string
 	var firstSeq int64
-	err := row.Scan(&d.ID, &d.App, &platform, &d.Alias, &d.Tags, &d.SecretHash, &d.Channel, &d.CreatedAt, &d.UpdatedAt, &firstSeq)
+	err := row.Scan(append(first, &d.ID, &d.App, &platform, &d.Alias, &d.Tags, &d.SecretHash, &d.Channel, &d.CreatedAt, &d.UpdatedAt, &firstSeq)...)
 	d.Platform = push.Platform(platform)
 	d.CreatedAt, d.UpdatedAt = d.CreatedAt.UTC(), d.UpdatedAt.UTC()
 	// The channel's times are JSON strings that keep the offset they were
@@ -171,11 +178,54 @@ func (s *Store) Device(ctx context.Context, id string) (push.Device, error) {
 	if err := s.check(); err != nil {
 		return push.Device{}, err
 	}
-	d, err := scanDevice(s.pool.QueryRow(ctx, `SELECT `+deviceCols+` FROM devices WHERE id = $1`, id))
-	if err != nil {
-		return push.Device{}, s.wrap("device", err)
+	return s.reads.do(ctx, id)
+}
+
+// readDevices looks up the devices of group in one query (group.go). A
+// device asked for twice comes back twice, so that no two callers share
+// its slices.
+func (s *Store) readDevices(ctx context.Context, group []*call[string, push.Device]) {
+	if len(group) == 1 {
+		cl := group[0]
+		d, err := scanDevice(s.pool.QueryRow(ctx, `SELECT `+deviceCols+` FROM devices WHERE id = $1`, cl.req))
+		if err != nil {
+			cl.err = s.wrap("device", err)
+			return
+		}
+		cl.res = d
+		return
 	}
-	return d, nil
+	ids := make([]string, len(group))
+	for i, cl := range group {
+		ids[i] = cl.req
+	}
+	found := make([]bool, len(group))
+	rows, err := s.pool.Query(ctx, `SELECT u.ord, `+deviceColsOf("d")+`
+		FROM unnest($1::text[]) WITH ORDINALITY AS u(id, ord) JOIN devices d ON d.id = u.id`, ids)
+	if err == nil {
+		for rows.Next() {
+			var ord int64
+			d, serr := scanDevice(rows, &ord)
+			if serr != nil {
+				err = serr
+				break
+			}
+			found[ord-1] = true
+			group[ord-1].res = d
+		}
+		rows.Close()
+		if err == nil {
+			err = rows.Err()
+		}
+	}
+	for i, cl := range group {
+		switch {
+		case err != nil:
+			cl.res, cl.err = push.Device{}, s.wrap("device", err)
+		case !found[i]:
+			cl.err = s.wrap("device", pgx.ErrNoRows)
+		}
+	}
 }
 
 // UpdateDevice implements store.Store. It takes the device's vendor
