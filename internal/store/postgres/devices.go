@@ -5,7 +5,9 @@ import (
 	"errors"
 	"fmt"
 	"hash/fnv"
+	"slices"
 	"strings"
+	"sync"
 
 	"github.com/jackc/pgx/v5"
 
@@ -23,9 +25,54 @@ func (s *Store) CreateApp(ctx context.Context, app push.App) error {
 	return s.wrap("create app", err)
 }
 
-// App implements store.Store.
+// App implements store.Store. Apps found are kept (appCache): every
+// provider call authenticates with one.
 func (s *Store) App(ctx context.Context, key string) (push.App, error) {
-	return s.app(ctx, `SELECT key, name, secret_hash, created_at FROM apps WHERE key = $1`, key)
+	if a, ok := s.apps.get(key); ok {
+		if err := s.check(); err != nil {
+			return push.App{}, err
+		}
+		return a, nil
+	}
+	a, err := s.app(ctx, `SELECT key, name, secret_hash, created_at FROM apps WHERE key = $1`, key)
+	if err == nil {
+		s.apps.put(a)
+	}
+	return a, err
+}
+
+// appCache keeps apps read by key. No node ever changes or deletes an app
+// (no method of the store does: an app row is written once), so a kept app
+// is never stale; a method that changes apps must drop it. An app not found
+// is not kept: another node may create it. At most maxApps are kept, the
+// first ones read: past that, the others are read each time.
+type appCache struct {
+	mu   sync.RWMutex
+	apps map[string]push.App // guarded by mu
+}
+
+const maxApps = 10000
+
+func (c *appCache) get(key string) (push.App, bool) {
+	c.mu.RLock()
+	defer c.mu.RUnlock()
+	a, ok := c.apps[key]
+	if ok {
+		a.SecretHash = slices.Clone(a.SecretHash) // the caller's to keep
+	}
+	return a, ok
+}
+
+func (c *appCache) put(a push.App) {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	if c.apps == nil {
+		c.apps = map[string]push.App{}
+	}
+	if len(c.apps) < maxApps {
+		a.SecretHash = slices.Clone(a.SecretHash)
+		c.apps[a.Key] = a
+	}
 }
 
 // AppByName implements store.Store.

@@ -159,3 +159,33 @@ func TestCombinerAbandoned(t *testing.T) {
 		t.Errorf("do after stop = %v, want ErrClosed", err)
 	}
 }
+
+// TestAppCache: an app another node creates after this one looked for it
+// is found (a miss is not kept), and a caller changing the app it got does
+// not change what the next caller gets.
+func TestAppCache(t *testing.T) {
+	a, schema := openTest(t)
+	b, err := Open(ctx, testURL(), WithSchema(schema))
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer b.Close()
+	if _, err := a.App(ctx, "k"); !errors.Is(err, store.ErrNotFound) {
+		t.Fatalf("App before CreateApp = %v, want ErrNotFound", err)
+	}
+	if err := b.CreateApp(ctx, push.App{Key: "k", Name: "n", SecretHash: []byte{1, 2, 3}, CreatedAt: epoch}); err != nil {
+		t.Fatal(err)
+	}
+	got, err := a.App(ctx, "k")
+	if err != nil || got.Name != "n" {
+		t.Fatalf("App after another node created it = %+v, %v", got, err)
+	}
+	got.SecretHash[0] = 9
+	if again, _ := a.App(ctx, "k"); again.SecretHash[0] != 1 {
+		t.Errorf("a caller's change reached the kept app: %v", again.SecretHash)
+	}
+	a.Close()
+	if _, err := a.App(ctx, "k"); !errors.Is(err, store.ErrClosed) {
+		t.Errorf("App after Close = %v, want ErrClosed", err)
+	}
+}

@@ -53,6 +53,7 @@ type Store struct {
 	// concurrent device look-ups into queries (group.go). Immutable.
 	appends *combiner[[]store.Accept, []store.Accepted]
 	reads   *combiner[string, push.Device]
+	apps    appCache
 }
 
 // Option configures Open.
