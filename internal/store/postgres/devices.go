@@ -228,6 +228,45 @@ func (s *Store) Device(ctx context.Context, id string) (push.Device, error) {
 	return s.reads.do(ctx, id)
 }
 
+// Devices implements store.Store in one query. A single ID is read as
+// Device reads it, grouped with the concurrent look-ups (group.go).
+func (s *Store) Devices(ctx context.Context, ids []string) (map[string]push.Device, error) {
+	if err := s.check(); err != nil {
+		return nil, err
+	}
+	out := make(map[string]push.Device, len(ids))
+	switch len(ids) {
+	case 0:
+		return out, nil
+	case 1:
+		d, err := s.reads.do(ctx, ids[0])
+		if errors.Is(err, store.ErrNotFound) {
+			return out, nil
+		}
+		if err != nil {
+			return nil, err
+		}
+		out[d.ID] = d
+		return out, nil
+	}
+	rows, err := s.pool.Query(ctx, `SELECT `+deviceCols+` FROM devices WHERE id = ANY($1)`, ids)
+	if err != nil {
+		return nil, s.wrap("devices", err)
+	}
+	defer rows.Close()
+	for rows.Next() {
+		d, err := scanDevice(rows)
+		if err != nil {
+			return nil, s.wrap("devices", err)
+		}
+		out[d.ID] = d
+	}
+	if err := rows.Err(); err != nil {
+		return nil, s.wrap("devices", err)
+	}
+	return out, nil
+}
+
 // readDevices looks up the devices of group in one query (group.go). A
 // device asked for twice comes back twice, so that no two callers share
 // its slices.
