@@ -66,6 +66,23 @@ type call[Req, Res any] struct {
 	// call is never run.
 	state atomic.Int32
 	done  chan struct{}
+	grp   *shared // of the group that took the call; set before it is taken
+}
+
+// shared is what the calls of one group share: the group's work is
+// cancelled once every caller has given up waiting, as a caller's own
+// query was before calls were grouped, so that a query stuck on a dead
+// connection does not hold a combiner goroutine longer than anyone waits.
+type shared struct {
+	waiting atomic.Int32 // callers still waiting for the outcome
+	cancel  context.CancelFunc
+}
+
+// leave is called by a caller who gives up on a call the group took.
+func (g *shared) leave() {
+	if g.waiting.Add(-1) == 0 {
+		g.cancel()
+	}
 }
 
 const (
@@ -82,7 +99,7 @@ type combiner[Req, Res any] struct {
 	max    int
 	// run sets the res or err of every call in group. Its context is not
 	// a caller's: a group is everyone's, and a caller who leaves must not
-	// fail the others.
+	// fail the others; it ends when they all have left (shared).
 	run func(ctx context.Context, group []*call[Req, Res])
 
 	// mu is held shared while a call is sent on queue and exclusively by
@@ -115,9 +132,10 @@ func (c *combiner[Req, Res]) stop() {
 }
 
 // do queues req and waits for its group. The caller's ctx ends the wait,
-// not the group: a call the combiner has taken runs whatever happens to
-// its caller, who is then told only that it gave up (for an Append: the
-// messages may or may not be stored, as when a commit's answer is lost).
+// not the group: a call the combiner has taken runs on for the group's
+// other callers, and its caller is told only that it gave up (for an
+// Append: the messages may or may not be stored, as when a commit's answer
+// is lost). A call not yet taken is never run.
 func (c *combiner[Req, Res]) do(ctx context.Context, req Req) (Res, error) {
 	var zero Res
 	if err := ctx.Err(); err != nil {
@@ -134,6 +152,7 @@ func (c *combiner[Req, Res]) do(ctx context.Context, req Req) (Res, error) {
 		if cl.state.CompareAndSwap(queued, abandoned) {
 			return zero, fmt.Errorf("postgres: %s: not sent: %w", c.name, context.Cause(ctx))
 		}
+		cl.grp.leave()
 		return zero, fmt.Errorf("postgres: %s: gave up waiting for the answer: %w", c.name, context.Cause(ctx))
 	}
 }
@@ -156,7 +175,7 @@ func (c *combiner[Req, Res]) enqueue(ctx context.Context, cl *call[Req, Res]) er
 
 func (c *combiner[Req, Res]) loop() {
 	var next *call[Req, Res] // taken from the queue but too heavy for the last group
-	group := make([]*call[Req, Res], 0, 64)
+	calls := make([]*call[Req, Res], 0, 64)
 	for {
 		cl := next
 		next = nil
@@ -166,7 +185,7 @@ func (c *combiner[Req, Res]) loop() {
 				return
 			}
 		}
-		group = append(group[:0], cl)
+		calls = append(calls[:0], cl)
 		w := c.weight(cl.req)
 	collect:
 		for w < c.max {
@@ -176,7 +195,7 @@ func (c *combiner[Req, Res]) loop() {
 					break collect
 				}
 				if cw := c.weight(cl.req); w+cw <= c.max {
-					group = append(group, cl)
+					calls = append(calls, cl)
 					w += cw
 				} else {
 					next = cl
@@ -186,19 +205,29 @@ func (c *combiner[Req, Res]) loop() {
 				break collect
 			}
 		}
-		live := group[:0]
-		for _, cl := range group {
+		ctx, cancel := context.WithCancel(context.Background())
+		g := &shared{cancel: cancel}
+		// Counted from the whole group down, so that a caller leaving
+		// while the others are still being taken cannot reach zero early.
+		g.waiting.Store(int32(len(calls)))
+		live := calls[:0]
+		for _, cl := range calls {
+			cl.grp = g
 			if cl.state.CompareAndSwap(queued, taken) {
 				live = append(live, cl)
 			}
 		}
+		if n := len(calls) - len(live); n > 0 {
+			g.waiting.Add(int32(-n))
+		}
 		if len(live) > 0 {
-			c.run(context.Background(), live)
+			c.run(ctx, live)
 			for _, cl := range live {
 				close(cl.done)
 			}
 		}
-		clear(group) // the callers' requests are theirs again
+		cancel()
+		clear(calls) // the callers' requests are theirs again
 	}
 }
 

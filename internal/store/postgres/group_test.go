@@ -189,3 +189,49 @@ func TestAppCache(t *testing.T) {
 		t.Errorf("App after Close = %v, want ErrClosed", err)
 	}
 }
+
+// TestCombinerCancelsWhenAllLeave: a group's work is cancelled when every
+// one of its callers has given up, not before.
+func TestCombinerCancelsWhenAllLeave(t *testing.T) {
+	started := make(chan int, 1)
+	c := &combiner[string, string]{name: "test", weight: func(string) int { return 1 }, max: 10,
+		run: func(ctx context.Context, group []*call[string, string]) {
+			started <- len(group)
+			<-ctx.Done() // a query stuck on a dead connection
+			for _, cl := range group {
+				cl.err = ctx.Err()
+			}
+		}}
+	c.queue = make(chan *call[string, string], 4)
+	ctxs := make([]context.CancelFunc, 2)
+	errs := make(chan error, 2)
+	for i := range ctxs {
+		ctx, cancel := context.WithCancel(context.Background())
+		ctxs[i] = cancel
+		go func() {
+			_, err := c.do(ctx, "q")
+			errs <- err
+		}()
+	}
+	for len(c.queue) < 2 {
+		time.Sleep(time.Millisecond)
+	}
+	c.wg.Go(c.loop)
+	if n := <-started; n != 2 {
+		t.Fatalf("group of %d, want 2", n)
+	}
+	ctxs[0]()
+	if err := <-errs; !errors.Is(err, context.Canceled) {
+		t.Fatalf("the caller who left got %v", err)
+	}
+	select {
+	case err := <-errs:
+		t.Fatalf("the group was cancelled while a caller still waited: %v", err)
+	case <-time.After(50 * time.Millisecond):
+	}
+	ctxs[1]()
+	if err := <-errs; !errors.Is(err, context.Canceled) {
+		t.Fatalf("the second caller got %v", err)
+	}
+	c.stop() // returns: the run ended when both had left
+}
