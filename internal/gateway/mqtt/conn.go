@@ -69,8 +69,8 @@ func (c *conn) deviceID() string {
 // CONNECT (the device's look-up) and SUBSCRIBE (the first read of its
 // inbox) wait for the store: with PostgreSQL, a network round trip each,
 // during which a poller would serve none of its thousands of other
-// connections. So at such a packet the poller hands the connection's read
-// side to one of the gateway's workers, with the bytes from that packet on,
+// connections. So with Options.Offload, at such a packet the poller hands
+// the connection's read side to one of the gateway's workers, with the bytes from that packet on,
 // and from then until the worker is done it only appends what arrives
 // (busy). The worker handles the packets in order, the slow ones where it
 // is, and gives the read side back once no more bytes came while it
@@ -118,7 +118,7 @@ func (c *conn) onData(data []byte) {
 		c.partial = append(c.partial, data...)
 		buf = c.partial
 	}
-	buf, slow, ok := c.consume(buf, true)
+	buf, slow, ok := c.consume(buf, c.gw.opts.Offload)
 	switch {
 	case !ok:
 		c.partial = nil
@@ -150,9 +150,9 @@ func (c *conn) onData(data []byte) {
 
 // consume handles the complete packets at the start of buf and returns
 // what is left (an incomplete packet), and ok false once the connection is
-// closing. On the poller it stops at a slow packet, complete, and returns
+// closing. With offload it stops at a slow packet, complete, and returns
 // slow true with buf from that packet on.
-func (c *conn) consume(buf []byte, poller bool) (rest []byte, slow, ok bool) {
+func (c *conn) consume(buf []byte, offload bool) (rest []byte, slow, ok bool) {
 	for len(buf) > 0 {
 		fh, n, err := packet.ParseFixedHeader(buf, c.gw.opts.MaxPacketSize)
 		if errors.Is(err, packet.ErrNeedMore) {
@@ -172,7 +172,7 @@ func (c *conn) consume(buf []byte, poller bool) (rest []byte, slow, ok bool) {
 		if len(buf) < total {
 			break
 		}
-		if poller && slowPacket(fh.Type) {
+		if offload && slowPacket(fh.Type) {
 			return buf, true, true
 		}
 		if !c.handle(fh, buf[n:total]) {

@@ -87,7 +87,13 @@ func settled(t *testing.T, c *conn) {
 // only while it is incomplete, and several packets in one read are all
 // handled.
 func TestPartialPacketBuffer(t *testing.T) {
-	e := startGateway(t, Options{})
+	for _, offload := range []bool{false, true} {
+		t.Run(map[bool]string{false: "poller", true: "offload"}[offload], func(t *testing.T) { testPartialPacketBuffer(t, offload) })
+	}
+}
+
+func testPartialPacketBuffer(t *testing.T, offload bool) {
+	e := startGateway(t, Options{Offload: offload})
 	dev, secret := e.device()
 	fc := &fakeConn{}
 	e.gw.OnOpen(fc)

@@ -58,7 +58,14 @@ type Options struct {
 	// 3.1.1 client, and the cap on a 5.0 client's Receive Maximum.
 	// Default 32.
 	Window int
-	Log    *slog.Logger
+	// Offload handles CONNECT and SUBSCRIBE, which read the store (the
+	// device, then its inbox), on the gateway's workers rather than on the
+	// engine's pollers. For a store whose reads are network round trips
+	// (PostgreSQL): meanwhile a poller serves none of its other
+	// connections. An embedded store answers from memory in microseconds,
+	// less than the hand-off to a worker costs, so it is off by default.
+	Offload bool
+	Log     *slog.Logger
 }
 
 // Gateway is the MQTT protocol over netpoll connections.
@@ -108,8 +115,10 @@ func New(reg Registry, inbox Inbox, o Options) *Gateway {
 	for range ackWorkers {
 		go g.ackWorker()
 	}
-	for range slowWorkers {
-		go g.slowWorker()
+	if o.Offload {
+		for range slowWorkers {
+			go g.slowWorker()
+		}
 	}
 	return g
 }

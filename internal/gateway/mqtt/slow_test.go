@@ -54,7 +54,7 @@ func TestSlowStoreDoesNotStallPoller(t *testing.T) {
 		name := map[bool]string{true: "connect", false: "subscribe"}[auth]
 		t.Run(name, func(t *testing.T) {
 			h := &heldCore{auth: auth, entered: make(chan struct{}), release: make(chan struct{})}
-			e := startGatewayWith(t, Options{}, netpoll.Options{Pollers: 1}, func(r Registry, i Inbox) (Registry, Inbox) {
+			e := startGatewayWith(t, Options{Offload: true}, netpoll.Options{Pollers: 1}, func(r Registry, i Inbox) (Registry, Inbox) {
 				h.Registry, h.Inbox = r, i
 				return h, h
 			})
