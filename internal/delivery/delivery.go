@@ -169,6 +169,8 @@ func (s *Service) PushBatch(ctx context.Context, app push.App, reqs []*push.Requ
 	errs = make([]error, len(reqs))
 	batch := make([]store.Accept, 0, len(reqs))
 	index := make([]int, 0, len(reqs)) // batch position -> request position
+	msgs := make([]*push.Message, len(reqs))
+	var explicit []registry.Explicit
 	for i, req := range reqs {
 		m, err := req.Build(now, s.limits)
 		if err != nil {
@@ -176,13 +178,26 @@ func (s *Service) PushBatch(ctx context.Context, app push.App, reqs []*push.Requ
 			continue
 		}
 		m.ID, m.App = push.NewMessageID(), app.Key
+		msgs[i] = m
+		if m.Audience.Explicit() {
+			explicit = append(explicit, registry.Explicit{Audience: &m.Audience, Platforms: m.Platforms})
+		}
+	}
+	// All the batch's targets in one look-up: one per push was a round
+	// trip each to a database.
+	resolved, err := s.reg.ResolveAll(ctx, app.Key, explicit)
+	if err != nil {
+		return nil, nil, err
+	}
+	for i, m := range msgs {
+		if m == nil {
+			continue
+		}
 		var devices []push.Device
 		var unknown []string
 		if m.Audience.Explicit() {
-			devices, unknown, err = s.reg.ResolveDevices(ctx, app.Key, &m.Audience, m.Platforms)
-			if err != nil {
-				return nil, nil, err
-			}
+			devices, unknown = resolved[0].Devices, resolved[0].Unknown
+			resolved = resolved[1:]
 			if len(devices) == 0 && !m.Fanout() {
 				errs[i] = fmt.Errorf("%w: none of %d registration IDs and aliases names a device of this app", ErrNoDevices, len(unknown))
 				continue

@@ -290,39 +290,75 @@ func (r *Registry) Resolve(ctx context.Context, app string, a *push.Audience, pl
 // ResolveDevices is Resolve returning the devices, whose channels the
 // relay needs.
 func (r *Registry) ResolveDevices(ctx context.Context, app string, a *push.Audience, platforms []push.Platform) (targets []push.Device, unknown []string, err error) {
-	seen := make(map[string]bool, len(a.RegistrationIDs))
-	pass := func(p push.Platform) bool { return len(platforms) == 0 || slices.Contains(platforms, p) }
-	for _, id := range a.RegistrationIDs {
-		if seen[id] {
-			continue
-		}
-		seen[id] = true
-		d, err := r.store.Device(ctx, id)
-		if errors.Is(err, store.ErrNotFound) || (err == nil && d.App != app) {
-			unknown = append(unknown, id)
-			continue
-		}
-		if err != nil {
-			return nil, nil, err
-		}
-		if pass(d.Platform) {
-			targets = append(targets, d)
+	res, err := r.ResolveAll(ctx, app, []Explicit{{Audience: a, Platforms: platforms}})
+	if err != nil {
+		return nil, nil, err
+	}
+	return res[0].Devices, res[0].Unknown, nil
+}
+
+// Explicit is an explicit audience to resolve and the platform filter it
+// goes with: a message's Audience and Platforms.
+type Explicit struct {
+	Audience  *push.Audience
+	Platforms []push.Platform
+}
+
+// Resolved is what ResolveDevices returns for one audience.
+type Resolved struct {
+	Devices []push.Device
+	Unknown []string
+}
+
+// ResolveAll resolves each of auds as ResolveDevices does, reading the
+// registration IDs of them all in one store call: a batch of pushes costs
+// one look-up rather than one per target.
+func (r *Registry) ResolveAll(ctx context.Context, app string, auds []Explicit) ([]Resolved, error) {
+	var ids []string
+	for _, e := range auds {
+		ids = append(ids, e.Audience.RegistrationIDs...)
+	}
+	var found map[string]push.Device
+	if len(ids) > 0 {
+		var err error
+		if found, err = r.store.Devices(ctx, ids); err != nil {
+			return nil, err
 		}
 	}
-	for _, alias := range a.Aliases {
-		ds, err := r.store.DevicesByAlias(ctx, app, alias)
-		if err != nil {
-			return nil, nil, err
+	out := make([]Resolved, len(auds))
+	for i, e := range auds {
+		a, res := e.Audience, &out[i]
+		seen := make(map[string]bool, len(a.RegistrationIDs))
+		pass := func(p push.Platform) bool { return len(e.Platforms) == 0 || slices.Contains(e.Platforms, p) }
+		for _, id := range a.RegistrationIDs {
+			if seen[id] {
+				continue
+			}
+			seen[id] = true
+			d, ok := found[id]
+			if !ok || d.App != app {
+				res.Unknown = append(res.Unknown, id)
+				continue
+			}
+			if pass(d.Platform) {
+				res.Devices = append(res.Devices, d)
+			}
 		}
-		if len(ds) == 0 {
-			unknown = append(unknown, alias)
-		}
-		for _, d := range ds {
-			if !seen[d.ID] && pass(d.Platform) {
-				seen[d.ID] = true
-				targets = append(targets, d)
+		for _, alias := range a.Aliases {
+			ds, err := r.store.DevicesByAlias(ctx, app, alias)
+			if err != nil {
+				return nil, err
+			}
+			if len(ds) == 0 {
+				res.Unknown = append(res.Unknown, alias)
+			}
+			for _, d := range ds {
+				if !seen[d.ID] && pass(d.Platform) {
+					seen[d.ID] = true
+					res.Devices = append(res.Devices, d)
+				}
 			}
 		}
 	}
-	return targets, unknown, nil
+	return out, nil
 }

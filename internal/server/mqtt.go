@@ -33,6 +33,8 @@ func (s *Server) buildMQTT(mux *http.ServeMux) error {
 	gw := mqtt.New(s.reg, s.deliv, mqtt.Options{
 		MaxPacketSize: cfg.MQTTMaxPacket, ConnectTimeout: cfg.MQTTConnectTimeout,
 		MaxKeepAlive: cfg.MQTTMaxKeepAlive, Window: cfg.MQTTWindow, ServerReference: cfg.MQTTServerReference, Log: s.log,
+		// PostgreSQL's reads are round trips, which must not hold a poller.
+		Offload: cfg.PostgresURL != "",
 	})
 	engine, err := netpoll.New(gw, netpoll.Options{Logger: s.log, Gate: gate{s.limits}})
 	if err != nil {

@@ -60,6 +60,12 @@ type Store interface {
 	CreateDevice(ctx context.Context, d push.Device) (push.Device, error)
 	// Device returns the device with id. ErrNotFound if there is none.
 	Device(ctx context.Context, id string) (push.Device, error)
+	// Devices returns the devices with the given IDs, keyed by ID; an ID
+	// with no device is left out, an ID given twice is read once. It is
+	// Device for many IDs at once: a push to a thousand devices, or a
+	// batch of pushes, looks its targets up in one read rather than one
+	// per target (a round trip each to a database).
+	Devices(ctx context.Context, ids []string) (map[string]push.Device, error)
 	// UpdateDevice replaces the mutable fields of a stored device (Platform,
 	// Alias, Tags, Channel, SecretHash, UpdatedAt). ErrNotFound if absent.
 	UpdateDevice(ctx context.Context, d push.Device) error

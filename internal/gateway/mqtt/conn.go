@@ -16,9 +16,11 @@ import (
 )
 
 // conn is one MQTT connection. The read side (partial, the parse state) is
-// touched only from OnData, which the engine never runs concurrently for
-// one connection. What pushes from other goroutines also touch is guarded
-// by wmu.
+// touched by one goroutine at a time: from OnData, which the engine never
+// runs concurrently for one connection, or, while busy, by the worker
+// handling the connection's slow packets (see handOff); the hand-overs
+// happen under wmu. What pushes from other goroutines also touch is
+// guarded by wmu.
 //
 // Lock order: a delivery.Stream's lock, then wmu. Nothing holds wmu while
 // calling into the stream.
@@ -27,7 +29,9 @@ type conn struct {
 	nc netpoll.Conn
 
 	// partial holds the bytes of a packet that has not fully arrived; nil
-	// between packets, so an idle connection keeps no buffer.
+	// between packets, so an idle connection keeps no buffer. While busy
+	// it holds everything that arrived since the hand-off, and is guarded
+	// by wmu.
 	partial []byte
 	// connectBy is when CONNECT must have arrived (Unix ns), 0 once it
 	// has. The engine's idle timeout restarts on every read, so without it
@@ -44,10 +48,11 @@ type conn struct {
 	window    int32  // messages in flight at most; guarded by wmu
 	maxOut    uint32 // the client's Maximum Packet Size, 0 for none; guarded by wmu
 	nextPID   uint16 // guarded by wmu
-	version   byte   // set at CONNECT; written under wmu, read by the poller without it
+	version   byte   // set at CONNECT; written under wmu, read without it by the read side
 	subQoS    byte   // granted QoS of the subscription; guarded by wmu
 	closed    bool   // guarded by wmu
-	connected bool   // only the poller touches it
+	busy      bool   // a worker has the read side (handOff); guarded by wmu
+	connected bool   // only the read side touches it
 }
 
 func (c *conn) deviceID() string {
@@ -59,9 +64,46 @@ func (c *conn) deviceID() string {
 	return c.dev.ID
 }
 
+// Slow packets.
+//
+// CONNECT (the device's look-up) and SUBSCRIBE (the first read of its
+// inbox) wait for the store: with PostgreSQL, a network round trip each,
+// during which a poller would serve none of its thousands of other
+// connections. So with Options.Offload, at such a packet the poller hands
+// the connection's read side to one of the gateway's workers, with the bytes from that packet on,
+// and from then until the worker is done it only appends what arrives
+// (busy). The worker handles the packets in order, the slow ones where it
+// is, and gives the read side back once no more bytes came while it
+// worked. A connection's packets are still handled one at a time and in
+// order, and its answers written in that order.
+
+// slowPacket reports whether handling a packet of type t waits for the
+// store.
+func slowPacket(t packet.Type) bool {
+	return t == packet.TypeConnect || t == packet.TypeSubscribe
+}
+
+// maxHeld bounds what a busy connection may send before its worker is
+// done: a device waiting for its CONNACK or SUBACK has little to say (a
+// PINGREQ, PUBACKs), and nothing of it is read until then.
+func (c *conn) maxHeld() int { return 4 * c.gw.opts.MaxPacketSize }
+
 // onData consumes every complete packet in data (after what was kept of an
 // earlier read) and keeps the rest of an incomplete one.
 func (c *conn) onData(data []byte) {
+	c.wmu.Lock()
+	if c.busy {
+		if len(c.partial)+len(data) > c.maxHeld() {
+			c.wmu.Unlock()
+			c.gw.opts.Log.Debug("mqtt: closing a connection that sent too much before its answer", "remote", c.nc.RemoteAddr())
+			c.nc.Close()
+			return
+		}
+		c.partial = append(c.partial, data...)
+		c.wmu.Unlock()
+		return
+	}
+	c.wmu.Unlock()
 	if !c.connected {
 		left := time.Duration(c.connectBy - time.Now().UnixNano())
 		if left <= 0 {
@@ -76,37 +118,23 @@ func (c *conn) onData(data []byte) {
 		c.partial = append(c.partial, data...)
 		buf = c.partial
 	}
-	for len(buf) > 0 {
-		fh, n, err := packet.ParseFixedHeader(buf, c.gw.opts.MaxPacketSize)
-		if errors.Is(err, packet.ErrNeedMore) {
-			break
-		}
-		if err != nil {
-			c.protocolError(err)
-			return
-		}
-		if !c.connected && fh.Type != packet.TypeConnect {
-			// Not MQTT, or not a client that follows the protocol:
-			// nothing is buffered for it, whatever length it claims.
-			c.partial = nil
-			c.nc.Close()
-			return
-		}
-		total := n + fh.Remaining
-		if len(buf) < total {
-			break
-		}
-		if !c.handle(fh, buf[n:total]) {
-			c.partial = nil
-			return
-		}
-		buf = buf[total:]
-	}
-	if len(buf) == 0 {
+	buf, slow, ok := c.consume(buf, c.gw.opts.Offload)
+	switch {
+	case !ok:
 		c.partial = nil
 		return
-	}
-	if len(c.partial) > 0 && &buf[0] == &c.partial[0] {
+	case slow:
+		// A copy: buf is the engine's buffer, or a suffix of partial.
+		held := append([]byte(nil), buf...)
+		c.wmu.Lock()
+		c.partial, c.busy = held, true
+		c.wmu.Unlock()
+		c.gw.handOff(c)
+		return
+	case len(buf) == 0:
+		c.partial = nil
+		return
+	case len(c.partial) > 0 && &buf[0] == &c.partial[0]:
 		return // nothing consumed: partial already holds exactly buf
 	}
 	// Copy: buf is the engine's buffer, or a suffix of partial that would
@@ -118,6 +146,73 @@ func (c *conn) onData(data []byte) {
 	// arrived and a packet in many small reads is copied a few times, not
 	// once per read.
 	c.partial = append([]byte(nil), buf...)
+}
+
+// consume handles the complete packets at the start of buf and returns
+// what is left (an incomplete packet), and ok false once the connection is
+// closing. With offload it stops at a slow packet, complete, and returns
+// slow true with buf from that packet on.
+func (c *conn) consume(buf []byte, offload bool) (rest []byte, slow, ok bool) {
+	for len(buf) > 0 {
+		fh, n, err := packet.ParseFixedHeader(buf, c.gw.opts.MaxPacketSize)
+		if errors.Is(err, packet.ErrNeedMore) {
+			break
+		}
+		if err != nil {
+			c.protocolError(err)
+			return nil, false, false
+		}
+		if !c.connected && fh.Type != packet.TypeConnect {
+			// Not MQTT, or not a client that follows the protocol:
+			// nothing is buffered for it, whatever length it claims.
+			c.nc.Close()
+			return nil, false, false
+		}
+		total := n + fh.Remaining
+		if len(buf) < total {
+			break
+		}
+		if offload && slowPacket(fh.Type) {
+			return buf, true, true
+		}
+		if !c.handle(fh, buf[n:total]) {
+			return nil, false, false
+		}
+		buf = buf[total:]
+	}
+	return buf, false, true
+}
+
+// work is the worker's side of a hand-off: it handles the held packets
+// until no more arrive, then gives the read side back to the poller.
+func (c *conn) work() {
+	c.wmu.Lock()
+	buf := c.partial
+	c.partial = nil
+	c.wmu.Unlock()
+	for {
+		rest, _, ok := c.consume(buf, false)
+		c.wmu.Lock()
+		if !ok {
+			// Closing: OnClose follows; nothing more is read.
+			c.partial = nil
+			c.wmu.Unlock()
+			return
+		}
+		if len(c.partial) == 0 {
+			// Nothing came meanwhile: the poller takes over again.
+			c.partial = nil
+			if len(rest) > 0 {
+				c.partial = append([]byte(nil), rest...)
+			}
+			c.busy = false
+			c.wmu.Unlock()
+			return
+		}
+		buf = append(rest, c.partial...)
+		c.partial = nil
+		c.wmu.Unlock()
+	}
 }
 
 // handle processes one packet; it returns false once the connection is
@@ -300,6 +395,15 @@ func (c *conn) connect(fh packet.FixedHeader, body []byte) bool {
 	}
 	if old != nil {
 		old.Close(errTakenOver)
+	}
+	c.wmu.Lock()
+	gone := c.closed
+	c.wmu.Unlock()
+	if gone {
+		// Closed while the worker looked the device up: OnClose came
+		// before takeOver registered it, so it is for us to unregister.
+		c.gw.forget(dev.ID, c)
+		return false
 	}
 	c.connected, c.connectBy = true, 0
 	// From here on the connection counts only against its address, not

@@ -72,11 +72,28 @@ func (f *fakeConn) take() []byte {
 
 var _ netpoll.Conn = (*fakeConn)(nil)
 
+// settled waits until no worker handles c's packets (a CONNECT or
+// SUBSCRIBE is handed to one), so that its read side can be looked at.
+func settled(t *testing.T, c *conn) {
+	t.Helper()
+	waitFor(t, "the worker to give the connection back", func() bool {
+		c.wmu.Lock()
+		defer c.wmu.Unlock()
+		return !c.busy
+	})
+}
+
 // An idle connection holds no read buffer: the bytes of a packet are kept
 // only while it is incomplete, and several packets in one read are all
 // handled.
 func TestPartialPacketBuffer(t *testing.T) {
-	e := startGateway(t, Options{})
+	for _, offload := range []bool{false, true} {
+		t.Run(map[bool]string{false: "poller", true: "offload"}[offload], func(t *testing.T) { testPartialPacketBuffer(t, offload) })
+	}
+}
+
+func testPartialPacketBuffer(t *testing.T, offload bool) {
+	e := startGateway(t, Options{Offload: offload})
 	dev, secret := e.device()
 	fc := &fakeConn{}
 	e.gw.OnOpen(fc)
@@ -93,6 +110,7 @@ func TestPartialPacketBuffer(t *testing.T) {
 		t.Fatalf("partial holds %d bytes, want 10", len(c.partial))
 	}
 	e.gw.OnData(fc, connect[10:])
+	settled(t, c)
 	if c.partial != nil {
 		t.Errorf("partial still holds %d bytes after a whole CONNECT", len(c.partial))
 	}
@@ -107,6 +125,7 @@ func TestPartialPacketBuffer(t *testing.T) {
 	sub, _ := (&packet.Subscribe{PacketID: 1, Subscriptions: []packet.Subscription{{Filter: "devices/" + dev.ID, QoS: 1}}}).AppendTo(nil, packet.Version311)
 	batch := append(append(sub, 0xc0, 0x00), 0xc0)
 	e.gw.OnData(fc, batch)
+	settled(t, c)
 	if len(c.partial) != 1 {
 		t.Errorf("partial holds %d bytes, want the 1 byte of the unfinished PINGREQ", len(c.partial))
 	}
@@ -227,6 +246,7 @@ func TestPartialGrowsWithWhatArrived(t *testing.T) {
 		}
 	}
 	e.gw.OnData(fc, connect[len(connect)-1:])
+	settled(t, c)
 	if c.partial != nil {
 		t.Fatalf("partial holds %d bytes after the whole CONNECT", len(c.partial))
 	}

@@ -66,7 +66,14 @@ type Options struct {
 	// nodes or their load balancer (host:port, space-separated for
 	// several, as MQTT 5 allows).
 	ServerReference string
-	Log             *slog.Logger
+	// Offload handles CONNECT and SUBSCRIBE, which read the store (the
+	// device, then its inbox), on the gateway's workers rather than on the
+	// engine's pollers. For a store whose reads are network round trips
+	// (PostgreSQL): meanwhile a poller serves none of its other
+	// connections. An embedded store answers from memory in microseconds,
+	// less than the hand-off to a worker costs, so it is off by default.
+	Offload bool
+	Log     *slog.Logger
 }
 
 // Gateway is the MQTT protocol over netpoll connections.
@@ -78,6 +85,7 @@ type Gateway struct {
 
 	lastPayload atomic.Pointer[encoded] // the last message encoded, for broadcasts
 	acks        chan ackReq             // acks for the ack workers
+	slow        chan *conn              // connections with a CONNECT or SUBSCRIBE to handle (handOff)
 	done        chan struct{}           // closed by Shutdown
 
 	// open counts connections between OnOpen and OnClose. There is no set
@@ -111,9 +119,14 @@ func New(reg Registry, inbox Inbox, o Options) *Gateway {
 		o.Log = slog.Default()
 	}
 	g := &Gateway{reg: reg, inbox: inbox, opts: o, byDevice: make(map[string]*conn),
-		acks: make(chan ackReq, 1<<14), done: make(chan struct{})}
+		acks: make(chan ackReq, 1<<14), slow: make(chan *conn, 1<<14), done: make(chan struct{})}
 	for range ackWorkers {
 		go g.ackWorker()
+	}
+	if o.Offload {
+		for range slowWorkers {
+			go g.slowWorker()
+		}
 	}
 	return g
 }
@@ -121,6 +134,11 @@ func New(reg Registry, inbox Inbox, o Options) *Gateway {
 // ackWorkers is how many acks may wait on the store at once; the store's
 // group commit turns them into few disk flushes.
 const ackWorkers = 64
+
+// slowWorkers is how many connections may wait on the store at once for
+// their CONNECT or SUBSCRIBE; a store that groups concurrent reads (the
+// PostgreSQL one) answers a storm of them in few round trips.
+const slowWorkers = 64
 
 // Interface guards.
 var (
@@ -157,11 +175,43 @@ func (g *Gateway) OnClose(nc netpoll.Conn, err error) {
 	}
 	c.detach()
 	g.open.Add(-1)
+	if dev := c.deviceID(); dev != "" {
+		g.forget(dev, c)
+	}
+}
+
+// forget unregisters c as the connection of client ID id, unless another
+// took over.
+func (g *Gateway) forget(id string, c *conn) {
 	g.mu.Lock()
-	if dev := c.deviceID(); dev != "" && g.byDevice[dev] == c {
-		delete(g.byDevice, dev)
+	if g.byDevice[id] == c {
+		delete(g.byDevice, id)
 	}
 	g.mu.Unlock()
+}
+
+// handOff queues c's slow packets for a worker (conn.work). With the queue
+// full, the caller handles them itself, as a poller did before there were
+// workers: slower, but bounded.
+func (g *Gateway) handOff(c *conn) {
+	select {
+	case g.slow <- c:
+	case <-g.done:
+		go c.work() // shutting down: the CONNECT is refused at once
+	default:
+		c.work()
+	}
+}
+
+func (g *Gateway) slowWorker() {
+	for {
+		select {
+		case c := <-g.slow:
+			c.work()
+		case <-g.done:
+			return
+		}
+	}
 }
 
 // Len returns the number of open connections.

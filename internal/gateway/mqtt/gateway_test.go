@@ -44,6 +44,13 @@ type testEnv struct {
 
 func startGateway(t *testing.T, o Options) *testEnv {
 	t.Helper()
+	return startGatewayWith(t, o, netpoll.Options{}, nil)
+}
+
+// startGatewayWith is startGateway on an engine with eo, the gateway seeing
+// the core through wrap (when not nil).
+func startGatewayWith(t *testing.T, o Options, eo netpoll.Options, wrap func(Registry, Inbox) (Registry, Inbox)) *testEnv {
+	t.Helper()
 	st, err := embedded.Open(t.TempDir())
 	if err != nil {
 		t.Fatal(err)
@@ -55,8 +62,13 @@ func startGateway(t *testing.T, o Options) *testEnv {
 		t.Fatal(err)
 	}
 	o.Log = slog.New(slog.NewTextHandler(io.Discard, nil))
-	e.gw = New(e.reg, e.svc, o)
-	if e.eng, err = netpoll.New(e.gw, netpoll.Options{}); err != nil {
+	var reg Registry = e.reg
+	var inbox Inbox = e.svc
+	if wrap != nil {
+		reg, inbox = wrap(reg, inbox)
+	}
+	e.gw = New(reg, inbox, o)
+	if e.eng, err = netpoll.New(e.gw, eo); err != nil {
 		t.Fatal(err)
 	}
 	ln, err := net.Listen("tcp", "127.0.0.1:0")

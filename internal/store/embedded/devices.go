@@ -105,6 +105,31 @@ func (s *Store) Device(ctx context.Context, id string) (d push.Device, err error
 	return d, err
 }
 
+// Devices returns the devices with the given IDs that exist.
+func (s *Store) Devices(ctx context.Context, ids []string) (map[string]push.Device, error) {
+	out := make(map[string]push.Device, len(ids))
+	err := s.readOne(ctx, func(r pebble.Reader) error {
+		for _, id := range ids {
+			if _, ok := out[id]; ok {
+				continue
+			}
+			d, err := readDevice(r, id)
+			if errors.Is(err, store.ErrNotFound) {
+				continue
+			}
+			if err != nil {
+				return err
+			}
+			out[id] = d
+		}
+		return nil
+	})
+	if err != nil {
+		return nil, err
+	}
+	return out, nil
+}
+
 func readDevice(r pebble.Reader, id string) (push.Device, error) {
 	v, err := getValue(r, kDevice(id))
 	if err != nil {

@@ -5,6 +5,9 @@ import (
 	"errors"
 	"fmt"
 	"hash/fnv"
+	"slices"
+	"strings"
+	"sync"
 
 	"github.com/jackc/pgx/v5"
 
@@ -22,9 +25,54 @@ func (s *Store) CreateApp(ctx context.Context, app push.App) error {
 	return s.wrap("create app", err)
 }
 
-// App implements store.Store.
+// App implements store.Store. Apps found are kept (appCache): every
+// provider call authenticates with one.
 func (s *Store) App(ctx context.Context, key string) (push.App, error) {
-	return s.app(ctx, `SELECT key, name, secret_hash, created_at FROM apps WHERE key = $1`, key)
+	if a, ok := s.apps.get(key); ok {
+		if err := s.check(); err != nil {
+			return push.App{}, err
+		}
+		return a, nil
+	}
+	a, err := s.app(ctx, `SELECT key, name, secret_hash, created_at FROM apps WHERE key = $1`, key)
+	if err == nil {
+		s.apps.put(a)
+	}
+	return a, err
+}
+
+// appCache keeps apps read by key. No node ever changes or deletes an app
+// (no method of the store does: an app row is written once), so a kept app
+// is never stale; a method that changes apps must drop it. An app not found
+// is not kept: another node may create it. At most maxApps are kept, the
+// first ones read: past that, the others are read each time.
+type appCache struct {
+	mu   sync.RWMutex
+	apps map[string]push.App // guarded by mu
+}
+
+const maxApps = 10000
+
+func (c *appCache) get(key string) (push.App, bool) {
+	c.mu.RLock()
+	defer c.mu.RUnlock()
+	a, ok := c.apps[key]
+	if ok {
+		a.SecretHash = slices.Clone(a.SecretHash) // the caller's to keep
+	}
+	return a, ok
+}
+
+func (c *appCache) put(a push.App) {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	if c.apps == nil {
+		c.apps = map[string]push.App{}
+	}
+	if len(c.apps) < maxApps {
+		a.SecretHash = slices.Clone(a.SecretHash)
+		c.apps[a.Key] = a
+	}
 }
 
 // AppByName implements store.Store.
@@ -47,11 +95,17 @@ func (s *Store) app(ctx context.Context, query, arg string) (push.App, error) {
 
 const deviceCols = `id, app, platform, alias, tags, secret_hash, channel, created_at, updated_at, first_seq`
 
-func scanDevice(row pgx.Row) (push.Device, error) {
+// deviceColsOf is deviceCols of the table named t in the query.
+func deviceColsOf(t string) string {
+	return t + "." + strings.ReplaceAll(deviceCols, ", ", ", "+t+".")
+}
+
+// scanDevice scans first, then deviceCols.
+func scanDevice(row pgx.Row, first ...any) (push.Device, error) {
 	var d push.Device
 	var platform string
 	var firstSeq int64
-	err := row.Scan(&d.ID, &d.App, &platform, &d.Alias, &d.Tags, &d.SecretHash, &d.Channel, &d.CreatedAt, &d.UpdatedAt, &firstSeq)
+	err := row.Scan(append(first, &d.ID, &d.App, &platform, &d.Alias, &d.Tags, &d.SecretHash, &d.Channel, &d.CreatedAt, &d.UpdatedAt, &firstSeq)...)
 	d.Platform = push.Platform(platform)
 	d.CreatedAt, d.UpdatedAt = d.CreatedAt.UTC(), d.UpdatedAt.UTC()
 	// The channel's times are JSON strings that keep the offset they were
@@ -171,11 +225,93 @@ func (s *Store) Device(ctx context.Context, id string) (push.Device, error) {
 	if err := s.check(); err != nil {
 		return push.Device{}, err
 	}
-	d, err := scanDevice(s.pool.QueryRow(ctx, `SELECT `+deviceCols+` FROM devices WHERE id = $1`, id))
-	if err != nil {
-		return push.Device{}, s.wrap("device", err)
+	return s.reads.do(ctx, id)
+}
+
+// Devices implements store.Store in one query. A single ID is read as
+// Device reads it, grouped with the concurrent look-ups (group.go).
+func (s *Store) Devices(ctx context.Context, ids []string) (map[string]push.Device, error) {
+	if err := s.check(); err != nil {
+		return nil, err
 	}
-	return d, nil
+	out := make(map[string]push.Device, len(ids))
+	switch len(ids) {
+	case 0:
+		return out, nil
+	case 1:
+		d, err := s.reads.do(ctx, ids[0])
+		if errors.Is(err, store.ErrNotFound) {
+			return out, nil
+		}
+		if err != nil {
+			return nil, err
+		}
+		out[d.ID] = d
+		return out, nil
+	}
+	rows, err := s.pool.Query(ctx, `SELECT `+deviceCols+` FROM devices WHERE id = ANY($1)`, ids)
+	if err != nil {
+		return nil, s.wrap("devices", err)
+	}
+	defer rows.Close()
+	for rows.Next() {
+		d, err := scanDevice(rows)
+		if err != nil {
+			return nil, s.wrap("devices", err)
+		}
+		out[d.ID] = d
+	}
+	if err := rows.Err(); err != nil {
+		return nil, s.wrap("devices", err)
+	}
+	return out, nil
+}
+
+// readDevices looks up the devices of group in one query (group.go). A
+// device asked for twice comes back twice, so that no two callers share
+// its slices.
+func (s *Store) readDevices(ctx context.Context, group []*call[string, push.Device]) {
+	if len(group) == 1 {
+		cl := group[0]
+		d, err := scanDevice(s.pool.QueryRow(ctx, `SELECT `+deviceCols+` FROM devices WHERE id = $1`, cl.req))
+		if err != nil {
+			cl.err = s.wrap("device", err)
+			return
+		}
+		cl.res = d
+		return
+	}
+	ids := make([]string, len(group))
+	for i, cl := range group {
+		ids[i] = cl.req
+	}
+	found := make([]bool, len(group))
+	rows, err := s.pool.Query(ctx, `SELECT u.ord, `+deviceColsOf("d")+`
+		FROM unnest($1::text[]) WITH ORDINALITY AS u(id, ord) JOIN devices d ON d.id = u.id`, ids)
+	if err == nil {
+		for rows.Next() {
+			var ord int64
+			d, serr := scanDevice(rows, &ord)
+			if serr != nil {
+				err = serr
+				break
+			}
+			found[ord-1] = true
+			group[ord-1].res = d
+		}
+		rows.Close()
+		if err == nil {
+			err = rows.Err()
+		}
+	}
+	for i, cl := range group {
+		switch {
+		case err != nil:
+			cl.res, cl.err = push.Device{}, s.wrap("device", err)
+		case !found[i]:
+			cl.err = s.wrap("device", pgx.ErrNoRows)
+		}
+	}
 }
 
 // UpdateDevice implements store.Store. It takes the device's vendor

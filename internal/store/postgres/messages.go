@@ -210,18 +210,10 @@ WITH r AS (
 )
 DELETE FROM scheduled s USING r WHERE s.seq = r.seq`
 
-// Append implements store.Store. The batch is one implicit transaction in
-// one round trip: a single statement stores every message and inbox entry,
-// then come the collapses. Commit is synchronous (Open insists on
-// synchronous_commit), so the batch is durable when Append returns nil.
-//
-// Collapses run after all the inserts, grouped by collapse ID and in batch
-// order within a group, so a collapse sees the entries of earlier messages
-// of its batch. Collapses with different IDs touch different rows, so their
-// order does not matter to the outcome; the grouping makes concurrent
-// Appends lock rows in one order, so they do not deadlock. A new message
-// replaces older ones that are live at its AcceptedAt: not recalled, not
-// replaced and not expired; older ones still scheduled are replaced too.
+// Append implements store.Store. Concurrent Appends share a transaction
+// (group.go); each returns once that transaction committed, synchronously
+// (Open insists on synchronous_commit), so the batch is durable when Append
+// returns nil.
 func (s *Store) Append(ctx context.Context, batch []store.Accept) ([]store.Accepted, error) {
 	if err := s.check(); err != nil {
 		return nil, err
@@ -229,6 +221,38 @@ func (s *Store) Append(ctx context.Context, batch []store.Accept) ([]store.Accep
 	if len(batch) == 0 {
 		return nil, nil
 	}
+	for _, a := range batch {
+		if a.Msg == nil {
+			return nil, errors.New("postgres: append: nil message")
+		}
+	}
+	out, err := s.appends.do(ctx, batch)
+	if err != nil {
+		return nil, err
+	}
+	// Each new message gets its Seq, as the embedded store sets it; a
+	// duplicate was not stored and keeps none. Set here, not by the
+	// writer: the messages are the caller's.
+	for i, a := range out {
+		if !a.Duplicate {
+			batch[i].Msg.Seq = a.Seq
+		}
+	}
+	return out, nil
+}
+
+// appendBatch stores batch in one implicit transaction in one round trip:
+// a single statement stores every message and inbox entry, then come the
+// collapses.
+//
+// Collapses run after all the inserts, grouped by collapse ID and in batch
+// order within a group, so a collapse sees the entries of earlier messages
+// of its batch. Collapses with different IDs touch different rows, so their
+// order does not matter to the outcome; the grouping makes concurrent
+// batches lock rows in one order, so they do not deadlock. A new message
+// replaces older ones that are live at its AcceptedAt: not recalled, not
+// replaced and not expired; older ones still scheduled are replaced too.
+func (s *Store) appendBatch(ctx context.Context, batch []store.Accept) ([]store.Accepted, error) {
 	// The first message of the batch with a key is sent; later ones with
 	// the same key are its duplicates and are not.
 	type appKey struct{ app, key string }
@@ -236,9 +260,6 @@ func (s *Store) Append(ctx context.Context, batch []store.Accept) ([]store.Accep
 	dupOf := make([]int, len(batch))
 	var send []int // indexes into batch
 	for i, a := range batch {
-		if a.Msg == nil {
-			return nil, errors.New("postgres: append: nil message")
-		}
 		dupOf[i] = -1
 		if k := a.Msg.IdempotencyKey; k != "" {
 			if j, ok := first[appKey{a.Msg.App, k}]; ok {
@@ -312,13 +333,6 @@ func (s *Store) Append(ctx context.Context, batch []store.Accept) ([]store.Accep
 	for i, j := range dupOf {
 		if j >= 0 {
 			out[i] = store.Accepted{ID: out[j].ID, Seq: out[j].Seq, Duplicate: true}
-		}
-	}
-	// Each new message gets its Seq, as the embedded store sets it; a
-	// duplicate was not stored and keeps none.
-	for i, a := range out {
-		if !a.Duplicate {
-			batch[i].Msg.Seq = a.Seq
 		}
 	}
 	return out, nil

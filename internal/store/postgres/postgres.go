@@ -26,6 +26,7 @@ import (
 	"github.com/jackc/pgx/v5/pgconn"
 	"github.com/jackc/pgx/v5/pgxpool"
 
+	"github.com/heraldpush/herald/internal/push"
 	"github.com/heraldpush/herald/internal/store"
 )
 
@@ -50,6 +51,12 @@ type Store struct {
 	pool     *pgxpool.Pool // immutable; never nil
 	sweepKey int32         // the OID of the schema the tables live in; immutable
 	closed   atomic.Bool
+
+	// appends groups concurrent Appends into transactions, reads groups
+	// concurrent device look-ups into queries (group.go). Immutable.
+	appends *combiner[[]store.Accept, []store.Accepted]
+	reads   *combiner[string, push.Device]
+	apps    appCache
 }
 
 // Option configures Open.
@@ -107,6 +114,15 @@ func Open(ctx context.Context, url string, opts ...Option) (*Store, error) {
 		pool.Close()
 		return nil, fmt.Errorf("postgres: find schema: %w", err)
 	}
+	// A quarter of the pool writes groups and a quarter reads them, the
+	// rest is for everything else. Fewer writers make larger groups, which
+	// is what saves PostgreSQL's CPU; more than one lets a group start
+	// while another waits for its commit's flush.
+	n := max(1, int(cfg.MaxConns)/4)
+	s.appends = &combiner[[]store.Accept, []store.Accepted]{name: "append", weight: appendRows, max: maxGroupRows, run: s.commitGroup}
+	s.appends.start(n)
+	s.reads = &combiner[string, push.Device]{name: "device", weight: func(string) int { return 1 }, max: maxGroupReads, run: s.readDevices}
+	s.reads.start(n)
 	return s, nil
 }
 
@@ -223,10 +239,13 @@ func (s *Store) migrate(ctx context.Context, schema string) (err error) {
 	return nil
 }
 
-// Close closes the pool, waiting for connections in use to be returned.
-// Other methods return store.ErrClosed afterwards. Closing twice is harmless.
+// Close waits for the Appends already queued to commit, then closes the
+// pool, waiting for connections in use to be returned. Other methods return
+// store.ErrClosed afterwards. Closing twice is harmless.
 func (s *Store) Close() error {
 	if !s.closed.Swap(true) {
+		s.appends.stop()
+		s.reads.stop()
 		s.pool.Close()
 	}
 	return nil

@@ -227,6 +227,23 @@ func testDevices(t *testing.T, open Opener) {
 		t.Errorf("Device = %+v", got)
 	}
 
+	many, err := s.Devices(ctx, []string{"d3", "nope", "d1", "d4", "d1"})
+	if err != nil {
+		t.Fatalf("Devices: %v", err)
+	}
+	if len(many) != 3 || many["d1"].Alias != "alice" || !slices.Equal(many["d1"].Tags, []string{"news", "sport"}) ||
+		many["d3"].Platform != push.Web || many["d4"].App != "b" {
+		t.Errorf("Devices(d3, nope, d1, d4, d1) = %+v, want d1, d3 and d4", many)
+	}
+	for _, ids := range [][]string{nil, {"nope"}} {
+		if none, err := s.Devices(ctx, ids); err != nil || len(none) != 0 {
+			t.Errorf("Devices(%v) = %v, %v; want none", ids, none, err)
+		}
+	}
+	if one, err := s.Devices(ctx, []string{"d3"}); err != nil || len(one) != 1 || one["d3"].Alias != "bob" {
+		t.Errorf("Devices(d3) = %v, %v", one, err)
+	}
+
 	byAlias := func(app, alias string) []string {
 		ds, err := s.DevicesByAlias(ctx, app, alias)
 		if err != nil {
