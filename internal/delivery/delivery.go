@@ -10,6 +10,7 @@ import (
 	"fmt"
 	"log/slog"
 	"slices"
+	"strings"
 	"sync"
 	"time"
 
@@ -146,6 +147,10 @@ type Result struct {
 	Duplicate bool     `json:"duplicate,omitempty"` // an earlier push had the same idempotency key
 	Targeted  int      `json:"targeted"`            // devices with an inbox entry (the explicit audience)
 	Unknown   []string `json:"unknown,omitempty"`   // registration IDs and aliases that named no device
+	// Fanout is set for a broadcast or tag push: it reaches every device
+	// that matches when the device reads, besides the Targeted ones, so
+	// Targeted 0 does not mean that it reaches nobody.
+	Fanout bool `json:"fanout,omitempty"`
 }
 
 // Push accepts one push for app. It returns once the message is durable.
@@ -199,7 +204,7 @@ func (s *Service) PushBatch(ctx context.Context, app push.App, reqs []*push.Requ
 			devices, unknown = resolved[0].Devices, resolved[0].Unknown
 			resolved = resolved[1:]
 			if len(devices) == 0 && !m.Fanout() {
-				errs[i] = fmt.Errorf("%w: none of %d registration IDs and aliases names a device of this app", ErrNoDevices, len(unknown))
+				errs[i] = fmt.Errorf("%w: %s", ErrNoDevices, noMatch(m))
 				continue
 			}
 		}
@@ -207,7 +212,7 @@ func (s *Service) PushBatch(ctx context.Context, app push.App, reqs []*push.Requ
 		if err != nil {
 			return nil, nil, fmt.Errorf("delivery: channel settings: %w", err)
 		}
-		results[i] = Result{Targeted: len(devices), Unknown: unknown}
+		results[i] = Result{Targeted: len(devices), Unknown: unknown, Fanout: m.Fanout()}
 		batch = append(batch, store.Accept{Msg: m, Targets: targets, Relays: relays})
 		index = append(index, i)
 	}
@@ -233,6 +238,33 @@ func (s *Service) PushBatch(ctx context.Context, app push.App, reqs []*push.Requ
 		s.route(m, batch[j].Targets)
 	}
 	return results, errs, nil
+}
+
+// noMatch says what an explicit audience named that matched no device.
+func noMatch(m *push.Message) string {
+	var named []string
+	if n := len(m.Audience.RegistrationIDs); n > 0 {
+		named = append(named, plural(n, "registration ID", "registration IDs"))
+	}
+	if n := len(m.Audience.Aliases); n > 0 {
+		named = append(named, plural(n, "alias", "aliases"))
+	}
+	msg := "no device of this app"
+	if len(m.Platforms) > 0 {
+		ps := make([]string, len(m.Platforms))
+		for i, p := range m.Platforms {
+			ps[i] = string(p)
+		}
+		msg += " on " + strings.Join(ps, ", ")
+	}
+	return msg + " matches the " + strings.Join(named, " and ") + " named"
+}
+
+func plural(n int, one, many string) string {
+	if n == 1 {
+		return "1 " + one
+	}
+	return fmt.Sprintf("%d %s", n, many)
 }
 
 // audienceKind is the audience label of herald_pushes_accepted_total: the

@@ -1,6 +1,7 @@
 package server
 
 import (
+	"encoding/json"
 	"net/http"
 	"strings"
 	"testing"
@@ -40,5 +41,50 @@ func TestMissesAnswerJSON(t *testing.T) {
 	resp.Body.Close()
 	if !strings.HasPrefix(resp.Header.Get("Content-Type"), "text/html") {
 		t.Errorf("GET / from a browser: %s, want a page", resp.Header.Get("Content-Type"))
+	}
+}
+
+// A fan-out push says it fans out; an explicit audience that matches no
+// device is refused the same way whatever it named, counting what it named.
+func TestPushAnswersSayWhatHappened(t *testing.T) {
+	n := startNode(t, testConfig(t))
+	dev := n.register("alice", "news")
+	var res struct {
+		Targeted int  `json:"targeted"`
+		Fanout   bool `json:"fanout"`
+	}
+	if st, _ := n.call("POST", "/v1/push", n.provider(), map[string]any{"audience": map[string]any{"tag": []string{"news"}}, "message": 1}, &res); st != http.StatusAccepted || !res.Fanout {
+		t.Errorf("tag push: %d %+v, want 202 with fanout", st, res)
+	}
+	if st, _ := n.call("POST", "/v1/push", n.provider(), map[string]any{"audience": "all", "message": 1}, &res); st != http.StatusAccepted || !res.Fanout {
+		t.Errorf("broadcast: %d %+v, want 202 with fanout", st, res)
+	}
+	res.Fanout = false
+	if st, _ := n.call("POST", "/v1/push", n.provider(), map[string]any{"audience": map[string]any{"registration_id": []string{dev.RegistrationID}}, "message": 1}, &res); st != http.StatusAccepted || res.Fanout || res.Targeted != 1 {
+		t.Errorf("direct push: %d %+v, want 202, targeted 1, no fanout", st, res)
+	}
+	for body, want := range map[string]string{
+		`{"audience":{"alias":["nobody"]},"message":1}`:                        "matches the 1 alias named",
+		`{"audience":{"registration_id":["x","y"],"alias":["z"]},"message":1}`: "matches the 2 registration IDs and 1 alias named",
+		`{"audience":{"alias":["alice"]},"platform":"ios","message":1}`:        "no device of this app on ios matches the 1 alias named",
+	} {
+		req, _ := http.NewRequest("POST", n.url+"/v1/push", strings.NewReader(body))
+		n.provider()(req)
+		req.Header.Set("Content-Type", "application/json")
+		resp, err := http.DefaultClient.Do(req)
+		if err != nil {
+			t.Fatal(err)
+		}
+		var e struct {
+			Error struct {
+				Code    string `json:"code"`
+				Message string `json:"message"`
+			} `json:"error"`
+		}
+		json.NewDecoder(resp.Body).Decode(&e)
+		resp.Body.Close()
+		if resp.StatusCode != http.StatusNotFound || !strings.Contains(e.Error.Message, want) {
+			t.Errorf("%s: %d %q, want 404 saying %q", body, resp.StatusCode, e.Error.Message, want)
+		}
 	}
 }
