@@ -19,6 +19,17 @@ import (
 // /v1/devices, /v1/devices/{id}/pending, /v1/messages, /v1/stats/stream)
 // and the admin token acting for an app, through real HTTP.
 
+// onBothStores runs f on a node of the embedded store and on one of
+// PostgreSQL (skipped when it cannot be reached, except under CI=true).
+func onBothStores(t *testing.T, f func(*testing.T, *node)) {
+	t.Run("embedded", func(t *testing.T) { f(t, startNode(t, testConfig(t))) })
+	t.Run("postgres", func(t *testing.T) {
+		cfg := testConfig(t)
+		cfg.PostgresURL, cfg.PostgresSchema = postgresConfig(t)
+		f(t, startNode(t, cfg))
+	})
+}
+
 func (n *node) admin() func(*http.Request) {
 	return func(r *http.Request) { r.Header.Set("Authorization", "Bearer "+n.info.AdminToken) }
 }
@@ -87,8 +98,9 @@ type listedApp struct {
 	CreatedAt time.Time `json:"created_at"`
 }
 
-func TestListApps(t *testing.T) {
-	n := startNode(t, testConfig(t))
+func TestListApps(t *testing.T) { onBothStores(t, testListApps) }
+
+func testListApps(t *testing.T, n *node) {
 	shop, shopSecret := n.newApp("shop")
 	var all struct{ Apps []listedApp }
 	if status, code := n.call("GET", "/v1/apps", n.admin(), nil, &all); status != 200 {
@@ -136,8 +148,9 @@ func TestListApps(t *testing.T) {
 
 // TestAdminActsForApp: the admin token with Herald-App is that app's
 // provider on every provider route.
-func TestAdminActsForApp(t *testing.T) {
-	n := startNode(t, testConfig(t))
+func TestAdminActsForApp(t *testing.T) { onBothStores(t, testAdminActsForApp) }
+
+func testAdminActsForApp(t *testing.T, n *node) {
 	shop, shopSecret := n.newApp("shop")
 	dev := n.registerIn(shop, shopSecret, "web")
 	var pushed struct {
@@ -178,8 +191,9 @@ type listedDevice struct {
 	Tags           []string `json:"tags"`
 }
 
-func TestListDevicesByTag(t *testing.T) {
-	n := startNode(t, testConfig(t))
+func TestListDevicesByTag(t *testing.T) { onBothStores(t, testListDevicesByTag) }
+
+func testListDevicesByTag(t *testing.T, n *node) {
 	shop, shopSecret := n.newApp("shop")
 	var news, all []string
 	for i := range 7 {
@@ -260,8 +274,9 @@ func TestListDevicesByTag(t *testing.T) {
 	}
 }
 
-func TestDeviceSessionsAndPending(t *testing.T) {
-	n := startNode(t, testConfig(t))
+func TestDeviceSessionsAndPending(t *testing.T) { onBothStores(t, testDeviceSessionsAndPending) }
+
+func testDeviceSessionsAndPending(t *testing.T, n *node) {
 	dev := n.register("ana")
 	type sess struct {
 		Transport string
@@ -369,8 +384,9 @@ type listedMessage struct {
 	Channels map[string]struct{ Delivered int }
 }
 
-func TestListMessages(t *testing.T) {
-	n := startNode(t, testConfig(t))
+func TestListMessages(t *testing.T) { onBothStores(t, testListMessages) }
+
+func testListMessages(t *testing.T, n *node) {
 	a := n.register("a")
 	n.register("b")
 	var want []string // newest first
@@ -472,8 +488,9 @@ type appStatsOut struct {
 	}
 }
 
-func TestAppStats(t *testing.T) {
-	n := startNode(t, testConfig(t))
+func TestAppStats(t *testing.T) { onBothStores(t, testAppStats) }
+
+func testAppStats(t *testing.T, n *node) {
 	shop, shopSecret := n.newApp("shop")
 	devs := []*client.Registration{n.registerIn(shop, shopSecret, "android"), n.registerIn(shop, shopSecret, "android"), n.registerIn(shop, shopSecret, "web")}
 	n.register("")
@@ -482,6 +499,8 @@ func TestAppStats(t *testing.T) {
 		// TTL 0: nothing waits, so that the device's long-poll below waits.
 		n.call("POST", "/v1/push", basic(shop, shopSecret), map[string]any{"audience": "all", "message": 1, "options": map[string]int{"ttl": 0}}, &out)
 	}
+	// Once they are offered (to nobody), so that none ends the poll below.
+	n.srv.deliv.Sync()
 	ctx, cancel := context.WithCancel(context.Background())
 	defer cancel()
 	go client.NewDevice(*devs[2], nil).Poll(ctx, 30*time.Second)
@@ -589,8 +608,9 @@ func nextEvent(t *testing.T, events <-chan [2]string) (string, liveEventOut) {
 	return "", liveEventOut{}
 }
 
-func TestStatsStream(t *testing.T) {
-	n := startNode(t, testConfig(t))
+func TestStatsStream(t *testing.T) { onBothStores(t, testStatsStream) }
+
+func testStatsStream(t *testing.T, n *node) {
 	shop, shopSecret := n.newApp("shop")
 	dev := n.registerIn(shop, shopSecret, "web")
 	ctx, cancel := context.WithCancel(context.Background())
