@@ -272,6 +272,25 @@ func testListDevicesByTag(t *testing.T, n *node) {
 	if status, code := n.call("GET", "/v1/devices", nil, nil, nil); status != 401 || code != "unauthorized" {
 		t.Errorf("GET /v1/devices without credentials = %d %s", status, code)
 	}
+	// Devices register on this path from any origin; listing them is a
+	// provider's call, which pages of other origins do not get to read.
+	for _, method := range []string{"OPTIONS", "GET"} {
+		req, _ := http.NewRequest(method, n.url+"/v1/devices", nil)
+		req.Header.Set("Origin", "https://app.example")
+		if method == "OPTIONS" {
+			req.Header.Set("Access-Control-Request-Method", "GET")
+		} else {
+			req.SetBasicAuth(shop, shopSecret)
+		}
+		resp, err := http.DefaultClient.Do(req)
+		if err != nil {
+			t.Fatal(err)
+		}
+		resp.Body.Close()
+		if got := resp.Header.Get("Access-Control-Allow-Origin"); got != "" {
+			t.Errorf("a cross-origin %s /v1/devices is allowed (%q)", method, got)
+		}
+	}
 }
 
 func TestDeviceSessionsAndPending(t *testing.T) { onBothStores(t, testDeviceSessionsAndPending) }
