@@ -2,9 +2,9 @@
 // Chromium against the real herald binary: sign in with the admin token,
 // create an app, watch devices that the Go client registers and connects,
 // send a push from the composer and watch its funnel reach delivered while
-// the device acknowledges it, recall a message from the messages page, and
-// be sent back to the sign-in page, with a message, by a wrong or expired
-// credential.
+// the device acknowledges it, recall messages from the messages page,
+// delete a device, and be sent back to the sign-in page, with a message, by
+// a wrong or expired credential.
 //
 // With HERALD_CONSOLE_SCREENSHOTS=1 it saves a screenshot of each main page
 // to docs/console/; without it they go to the test's artifact directory
@@ -294,7 +294,7 @@ func TestConsole(t *testing.T) {
 	}
 	listener := reg("android", "ana", "news", "beta")
 	quiet := reg("ios", "ana", "news")
-	reg("web", "bo")
+	bo := reg("web", "bo")
 	got := make(chan client.Message, 10)
 	listening := make(chan error, 1)
 	go func() {
@@ -395,13 +395,24 @@ func TestConsole(t *testing.T) {
 		}
 	}
 
+	// A device deleted from its page, after a confirmation.
+	tb.do("delete a device", open("#/apps/"+appKey+"/devices/"+bo.RegistrationID),
+		hasText("#device-id", bo.RegistrationID),
+		hasText("#device-seen", "not recorded"),
+		chromedp.Click("#delete-device"),
+		chromedp.Click("#delete-confirm"),
+		hasText(".note.ok", "deleted"))
+	if _, err := client.NewDevice(*bo, nil).Poll(ctx, 0); err == nil || !strings.Contains(err.Error(), "unauthorized") {
+		t.Errorf("the deleted device still polls: %v", err)
+	}
+
 	// Signed in with the app's own credentials: that app alone.
 	tb.do("sign out", chromedp.Click("#sign-out"), chromedp.WaitVisible("#app-key"))
 	tb.do("sign in to the app",
 		chromedp.SendKeys("#app-key", appKey),
 		chromedp.SendKeys("#master-secret", secret),
 		submit("#master-secret"),
-		hasText("#devices-total", "3"),
+		hasText("#devices-total", "2"),
 		hasText("#app-name", "shop"))
 	if apps := eval[bool](tb, `[...document.querySelectorAll('#nav a')].some(a => a.textContent === 'Apps')`); apps {
 		t.Error("an app's credentials see the list of apps")
