@@ -11,16 +11,19 @@ import (
 	"log/slog"
 	"net/http"
 	"strings"
+	"sync"
 	"time"
 
 	"golang.org/x/time/rate"
 
 	"github.com/heraldpush/herald/internal/apierr"
 	"github.com/heraldpush/herald/internal/delivery"
+	"github.com/heraldpush/herald/internal/metrics"
 	"github.com/heraldpush/herald/internal/netlimit"
 	"github.com/heraldpush/herald/internal/push"
 	"github.com/heraldpush/herald/internal/registry"
 	"github.com/heraldpush/herald/internal/relay"
+	"github.com/heraldpush/herald/internal/session"
 	"github.com/heraldpush/herald/internal/webpush"
 )
 
@@ -49,7 +52,13 @@ type Options struct {
 	// Channels are the apps' vendor channel settings; their routes are
 	// left out when nil.
 	Channels *relay.Channels
-	Log      *slog.Logger
+	// Sessions are this node's live sessions, for who is online (stats,
+	// a device's sessions, the live stream); none are shown when nil.
+	Sessions *session.Hub
+	// Metrics feed the live figures (stats, the live stream); zeros when
+	// nil.
+	Metrics *metrics.M
+	Log     *slog.Logger
 }
 
 // Links are the addresses a device connects to.
@@ -67,6 +76,10 @@ type API struct {
 	// pushLimit is the per-app push budget; never nil.
 	pushLimit *appLimiter
 	log       *slog.Logger
+	live      *sampler // never nil
+
+	draining  chan struct{} // closed by Drain
+	drainOnce sync.Once
 }
 
 // New returns the API over its services.
@@ -80,7 +93,8 @@ func New(reg *registry.Registry, d *delivery.Service, o Options) *API {
 	}
 	return &API{reg: reg, delivery: d, opts: o, log: o.Log,
 		limiter:   newAddrLimiter(o.RegisterRate, o.RegisterBurst),
-		pushLimit: newAppLimiter(pushRate, o.AppPushBurst)}
+		pushLimit: newAppLimiter(pushRate, o.AppPushBurst),
+		live:      newSampler(o.Metrics), draining: make(chan struct{})}
 }
 
 // Register adds the API's routes to mux.
@@ -99,10 +113,13 @@ func (a *API) Register(mux *http.ServeMux) {
 	mux.Handle("DELETE /v1/messages/{id}", h(a.provider(a.recall)))
 	a.registerWebPush(mux)
 	a.registerChannels(mux)
+	a.registerListing(mux)
 }
 
-// Run prunes idle rate-limit state until ctx ends.
+// Run prunes idle rate-limit state and samples the live figures until ctx
+// ends.
 func (a *API) Run(ctx context.Context) {
+	go a.live.run(ctx)
 	t := time.NewTicker(time.Minute)
 	defer t.Stop()
 	for {
@@ -117,16 +134,13 @@ func (a *API) Run(ctx context.Context) {
 
 type providerFunc func(w http.ResponseWriter, r *http.Request, app push.App) error
 
-// provider authenticates the app with HTTP Basic app_key:master_secret.
+// provider authenticates the app with HTTP Basic app_key:master_secret, or
+// the admin token acting for the app named in Herald-App (providerApp).
 func (a *API) provider(f providerFunc) apierr.HandlerFunc {
 	return func(w http.ResponseWriter, r *http.Request) error {
-		key, secret, ok := r.BasicAuth()
-		if !ok {
-			return apierr.Unauthorized.With("use HTTP Basic with app_key:master_secret")
-		}
-		app, err := a.reg.AuthApp(r.Context(), key, secret)
+		app, err := a.providerApp(r)
 		if err != nil {
-			return registryError(err)
+			return err
 		}
 		return f(w, r, app)
 	}

@@ -50,7 +50,7 @@ func (a *API) appOwner(f appFunc) apierr.HandlerFunc {
 			return registryError(err)
 		}
 		if app.Key != key {
-			return apierr.Unauthorized.With("an app's master secret manages that app's channels only")
+			return apierr.Unauthorized.With("an app's master secret is for that app only")
 		}
 		return f(w, r, app)
 	}

@@ -152,7 +152,12 @@ func (a *API) getDevice(w http.ResponseWriter, r *http.Request, app push.App) er
 	if err != nil {
 		return registryError(err)
 	}
-	return apierr.WriteJSON(w, http.StatusOK, viewOf(&d))
+	return apierr.WriteJSON(w, http.StatusOK, struct {
+		deviceView
+		// Sessions are the device's live connections on this node (a
+		// cluster's other nodes are not asked).
+		Sessions []sessionView `json:"sessions"`
+	}{viewOf(&d), a.sessionsOf(d.ID)})
 }
 
 func (a *API) patchDevice(w http.ResponseWriter, r *http.Request, app push.App) error {

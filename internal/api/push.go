@@ -106,11 +106,11 @@ func (a *API) pushBatch(w http.ResponseWriter, r *http.Request, app push.App) er
 }
 
 func (a *API) report(w http.ResponseWriter, r *http.Request, app push.App) error {
-	rep, err := a.delivery.Report(r.Context(), app.Key, r.PathValue("id"))
+	d, err := a.delivery.Describe(r.Context(), app.Key, r.PathValue("id"))
 	if err != nil {
 		return pushError(err)
 	}
-	return apierr.WriteJSON(w, http.StatusOK, rep)
+	return apierr.WriteJSON(w, http.StatusOK, messageViewOf(&d))
 }
 
 func (a *API) recall(w http.ResponseWriter, r *http.Request, app push.App) error {

@@ -427,6 +427,7 @@ func (s *Service) AckFrom(ctx context.Context, transport string, d *push.Device,
 		transport = "other"
 	}
 	s.metrics.Acked(transport, n)
+	s.metrics.AppAcked(d.App, n)
 	if errors.Is(err, store.ErrUnavailable) {
 		s.keepAck(d, ids)
 		s.router.Acked(ctx, d.ID, ids)
@@ -497,28 +498,7 @@ func (s *Service) Report(ctx context.Context, app, id string) (Report, error) {
 			return Report{}, err
 		}
 	}
-	r := Report{
-		MsgID: m.ID, AcceptedAt: m.AcceptedAt, SendAt: m.SendAt, ExpiresAt: m.ExpiresAt,
-		Targeted: targeted, Delivered: c.Delivered, Replaced: c.Replaced,
-		Channels: channelReports(c),
-	}
-	rest := max(0, targeted-c.Delivered-c.Replaced)
-	now := s.now()
-	switch {
-	case m.Recalled:
-		r.State, r.Recalled = "recalled", rest
-	case m.Replaced:
-		r.State, r.Replaced = "replaced", r.Replaced+rest
-	case m.Expired(now):
-		r.State, r.Expired = "expired", rest
-	case !m.Due(now):
-		r.State, r.Pending = "scheduled", rest
-	case rest == 0 && targeted > 0:
-		r.State = "delivered"
-	default:
-		r.State, r.Pending = "pending", rest
-	}
-	return r, nil
+	return s.reportOf(&m, c, targeted), nil
 }
 
 // Run fires scheduled messages when they are due, starting with those the

@@ -9,6 +9,7 @@ package metrics
 
 import (
 	"net/http"
+	"sync"
 	"time"
 
 	"github.com/prometheus/client_golang/prometheus"
@@ -37,6 +38,9 @@ type M struct {
 	busOut      *prometheus.CounterVec
 	busIn       *prometheus.CounterVec
 	busLag      prometheus.Histogram
+
+	// apps holds each app's *appCounts (live.go), by app key.
+	apps sync.Map
 }
 
 // Options configure New.
@@ -139,6 +143,7 @@ func (m *M) Pushed(audience, app string, n int) {
 	if m == nil {
 		return
 	}
+	m.appCounts(app).pushes.Add(int64(n))
 	if m.perApp {
 		m.pushes.WithLabelValues(audience, app).Add(float64(n))
 	} else {

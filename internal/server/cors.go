@@ -13,7 +13,7 @@ import (
 // CORS headers: a master secret does not belong in a browser.
 func deviceCORS(next http.Handler) http.Handler {
 	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
-		if r.Header.Get("Origin") == "" || !deviceFacing(r.URL.Path) {
+		if r.Header.Get("Origin") == "" || !deviceFacing(r.URL.Path) || listsDevices(r) {
 			next.ServeHTTP(w, r)
 			return
 		}
@@ -34,4 +34,18 @@ func deviceCORS(next http.Handler) http.Handler {
 func deviceFacing(path string) bool {
 	return path == "/v1/devices" || path == "/v1/inbox" || strings.HasPrefix(path, "/v1/inbox/") ||
 		path == "/v1/webpush/subscriptions" || strings.HasPrefix(path, "/v1/webpush/subscriptions/")
+}
+
+// listsDevices reports whether r is GET /v1/devices (or its preflight),
+// the provider's listing on the path devices register on: a provider
+// call, so not for pages of other origins.
+func listsDevices(r *http.Request) bool {
+	if r.URL.Path != "/v1/devices" {
+		return false
+	}
+	m := r.Method
+	if m == http.MethodOptions {
+		m = r.Header.Get("Access-Control-Request-Method")
+	}
+	return m == http.MethodGet || m == http.MethodHead
 }

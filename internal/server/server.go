@@ -203,6 +203,7 @@ func (s *Server) build(ctx context.Context, dir dataDir) error {
 		RegisterRate: cfg.RegisterRate, RegisterBurst: cfg.RegisterBurst,
 		AppPushRate: cfg.AppPushRate, AppPushBurst: cfg.AppPushBurst,
 		Links: api.Links{HTTP: s.info.HTTPURL, MQTT: s.deviceMQTTURL()}, WebPush: s.webpush, Channels: channels, Log: s.log,
+		Sessions: s.hub, Metrics: s.metrics,
 	})
 	pollGW := poll.New(s.reg, s.deliv, poll.Options{
 		MaxWait: cfg.LongPollMax, MaxBody: cfg.MaxBody, MaxBatch: cfg.MaxBatch, MaxBytes: cfg.PollMaxBytes,
@@ -233,6 +234,9 @@ func (s *Server) build(ctx context.Context, dir dataDir) error {
 	// Requests carry their connection's limiter ticket, which the
 	// credential checks mark authenticated.
 	s.http.ConnContext = netlimit.ConnContext
+	// The console's live streams end when the drain begins, or the drain
+	// would wait for them.
+	s.http.RegisterOnShutdown(s.api.Drain)
 	return nil
 }
 

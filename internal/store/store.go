@@ -169,6 +169,7 @@ type Store interface {
 	PurgeSubscriptions(ctx context.Context, before time.Time) (int, error)
 
 	RelayStore
+	Lister
 
 	// Lead waits until this process holds the lease named name among all
 	// the processes that share the store, and returns a channel that is

@@ -90,10 +90,11 @@ func (s *Store) CreateDevice(ctx context.Context, d push.Device) (push.Device, e
 // putDevice writes d and its index rows.
 func (w *writeTx) putDevice(d *push.Device) {
 	w.set(kDevice(d.ID), encodeDevice(d))
-	w.set(kAppDev(d.App, d.ID), nil)
+	w.set(kAppDev(d.App, d.ID), []byte(d.Platform))
 	if d.Alias != "" {
 		w.set(kAlias(d.App, d.Alias, d.ID), nil)
 	}
+	w.putTags(d)
 }
 
 // Device returns the device with id.
@@ -148,6 +149,7 @@ func (s *Store) UpdateDevice(ctx context.Context, d push.Device) error {
 		if old.Alias != "" && old.Alias != d.Alias {
 			w.del(kAlias(old.App, old.Alias, old.ID))
 		}
+		w.dropTags(&old, d.Tags)
 		nd := old
 		nd.Platform, nd.Alias, nd.Tags = d.Platform, d.Alias, d.Tags
 		nd.Channel, nd.SecretHash, nd.UpdatedAt = d.Channel, d.SecretHash, d.UpdatedAt
@@ -175,6 +177,7 @@ func (s *Store) DeleteDevice(ctx context.Context, id string) error {
 		if d.Alias != "" {
 			w.del(kAlias(d.App, d.Alias, id))
 		}
+		w.dropTags(&d, nil)
 		// Range deletions: the inbox and collapse rows are contiguous.
 		for _, p := range [][]byte{kInboxPrefix(id), kCollapsePrefix(id)} {
 			w.b.DeleteRange(p, prefixEnd(p), nil)

@@ -232,7 +232,10 @@ func (s *Store) load() error {
 	default:
 		s.seq = binary.BigEndian.Uint64(v)
 	}
-	return s.indexAddresses()
+	if err := s.indexAddresses(); err != nil {
+		return err
+	}
+	return s.indexListing()
 }
 
 // Close waits for the changes already submitted to commit, then closes the

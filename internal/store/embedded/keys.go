@@ -17,7 +17,7 @@ import (
 //	'a' appKey                           app record
 //	'A' appName                          app key
 //	'd' deviceID                         device record
-//	'D' lp(app) deviceID                 -            every device of an app (EachDevice)
+//	'D' lp(app) deviceID                 platform     every device of an app (EachDevice, CountDevices; empty in stores written before listing.go)
 //	'l' lp(app) lp(alias) deviceID       -            alias index
 //	'm' seq                              message record
 //	'c' seq                              counters: targeted, delivered, replaced (uvarints)
@@ -37,6 +37,9 @@ import (
 //	'T' lp(app) lp(kind) address         deviceID     the device holding a vendor address
 //	'C' lp(app) kind                     sealed       an app's channel settings
 //	'I'                                  -            the 'T' index was built for the devices already stored
+//	'G' lp(app) lp(tag) deviceID         -            the app's devices with a tag (ListDevices, listing.go)
+//	'N' lp(app) seq                      -            the app's messages in Seq order (ListMessages, listing.go)
+//	'L'                                  -            'G', 'N' and the 'D' values were built for what was already stored
 //
 // Acknowledgements are keyed by message first: Pending asks "has d acked
 // seq" (a point lookup either way), while purging a message must drop all
@@ -68,6 +71,9 @@ const (
 	tAddress  = 'T'
 	tChanConf = 'C'
 	tAddrDone = 'I'
+	tTagDev   = 'G'
+	tAppMsg   = 'N'
+	tListDone = 'L'
 )
 
 // formatVersion is written at creation; Open refuses a store it does not know.

@@ -104,6 +104,7 @@ func (w *writeTx) append(a store.Accept) (store.Accepted, error) {
 	m.Seq = w.nextSeq()
 	w.set(kMsg(m.Seq), encodeMessage(m))
 	w.set(kMsgID(m.App, m.ID), binary.BigEndian.AppendUint64(nil, m.Seq))
+	w.set(kAppMsg(m.App, m.Seq), nil)
 	w.set(kCounters(m.Seq), encodeCounters(counters{targeted: uint64(len(targets))}))
 	w.set(kExpiry(m.ExpiresAt, m.Seq), nil)
 	w.schedule(m)

@@ -172,6 +172,7 @@ func (w *writeTx) purgeMessage(m *push.Message) error {
 	}
 	w.del(kMsg(seq))
 	w.del(kMsgID(m.App, m.ID))
+	w.del(kAppMsg(m.App, seq))
 	w.del(kCounters(seq))
 	w.del(kTargets(seq))
 	return nil
