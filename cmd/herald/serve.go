@@ -56,6 +56,8 @@ func serveFlags(cfg *config.Config, stderr io.Writer) (*flag.FlagSet, *string) {
 	fs.StringVar(&cfg.MQTTSAddr, "mqtts", cfg.MQTTSAddr, "MQTT over TLS listen address; empty to disable")
 	fs.StringVar(&cfg.TLSCert, "tls-cert", cfg.TLSCert, "TLS certificate file (PEM): the HTTP listener then serves only HTTPS (and HTTP/2), and --mqtts uses it too")
 	fs.StringVar(&cfg.TLSKey, "tls-key", cfg.TLSKey, "TLS private key file (PEM) of --tls-cert")
+	fs.StringVar(&cfg.MQTTSCert, "mqtts-cert", cfg.MQTTSCert, "the MQTTS listener's own certificate file (PEM); default: --tls-cert")
+	fs.StringVar(&cfg.MQTTSKey, "mqtts-key", cfg.MQTTSKey, "the private key file (PEM) of --mqtts-cert")
 	fs.StringVar(&cfg.PublicURL, "public-url", cfg.PublicURL, "base URL devices and providers use to reach the HTTP listener")
 	fs.StringVar(&cfg.AdminToken, "admin-token", cfg.AdminToken, "admin bearer token, at least 128 bits (openssl rand -hex 16); generated and kept in the data directory when empty. Prefer HERALD_ADMIN_TOKEN or --admin-token-file: a flag shows in ps")
 	fs.StringVar(&cfg.DebugAddr, "debug-addr", cfg.DebugAddr, "serve Go's profiler (net/http/pprof) on this address, e.g. 127.0.0.1:6060; off when empty")

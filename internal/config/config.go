@@ -13,16 +13,19 @@ import (
 
 // Config is everything `herald serve` can be told.
 type Config struct {
-	DataDir     string // embedded store and local state
-	HTTPAddr    string // REST API, device HTTP transports, health
-	MQTTAddr    string // MQTT over TCP; empty disables it
-	MQTTSAddr   string // MQTT over TLS; empty disables it
-	TLSCert     string // certificate file: when set, HTTPS on HTTPAddr and the certificate of MQTTS
-	TLSKey      string
-	PublicURL   string // how devices and providers reach HTTPAddr; derived when empty
-	AdminToken  string // bearer token for admin calls; generated on first start when empty
-	DebugAddr   string // net/http/pprof on its own listener; empty (the default) turns it off
-	PostgresURL string // cluster mode: the system of record
+	DataDir   string // embedded store and local state
+	HTTPAddr  string // REST API, device HTTP transports, health
+	MQTTAddr  string // MQTT over TCP; empty disables it
+	MQTTSAddr string // MQTT over TLS; empty disables it
+	TLSCert   string // certificate file: when set, HTTPS on HTTPAddr and the certificate of MQTTS
+	TLSKey    string
+	// MQTTSCert and MQTTSKey, when set, are the MQTTS listener's own
+	// certificate; otherwise it uses TLSCert and TLSKey.
+	MQTTSCert, MQTTSKey string
+	PublicURL           string // how devices and providers reach HTTPAddr; derived when empty
+	AdminToken          string // bearer token for admin calls; generated on first start when empty
+	DebugAddr           string // net/http/pprof on its own listener; empty (the default) turns it off
+	PostgresURL         string // cluster mode: the system of record
 	// PostgresSchema keeps Herald's tables in that schema (created if
 	// needed) rather than the connection's default search_path.
 	PostgresSchema string
@@ -186,8 +189,11 @@ func (c *Config) Validate() error {
 			errs = append(errs, fmt.Errorf("%s address %q: %v", name, addr, err))
 		}
 	}
-	if c.MQTTSAddr != "" && (c.TLSCert == "" || c.TLSKey == "") {
-		errs = append(errs, errors.New("mqtts needs tls-cert and tls-key"))
+	if c.MQTTSAddr != "" && (c.TLSCert == "" || c.TLSKey == "") && (c.MQTTSCert == "" || c.MQTTSKey == "") {
+		errs = append(errs, errors.New("mqtts needs mqtts-cert and mqtts-key, or tls-cert and tls-key"))
+	}
+	if (c.MQTTSCert == "") != (c.MQTTSKey == "") {
+		errs = append(errs, errors.New("mqtts-cert and mqtts-key go together"))
 	}
 	if (c.TLSCert == "") != (c.TLSKey == "") {
 		errs = append(errs, errors.New("tls-cert and tls-key go together"))

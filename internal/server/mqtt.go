@@ -54,7 +54,11 @@ func (s *Server) buildMQTT(mux *http.ServeMux) error {
 			m.closeListeners()
 			return fmt.Errorf("mqtts listener: %w", err)
 		}
-		m.tls = tls.NewListener(ln, s.tls.Clone())
+		conf := s.tls
+		if s.mqttsCerts != nil {
+			conf = s.mqttsTLS
+		}
+		m.tls = tls.NewListener(ln, conf.Clone())
 		s.info.MQTTSURL = "mqtts://" + reachable(ln.Addr())
 		m.tls = withSocket(m.tls, ln) // for the engine's accept loop out of descriptors
 	}

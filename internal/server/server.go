@@ -70,6 +70,10 @@ type Server struct {
 	metricsSrv *http.Server // with --metrics; nil otherwise
 
 	certs *certFiles // with --tls-cert; nil otherwise
+	// mqttsTLS and mqttsCerts are the MQTTS listener's own, with
+	// --mqtts-cert; nil otherwise (it uses tls).
+	mqttsTLS   *tls.Config
+	mqttsCerts *certFiles
 }
 
 // Info is what an operator needs after start: credentials created on this
@@ -110,6 +114,13 @@ func New(ctx context.Context, cfg config.Config, log *slog.Logger) (*Server, err
 	var err error
 	if s.tls, s.certs, err = loadTLS(cfg); err != nil {
 		return nil, err
+	}
+	if cfg.MQTTSCert != "" {
+		own := cfg
+		own.TLSCert, own.TLSKey = cfg.MQTTSCert, cfg.MQTTSKey
+		if s.mqttsTLS, s.mqttsCerts, err = loadTLS(own); err != nil {
+			return nil, err
+		}
 	}
 	// A kept admin token is read or generated in build, after
 	// refuseLostToken has seen whether it was lost.

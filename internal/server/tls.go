@@ -58,20 +58,25 @@ func (f *certFiles) get(*tls.ClientHelloInfo) (*tls.Certificate, error) { return
 // not load leaves the one in use, so that a half-copied renewal does not
 // take HTTPS down.
 func (s *Server) reloadTLS() {
-	if s.certs == nil {
+	if s.certs == nil && s.mqttsCerts == nil {
 		s.log.Info("SIGHUP: no --tls-cert to reload")
 		return
 	}
-	if err := s.certs.load(); err != nil {
-		s.log.Error("SIGHUP: the certificate was not reloaded; the one in use stays", "err", err)
-		return
+	for _, files := range []*certFiles{s.certs, s.mqttsCerts} {
+		if files == nil {
+			continue
+		}
+		if err := files.load(); err != nil {
+			s.log.Error("SIGHUP: the certificate was not reloaded; the one in use stays", "err", err)
+			continue
+		}
+		leaf := files.current.Load().Leaf
+		attrs := []any{"cert", files.cert}
+		if leaf != nil {
+			attrs = append(attrs, "subject", leaf.Subject.String(), "not_after", leaf.NotAfter)
+		}
+		s.log.Info("SIGHUP: certificate reloaded; new connections use it", attrs...)
 	}
-	leaf := s.certs.current.Load().Leaf
-	attrs := []any{"cert", s.certs.cert}
-	if leaf != nil {
-		attrs = append(attrs, "subject", leaf.Subject.String(), "not_after", leaf.NotAfter)
-	}
-	s.log.Info("SIGHUP: certificate reloaded; new connections use it", attrs...)
 }
 
 // secureHTTP makes ln serve HTTPS when the node has a certificate, and

@@ -101,3 +101,40 @@ func waitLog(t *testing.T, cond func() bool, what string) {
 		time.Sleep(10 * time.Millisecond)
 	}
 }
+
+// --mqtts-cert and --mqtts-key give the MQTTS listener a certificate of its
+// own; HTTPS keeps --tls-cert's.
+func TestMQTTSOwnCertificate(t *testing.T) {
+	dir := t.TempDir()
+	os.MkdirAll(filepath.Join(dir, "a"), 0o700)
+	os.MkdirAll(filepath.Join(dir, "b"), 0o700)
+	_, certA, keyA, pool := testCA(t, filepath.Join(dir, "a"))
+	caB, certB, keyB, _ := testCA(t, filepath.Join(dir, "b"))
+	bCA, _ := os.ReadFile(caB)
+	pool.AppendCertsFromPEM(bCA)
+	srv := startServer(t, filepath.Join(dir, "data"), "--tls-cert", certA, "--tls-key", keyA,
+		"--mqtts", "127.0.0.1:0", "--mqtts-cert", certB, "--mqtts-key", keyB)
+	leafOf := func(path string) []byte {
+		b, _ := os.ReadFile(path)
+		blk, _ := pem.Decode(b)
+		return blk.Bytes
+	}
+	conn, err := tls.Dial("tcp", strings.TrimPrefix(srv.MQTTSURL, "mqtts://"), &tls.Config{RootCAs: pool})
+	if err != nil {
+		t.Fatal(err)
+	}
+	got := conn.ConnectionState().PeerCertificates[0].Raw
+	conn.Close()
+	if !bytes.Equal(got, leafOf(certB)) {
+		t.Error("MQTTS does not show --mqtts-cert")
+	}
+	hc := &http.Client{Transport: &http.Transport{TLSClientConfig: &tls.Config{RootCAs: pool}}}
+	resp, err := hc.Get(srv.URL + "/healthz")
+	if err != nil {
+		t.Fatal(err)
+	}
+	resp.Body.Close()
+	if !bytes.Equal(resp.TLS.PeerCertificates[0].Raw, leafOf(certA)) {
+		t.Error("HTTPS does not show --tls-cert")
+	}
+}
