@@ -147,6 +147,9 @@ func printBanner(w io.Writer, in server.Info) {
 	}
 	fmt.Fprintf(w, "  MQTT over WS    %s   (subprotocol mqtt)\n", in.MQTTWSURL)
 	fmt.Fprintf(w, "  WebSocket       %s\n", in.WSURL)
+	fmt.Fprintf(w, "  SSE             %s/v1/inbox/stream\n", in.HTTPURL)
+	fmt.Fprintf(w, "  demo            %s/demo   (this browser as a device; %s/client.js is the client)\n", in.HTTPURL, in.HTTPURL)
+	fmt.Fprintf(w, "  console         %s/console/\n", in.HTTPURL)
 	fmt.Fprintf(w, "  Firefox push    %s?app_key=%s   (dom.push.serverURL)\n", in.MozPushURL, in.AppKey)
 	metricsURL := in.MetricsURL
 	if metricsURL == "" {

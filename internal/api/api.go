@@ -65,6 +65,10 @@ type Options struct {
 type Links struct {
 	HTTP string // base URL of the HTTP listener
 	MQTT string // mqtts://host:port when MQTT over TLS is on, else mqtt://; empty when neither is
+	// Every MQTT listener, for the registration answer's list: plain TCP,
+	// TLS and WebSocket; empty when off.
+	MQTTTCP, MQTTTLS, MQTTWS string
+	WS                       string // the device WebSocket, /v1/inbox/ws
 }
 
 // API serves the provider, registration and admin endpoints.

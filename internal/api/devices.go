@@ -84,18 +84,25 @@ type registered struct {
 }
 
 type connectInfo struct {
-	Inbox       string    `json:"inbox"`       // GET to poll, ?wait=N to long-poll
-	Ack         string    `json:"ack"`         // POST {"ids":[...]}
-	Credentials string    `json:"credentials"` // how to authenticate
-	MQTT        *mqttInfo `json:"mqtt,omitempty"`
+	Inbox       string    `json:"inbox"`          // GET to poll, ?wait=N to long-poll
+	Ack         string    `json:"ack"`            // POST {"ids":[...]}
+	WebSocket   string    `json:"websocket"`      // the device WebSocket (docs/protocol.md)
+	Stream      string    `json:"stream"`         // Server-Sent Events; acks go to Ack
+	Credentials string    `json:"credentials"`    // how to authenticate
+	MQTT        *mqttInfo `json:"mqtt,omitempty"` // MQTT over TCP or TLS, when a listener is on
+	// MQTTWebSocket is MQTT over WebSocket (subprotocol mqtt), on the HTTP
+	// listener whether or not an MQTT listener is on.
+	MQTTWebSocket string `json:"mqtt_websocket,omitempty"`
 }
 
 type mqttInfo struct {
-	URL      string `json:"url"`
+	URL      string `json:"url"` // the one to use: MQTTS when it is on
 	ClientID string `json:"client_id"`
 	Username string `json:"username"`
 	Topic    string `json:"topic"`
 	QoS      int    `json:"qos"`
+	// URLs lists every MQTT listener: tcp, tls, websocket.
+	URLs map[string]string `json:"urls"`
 }
 
 func (a *API) register(w http.ResponseWriter, r *http.Request) error {
@@ -139,10 +146,20 @@ func (a *API) register(w http.ResponseWriter, r *http.Request) error {
 	out := registered{deviceView: viewOf(&d), DeviceSecret: secret, Connect: connectInfo{
 		Inbox:       a.opts.Links.HTTP + "/v1/inbox",
 		Ack:         a.opts.Links.HTTP + "/v1/inbox/ack",
-		Credentials: "HTTP Basic registration_id:device_secret",
+		WebSocket:   a.opts.Links.WS,
+		Stream:      a.opts.Links.HTTP + "/v1/inbox/stream",
+		Credentials: "HTTP Basic registration_id:device_secret (WebSocket and SSE also take ?registration_id=&device_secret=)",
 	}}
-	if a.opts.Links.MQTT != "" {
-		out.Connect.MQTT = &mqttInfo{URL: a.opts.Links.MQTT, ClientID: d.ID, Username: d.ID, Topic: "devices/" + d.ID, QoS: 1}
+	l := a.opts.Links
+	out.Connect.MQTTWebSocket = l.MQTTWS
+	if l.MQTT != "" {
+		urls := map[string]string{}
+		for name, u := range map[string]string{"tcp": l.MQTTTCP, "tls": l.MQTTTLS, "websocket": l.MQTTWS} {
+			if u != "" {
+				urls[name] = u
+			}
+		}
+		out.Connect.MQTT = &mqttInfo{URL: l.MQTT, ClientID: d.ID, Username: d.ID, Topic: "devices/" + d.ID, QoS: 1, URLs: urls}
 	}
 	return apierr.WriteJSON(w, http.StatusCreated, out)
 }

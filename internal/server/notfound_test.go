@@ -88,3 +88,33 @@ func TestPushAnswersSayWhatHappened(t *testing.T) {
 		}
 	}
 }
+
+// The registration answer lists every way the device can connect.
+func TestRegistrationListsEveryTransport(t *testing.T) {
+	n, addr := startMQTTNode(t)
+	var reg struct {
+		Connect struct {
+			Inbox, Ack, WebSocket, Stream string
+			MQTT                          struct {
+				URL  string
+				URLs map[string]string
+			}
+			MQTTWebSocket string `json:"mqtt_websocket"`
+		}
+	}
+	if st, _ := n.call("POST", "/v1/devices", nil, map[string]any{"app_key": n.info.AppKey, "platform": "android"}, &reg); st != http.StatusCreated {
+		t.Fatalf("register: %d", st)
+	}
+	c := reg.Connect
+	ws := strings.Replace(n.url, "http://", "ws://", 1)
+	for what, pair := range map[string][2]string{
+		"inbox": {c.Inbox, n.url + "/v1/inbox"}, "ack": {c.Ack, n.url + "/v1/inbox/ack"},
+		"websocket": {c.WebSocket, ws + "/v1/inbox/ws"}, "stream": {c.Stream, n.url + "/v1/inbox/stream"},
+		"mqtt": {c.MQTT.URL, "mqtt://" + addr}, "mqtt tcp": {c.MQTT.URLs["tcp"], "mqtt://" + addr},
+		"mqtt websocket": {c.MQTT.URLs["websocket"], ws + "/mqtt"}, "mqtt_websocket": {c.MQTTWebSocket, ws + "/mqtt"},
+	} {
+		if pair[0] != pair[1] {
+			t.Errorf("connect %s = %q, want %q", what, pair[0], pair[1])
+		}
+	}
+}

@@ -213,7 +213,8 @@ func (s *Server) build(ctx context.Context, dir dataDir) error {
 		AdminToken: s.info.AdminToken, Backup: s.backupFunc(), MaxBody: cfg.MaxBody, MaxBatch: cfg.MaxBatch,
 		RegisterRate: cfg.RegisterRate, RegisterBurst: cfg.RegisterBurst,
 		AppPushRate: cfg.AppPushRate, AppPushBurst: cfg.AppPushBurst,
-		Links: api.Links{HTTP: s.info.HTTPURL, MQTT: s.deviceMQTTURL()}, WebPush: s.webpush, Channels: channels, Log: s.log,
+		Links: api.Links{HTTP: s.info.HTTPURL, MQTT: s.deviceMQTTURL(), MQTTTCP: s.info.MQTTURL, MQTTTLS: s.info.MQTTSURL,
+			MQTTWS: s.info.MQTTWSURL, WS: s.info.WSURL}, WebPush: s.webpush, Channels: channels, Log: s.log,
 		Sessions: s.hub, Metrics: s.metrics,
 	})
 	pollGW := poll.New(s.reg, s.deliv, poll.Options{
