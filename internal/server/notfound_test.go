@@ -118,3 +118,14 @@ func TestRegistrationListsEveryTransport(t *testing.T) {
 		}
 	}
 }
+
+func TestIsAllInterfaces(t *testing.T) {
+	for addr, want := range map[string]bool{
+		":8080": true, "0.0.0.0:8080": true, "[::]:1883": true,
+		"127.0.0.1:8080": false, "[::1]:8080": false, "10.0.0.5:8080": false, "push.example.com:443": false, "nonsense": false,
+	} {
+		if got := isAllInterfaces(addr); got != want {
+			t.Errorf("isAllInterfaces(%q) = %v, want %v", addr, got, want)
+		}
+	}
+}

@@ -340,6 +340,7 @@ func (s *Server) Run(ctx context.Context) error {
 	s.serveMQTT(errc)
 	s.ready.Store(true)
 	s.log.Info("herald serving", "http", s.info.HTTPURL, "store", s.info.Store)
+	s.warnPlaintext()
 
 	hup := make(chan os.Signal, 1)
 	signal.Notify(hup, syscall.SIGHUP)

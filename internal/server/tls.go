@@ -132,3 +132,35 @@ func (s *Server) deviceMQTTURL() string {
 	}
 	return s.info.MQTTURL
 }
+
+// warnPlaintext says, once at start, when a listener serves every network
+// interface without TLS: master secrets, device secrets and payloads then
+// cross other networks in clear. Loopback, or a proxy that terminates TLS
+// (--public-url https://...), is what it is for.
+func (s *Server) warnPlaintext() {
+	proxied := strings.HasPrefix(s.cfg.PublicURL, "https://")
+	if s.tls == nil && !proxied && allInterfaces(s.httpLn.Addr()) {
+		s.log.Warn("the HTTP listener serves every interface without TLS: secrets and payloads cross the network in clear; give --tls-cert and --tls-key, put a TLS proxy in front (--public-url https://...), or listen on loopback (--http 127.0.0.1:8080)",
+			"http", s.httpLn.Addr().String())
+	}
+	if s.cfg.MQTTAddr != "" && s.info.MQTTURL != "" && isAllInterfaces(s.cfg.MQTTAddr) {
+		s.log.Warn("the MQTT listener serves every interface in plaintext: device secrets cross the network in clear; use --mqtts and turn --mqtt off (--mqtt \"\") where that matters",
+			"mqtt", s.cfg.MQTTAddr)
+	}
+}
+
+func allInterfaces(a net.Addr) bool { return isAllInterfaces(a.String()) }
+
+// isAllInterfaces reports whether a listen address host:port names no
+// host (":8080") or an unspecified one (0.0.0.0, ::).
+func isAllInterfaces(addr string) bool {
+	host, _, err := net.SplitHostPort(addr)
+	if err != nil {
+		return false
+	}
+	if host == "" {
+		return true
+	}
+	ip := net.ParseIP(host)
+	return ip != nil && ip.IsUnspecified()
+}
