@@ -56,9 +56,10 @@ type deviceConn struct {
 	closed  bool          // guarded by mu
 	maxData int           // the server's max_payload; guarded by mu
 
-	down chan struct{} // capacity 1: the current connection broke
-	done chan struct{}
-	wg   sync.WaitGroup
+	down    chan struct{} // capacity 1: the current connection broke
+	pending chan struct{} // capacity 1: buffer left bytes for the flusher
+	done    chan struct{}
+	wg      sync.WaitGroup
 }
 
 // errBusDown is what a flush or publish meets while the connection is down.
@@ -94,10 +95,12 @@ func parseServers(list string) ([]*url.URL, error) {
 func (d *deviceConn) start(timeout time.Duration) error {
 	d.done = make(chan struct{})
 	d.down = make(chan struct{}, 1)
+	d.pending = make(chan struct{}, 1)
 	var err error
 	for _, u := range d.servers {
 		if err = d.dial(u, timeout); err == nil {
 			d.wg.Go(d.run)
+			d.wg.Go(d.flusher)
 			return nil
 		}
 	}
@@ -273,16 +276,10 @@ func (d *deviceConn) resubscribe() error {
 		return errBusDown
 	}
 	for _, id := range ids {
-		if !subjectSafe(id) {
-			continue
+		if subjectSafe(id) {
+			d.writeSub(w, id)
+			n++
 		}
-		w.WriteString("SUB ")
-		w.WriteString(d.prefix)
-		w.WriteString(id)
-		w.WriteByte(' ')
-		w.WriteString(id)
-		w.WriteString("\r\n")
-		n++
 	}
 	err = w.Flush()
 	d.mu.Unlock()
@@ -338,7 +335,7 @@ func (d *deviceConn) read(nc net.Conn, r *bufio.Reader) {
 			}
 			d.deliver(subject, reply, data[:size])
 		case line == "PING":
-			d.write(func(w *bufio.Writer) { w.WriteString("PONG\r\n") })
+			d.buffer(func(w *bufio.Writer) { w.WriteString("PONG\r\n") })
 		case line == "PONG":
 			d.mu.Lock()
 			if len(d.pongs) > 0 {
@@ -380,40 +377,76 @@ func readLine(r *bufio.Reader) (string, error) {
 	return strings.TrimRight(string(line), "\r\n"), nil
 }
 
-// write runs fn on the connection's writer and flushes, or does nothing
-// while disconnected (a reconnection subscribes again and rechecks).
-func (d *deviceConn) write(fn func(w *bufio.Writer)) error {
+// buffer runs fn on the connection's writer without writing to the
+// socket, and has the flusher write it out soon: many SUBs of a connect
+// storm, or a push's publishes to each target, share one write. While
+// disconnected it does nothing (a reconnection subscribes again and the
+// sessions read their inboxes).
+func (d *deviceConn) buffer(fn func(w *bufio.Writer)) error {
 	d.mu.Lock()
 	defer d.mu.Unlock()
 	if d.w == nil {
 		return errBusDown
 	}
 	fn(d.w)
-	return d.w.Flush()
+	select {
+	case d.pending <- struct{}{}:
+	default:
+	}
+	return nil
+}
+
+// flusher writes out what buffer left, until close.
+func (d *deviceConn) flusher() {
+	for {
+		select {
+		case <-d.done:
+			return
+		case <-d.pending:
+		}
+		d.mu.Lock()
+		if d.w != nil {
+			d.w.Flush() // an error is the reader's to see, as the connection breaks
+		}
+		d.mu.Unlock()
+	}
+}
+
+// writeSub writes the subscription of device id: its ID is the device's.
+func (d *deviceConn) writeSub(w *bufio.Writer, id string) {
+	w.WriteString("SUB ")
+	w.WriteString(d.prefix)
+	w.WriteString(id)
+	w.WriteByte(' ')
+	w.WriteString(id)
+	w.WriteString("\r\n")
 }
 
 func (d *deviceConn) subscribe(id string) error {
-	return d.write(func(w *bufio.Writer) {
-		w.WriteString("SUB ")
-		w.WriteString(d.prefix)
-		w.WriteString(id)
-		w.WriteByte(' ')
-		w.WriteString(id)
-		w.WriteString("\r\n")
-	})
+	return d.buffer(func(w *bufio.Writer) { d.writeSub(w, id) })
 }
 
 func (d *deviceConn) unsubscribe(id string) error {
-	return d.write(func(w *bufio.Writer) {
+	return d.buffer(func(w *bufio.Writer) {
 		w.WriteString("UNSUB ")
 		w.WriteString(id)
 		w.WriteString("\r\n")
 	})
 }
 
+// errTooLarge refuses a publish past the server's max_payload, which the
+// server would answer by closing the connection.
+var errTooLarge = errors.New("nats: message larger than the server's max_payload")
+
 // publish sends data on subject.
 func (d *deviceConn) publish(subject string, data []byte) error {
-	return d.write(func(w *bufio.Writer) {
+	d.mu.Lock()
+	limit := d.maxData
+	d.mu.Unlock()
+	if limit > 0 && len(data) > limit {
+		return errTooLarge
+	}
+	return d.buffer(func(w *bufio.Writer) {
 		w.WriteString("PUB ")
 		w.WriteString(subject)
 		w.WriteByte(' ')
