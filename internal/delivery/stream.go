@@ -7,6 +7,7 @@ import (
 	"sync/atomic"
 	"time"
 
+	"github.com/heraldpush/herald/internal/metrics"
 	"github.com/heraldpush/herald/internal/push"
 	"github.com/heraldpush/herald/internal/session"
 )
@@ -32,10 +33,11 @@ type Sender interface {
 // while it is open, at most window unacknowledged at a time. Acks go through
 // the stream. Create it with Service.Attach; it is a session.Session.
 type Stream struct {
-	svc    *Service     // never nil
-	dev    *push.Device // immutable snapshot; the hub keeps its own
-	send   Sender       // never nil
-	window int          // most messages in flight
+	svc    *Service           // never nil
+	dev    *push.Device       // immutable snapshot; the hub keeps its own
+	send   Sender             // never nil
+	window int                // most messages in flight
+	counts *metrics.Transport // this transport's message counters; nil-safe
 
 	mu sync.Mutex
 	// inflight holds the IDs sent and not yet acknowledged; guarded by mu.
@@ -77,7 +79,7 @@ func (s *Service) AttachExclusive(ctx context.Context, d *push.Device, send Send
 }
 
 func (s *Service) attach(ctx context.Context, d *push.Device, send Sender, window int, exclusive bool) (*Stream, error) {
-	st := &Stream{svc: s, dev: d, send: send, window: max(window, 1)}
+	st := &Stream{svc: s, dev: d, send: send, window: max(window, 1), counts: s.metrics.Transport(send.Transport())}
 	if err := s.router.Attach(ctx, d, st, exclusive); err != nil {
 		return nil, err
 	}
@@ -166,7 +168,7 @@ func (st *Stream) sendLocked(m *push.Message, redelivery bool) {
 	if err := st.send.Send(m, redelivery); err != nil {
 		return // the transport is closing; the message stays in the inbox
 	}
-	st.svc.metrics.Sent(st.send.Transport(), redelivery)
+	st.counts.Sent(redelivery)
 	if st.inflight == nil {
 		st.inflight = make(map[string]struct{}, st.window)
 	}

@@ -9,6 +9,7 @@ package metrics
 
 import (
 	"net/http"
+	"strconv"
 	"sync"
 	"time"
 
@@ -151,12 +152,28 @@ func (m *M) Pushed(audience, app string, n int) {
 	}
 }
 
-// Sent counts a message written to a device over transport.
-func (m *M) Sent(transport string, redelivery bool) {
-	if m != nil {
-		m.sent.WithLabelValues(transport).Inc()
+// Transport is one transport's per-message counters, looked up once per
+// connection rather than once per message: a broadcast counts a message on
+// every connection, and a labelled look-up hashes and locks each time.
+type Transport struct {
+	sent, redelivered prometheus.Counter
+}
+
+// Transport returns transport's counters; nil (which counts nothing) on a
+// nil M.
+func (m *M) Transport(transport string) *Transport {
+	if m == nil {
+		return nil
+	}
+	return &Transport{sent: m.sent.WithLabelValues(transport), redelivered: m.redelivered.WithLabelValues(transport)}
+}
+
+// Sent counts a message written to a device.
+func (t *Transport) Sent(redelivery bool) {
+	if t != nil {
+		t.sent.Inc()
 		if redelivery {
-			m.redelivered.WithLabelValues(transport).Inc()
+			t.redelivered.Inc()
 		}
 	}
 }
@@ -222,6 +239,5 @@ func statusText(code int) string {
 	if code < 100 || code > 599 {
 		return "other"
 	}
-	const digits = "0123456789"
-	return string([]byte{digits[code/100], digits[code/10%10], digits[code%10]})
+	return strconv.Itoa(code)
 }
