@@ -220,33 +220,14 @@ func (s *Service) relayJobs(ctx context.Context, m *push.Message, targets []push
 	return jobs, ids, nil
 }
 
-// presenceWorkers bounds the presence questions asked at once: in a
-// cluster each may be a round trip on the bus.
-const presenceWorkers = 32
-
 // online reports, for each job's device, whether it has a live session on
-// any node, asking about many devices at once.
+// any node (in a cluster, asked of the other nodes together).
 func (s *Service) online(ctx context.Context, jobs []store.RelayJob) []bool {
-	out := make([]bool, len(jobs))
-	if len(jobs) == 1 {
-		out[0] = s.router.Online(ctx, jobs[0].Device)
-		return out
+	ids := make([]string, len(jobs))
+	for i, j := range jobs {
+		ids[i] = j.Device
 	}
-	next := make(chan int)
-	var wg sync.WaitGroup
-	for range min(presenceWorkers, len(jobs)) {
-		wg.Go(func() {
-			for i := range next {
-				out[i] = s.router.Online(ctx, jobs[i].Device)
-			}
-		})
-	}
-	for i := range jobs {
-		next <- i
-	}
-	close(next)
-	wg.Wait()
-	return out
+	return s.router.Online(ctx, ids)
 }
 
 // hasChannel reports whether app has settings for kind (working or not:

@@ -40,8 +40,9 @@ type Router interface {
 	// Deleted closes the live sessions of device id
 	// (session.ErrDeviceDeleted).
 	Deleted(id string)
-	// Online reports whether device id has a live session on any node.
-	Online(ctx context.Context, id string) bool
+	// Online reports, for each of ids, whether the device has a live
+	// session on any node.
+	Online(ctx context.Context, ids []string) []bool
 }
 
 // Local routes within this process.
@@ -76,7 +77,13 @@ func (l Local) Changed(d *push.Device) { l.Hub.Refresh(d) }
 func (l Local) Deleted(id string) { l.Hub.CloseDevice(id, session.ErrDeviceDeleted) }
 
 // Online implements Router.
-func (l Local) Online(_ context.Context, id string) bool { return l.Hub.Online(id) }
+func (l Local) Online(_ context.Context, ids []string) []bool {
+	out := make([]bool, len(ids))
+	for i, id := range ids {
+		out[i] = l.Hub.Online(id)
+	}
+	return out
+}
 
 // Interface guards.
 var _ Router = Local{}

@@ -284,14 +284,41 @@ const presenceTimeout = 250 * time.Millisecond
 // Online implements router.Router: this node's hub, else a request on the
 // device's subject, which NATS answers "no responders" at once when no
 // node holds the device. A bus that does not answer counts as offline, so
-// that an own_first push is relayed rather than held back.
-func (r *Router) Online(ctx context.Context, id string) bool {
-	if r.hub.Online(id) {
-		return true
+// that an own_first push is relayed rather than held back. The requests go
+// out side by side: each is a round trip.
+func (r *Router) Online(ctx context.Context, ids []string) []bool {
+	out := make([]bool, len(ids))
+	var ask []int
+	for i, id := range ids {
+		if out[i] = r.hub.Online(id); !out[i] && subjectSafe(id) {
+			ask = append(ask, i)
+		}
 	}
-	if !subjectSafe(id) || r.nc.Status() != natsgo.CONNECTED {
-		return false
+	if len(ask) == 0 || r.nc.Status() != natsgo.CONNECTED {
+		return out
 	}
+	next := make(chan int)
+	var wg sync.WaitGroup
+	for range min(presenceWorkers, len(ask)) {
+		wg.Go(func() {
+			for i := range next {
+				out[i] = r.elsewhere(ctx, ids[i])
+			}
+		})
+	}
+	for _, i := range ask {
+		next <- i
+	}
+	close(next)
+	wg.Wait()
+	return out
+}
+
+// presenceWorkers bounds the presence requests in flight for one Online.
+const presenceWorkers = 32
+
+// elsewhere asks the bus whether another node holds device id.
+func (r *Router) elsewhere(ctx context.Context, id string) bool {
 	body, _ := json.Marshal(&envelope{Kind: kindPresence})
 	rctx, cancel := context.WithTimeout(ctx, presenceTimeout)
 	defer cancel()
@@ -302,9 +329,6 @@ func (r *Router) Online(ctx context.Context, id string) bool {
 	return err == nil
 }
 
-// publish sends e on subject: a device's subject over the device
-// connection (which, without echo, does not hand it back to this node), the
-// fan-out subject over nats.go's.
 func (r *Router) publish(subject string, e *envelope) {
 	e.Node, e.Sent = r.node, time.Now().UnixNano()
 	body, err := json.Marshal(e)
