@@ -4,7 +4,6 @@ import (
 	"net"
 	"os/exec"
 	"strings"
-	"sync"
 	"testing"
 	"time"
 
@@ -22,32 +21,8 @@ func TestBusOutage(t *testing.T) {
 	mq := connectMQTT(t, a, regA, inA)
 	ws := connectWS(t, b, regB, inB)
 
-	var (
-		mu       sync.Mutex
-		accepted []string
-	)
-	stop := make(chan struct{})
-	done := make(chan struct{})
-	go func() {
-		defer close(done)
-		for {
-			select {
-			case <-stop:
-				return
-			default:
-			}
-			id := c.push(pusher, to(regA.RegistrationID, regB.RegistrationID), "stream")
-			mu.Lock()
-			accepted = append(accepted, id)
-			mu.Unlock()
-			time.Sleep(5 * time.Millisecond)
-		}
-	}()
-	count := func() int {
-		mu.Lock()
-		defer mu.Unlock()
-		return len(accepted)
-	}
+	stream := c.streamPushes(pusher, to(regA.RegistrationID, regB.RegistrationID))
+	count := stream.count
 	waitFor(t, 10*time.Second, "pushes before the outage", func() bool { return count() >= 30 })
 	c.bus.Stop()
 	during := count()
@@ -58,8 +33,7 @@ func TestBusOutage(t *testing.T) {
 	})
 	after := count()
 	waitFor(t, 10*time.Second, "pushes after the outage", func() bool { return count() >= after+30 })
-	close(stop)
-	<-done
+	accepted := stream.end(t)
 
 	inA.wait(t, 20*time.Second, "MQTT device on node a", accepted...)
 	inB.wait(t, 20*time.Second, "WebSocket device on node b", accepted...)

@@ -165,16 +165,90 @@ func (c *cluster) register(node *heraldtest.Server, tags ...string) *client.Regi
 // push sends a push through node and returns its message ID.
 func (c *cluster) push(node *heraldtest.Server, audience any, body string) string {
 	c.t.Helper()
+	id, err := c.tryPush(node, audience, body)
+	if err != nil {
+		c.t.Fatal(err)
+	}
+	return id
+}
+
+// tryPush is push for a goroutine other than the test's, which may not
+// fail the test itself.
+func (c *cluster) tryPush(node *heraldtest.Server, audience any, body string) (string, error) {
+	var in bytes.Buffer
+	json.NewEncoder(&in).Encode(map[string]any{"audience": audience, "message": map[string]string{"body": body}})
+	req, _ := http.NewRequest("POST", node.URL+"/v1/push", &in)
+	req.SetBasicAuth(c.appKey, c.secret)
+	req.Header.Set("Content-Type", "application/json")
+	resp, err := http.DefaultClient.Do(req)
+	if err != nil {
+		return "", fmt.Errorf("push through %s: %w", node.URL, err)
+	}
+	defer resp.Body.Close()
 	var out struct {
 		MsgID string `json:"msg_id"`
 		Error struct {
 			Code string `json:"code"`
 		} `json:"error"`
 	}
-	if st := c.call(node, "POST", "/v1/push", map[string]any{"audience": audience, "message": map[string]string{"body": body}}, &out); st != http.StatusAccepted {
-		c.t.Fatalf("push through %s: %d %s", node.URL, st, out.Error.Code)
+	json.NewDecoder(resp.Body).Decode(&out)
+	if resp.StatusCode != http.StatusAccepted {
+		return "", fmt.Errorf("push through %s: %d %s", node.URL, resp.StatusCode, out.Error.Code)
 	}
-	return out.MsgID
+	return out.MsgID, nil
+}
+
+// pushStream pushes to audience through node, one push after another,
+// until stop; it keeps the IDs of the pushes answered 202.
+type pushStream struct {
+	mu       sync.Mutex
+	accepted []string
+	err      error // the first push that was not accepted
+	stop     chan struct{}
+	done     chan struct{}
+}
+
+func (c *cluster) streamPushes(node *heraldtest.Server, audience any) *pushStream {
+	p := &pushStream{stop: make(chan struct{}), done: make(chan struct{})}
+	go func() {
+		defer close(p.done)
+		for {
+			select {
+			case <-p.stop:
+				return
+			default:
+			}
+			id, err := c.tryPush(node, audience, "stream")
+			p.mu.Lock()
+			if err != nil {
+				p.err = err
+				p.mu.Unlock()
+				return
+			}
+			p.accepted = append(p.accepted, id)
+			p.mu.Unlock()
+		}
+	}()
+	return p
+}
+
+// count is how many pushes were accepted so far.
+func (p *pushStream) count() int {
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	return len(p.accepted)
+}
+
+// end stops the stream and returns the accepted pushes, failing t if one
+// was refused.
+func (p *pushStream) end(t *testing.T) []string {
+	t.Helper()
+	close(p.stop)
+	<-p.done
+	if p.err != nil {
+		t.Fatal(p.err)
+	}
+	return p.accepted
 }
 
 func to(ids ...string) map[string]any { return map[string]any{"registration_id": ids} }

@@ -18,9 +18,8 @@ func TestKillHoldingNode(t *testing.T) {
 	c := startCluster(t, 3)
 	a, b, pusher := c.nodes[0], c.nodes[1], c.nodes[2]
 	ctx, cancel := context.WithCancel(context.Background())
-	defer cancel()
 	var wg sync.WaitGroup
-	defer wg.Wait()
+	defer wg.Wait() // the devices end once cancel, deferred next, has run
 	defer cancel()
 
 	// One device over MQTT, one long-polling; a first, then b.
@@ -45,37 +44,13 @@ func TestKillHoldingNode(t *testing.T) {
 	mqttIn.wait(t, 10*time.Second, "MQTT device on node a", first)
 	pollIn.wait(t, 10*time.Second, "long-polling device on node a", first)
 
-	var (
-		mu       sync.Mutex
-		accepted = []string{first}
-	)
-	stop, done := make(chan struct{}), make(chan struct{})
-	go func() {
-		defer close(done)
-		for {
-			select {
-			case <-stop:
-				return
-			default:
-			}
-			id := c.push(pusher, targets, "stream")
-			mu.Lock()
-			accepted = append(accepted, id)
-			mu.Unlock()
-			time.Sleep(5 * time.Millisecond)
-		}
-	}()
-	count := func() int {
-		mu.Lock()
-		defer mu.Unlock()
-		return len(accepted)
-	}
+	stream := c.streamPushes(pusher, targets)
+	count := stream.count
 	waitFor(t, 10*time.Second, "pushes before the kill", func() bool { return count() >= 30 })
 	a.Kill()
 	killed := count()
 	waitFor(t, 20*time.Second, "pushes after the kill", func() bool { return count() >= killed+60 })
-	close(stop)
-	<-done
+	accepted := append([]string{first}, stream.end(t)...)
 
 	mqttIn.wait(t, 30*time.Second, "MQTT device after its node was killed", accepted...)
 	pollIn.wait(t, 30*time.Second, "long-polling device after its node was killed", accepted...)

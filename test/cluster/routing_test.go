@@ -64,13 +64,17 @@ func TestPushThroughAnotherNode(t *testing.T) {
 }
 
 // A direct push costs bus messages only toward the node holding its
-// target; a broadcast one per other node.
+// target; a broadcast one per other node. Each count is read once a
+// sentinel push, published after it on the same connection, has arrived:
+// NATS handles one connection's messages in order, so by then every
+// delivery of the push measured is counted, and no wait is guessed.
 func TestBusCost(t *testing.T) {
 	c := startCluster(t, 3, noRecheck)
-	a, b := c.nodes[0], c.nodes[1]
-	in := newInbox()
-	reg := c.register(a)
+	a, b, third := c.nodes[0], c.nodes[1], c.nodes[2]
+	in, sentinelIn := newInbox(), newInbox()
+	reg, sentinel := c.register(a), c.register(a)
 	connectWS(t, a, reg, in)
+	connectWS(t, third, sentinel, sentinelIn)
 	first := c.push(b, to(reg.RegistrationID), "warm up")
 	in.wait(t, 10*time.Second, "warm-up push", first)
 
@@ -81,24 +85,24 @@ func TestBusCost(t *testing.T) {
 		}
 		return v.OutMsgs
 	}
-	// Acks travel on the device's subject, which only node a (their
-	// sender) listens on: they cost nothing past the bus.
+	// Acks travel on the device's subject, which only the node sending
+	// them listens on: they cost nothing past the bus.
 	before := out()
 	direct := c.push(b, to(reg.RegistrationID), "direct")
+	after := c.push(b, to(sentinel.RegistrationID), "sentinel")
 	in.wait(t, 10*time.Second, "direct push", direct)
-	waitFor(t, 5*time.Second, "the direct push's bus delivery counted", func() bool { return out()-before >= 1 })
-	time.Sleep(200 * time.Millisecond) // a second delivery, were there one, would show by now
-	if n := out() - before; n != 1 {
+	sentinelIn.wait(t, 10*time.Second, "sentinel push", after)
+	if n := out() - before - 1; n != 1 {
 		t.Errorf("a direct push to a device on one node cost %d bus deliveries, want 1", n)
 	}
 
 	before = out()
 	all := c.push(b, "all", "broadcast")
-	in.wait(t, 10*time.Second, "broadcast", all)
-	waitFor(t, 5*time.Second, "the broadcast's bus deliveries counted", func() bool { return out()-before >= 2 })
-	time.Sleep(200 * time.Millisecond)
-	if n := out() - before; n != 2 {
-		t.Errorf("a broadcast in a cluster of 3 cost %d bus deliveries, want 2 (one per other node)", n)
+	again := c.push(b, "all", "sentinel broadcast")
+	in.wait(t, 10*time.Second, "broadcast", all, again)
+	sentinelIn.wait(t, 10*time.Second, "sentinel broadcast", all, again)
+	if n := out() - before; n != 4 {
+		t.Errorf("two broadcasts in a cluster of 3 cost %d bus deliveries, want 4 (one per other node each)", n)
 	}
 }
 
