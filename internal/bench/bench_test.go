@@ -3,9 +3,9 @@
 package bench
 
 import (
-	"cmp"
 	"context"
 	"fmt"
+	"github.com/heraldpush/herald/test/heraldtest"
 	"os"
 	"os/exec"
 	"path/filepath"
@@ -161,7 +161,7 @@ func check(t *testing.T, tg Target, workload string, n int) {
 // broadcast, the bus carried what the subscription model says (and what
 // the NATS server itself counted), and the run's schema is gone after.
 func TestClusterWorkload(t *testing.T) {
-	pg := testPostgres(t)
+	pg := heraldtest.PostgresURL(t)
 	before := benchSchemas(t, pg)
 	ns, err := natsserver.NewServer(&natsserver.Options{Host: "127.0.0.1", Port: natsserver.RANDOM_PORT,
 		HTTPHost: "127.0.0.1", HTTPPort: natsserver.RANDOM_PORT, NoLog: true, NoSigs: true})
@@ -229,22 +229,4 @@ func benchSchemas(t *testing.T, pg string) []string {
 		t.Fatal(err)
 	}
 	return names
-}
-
-// testPostgres is the test PostgreSQL's URL (HERALD_TEST_POSTGRES or the
-// local default); the test skips without one, and fails under CI=true.
-func testPostgres(t *testing.T) string {
-	t.Helper()
-	url := cmp.Or(os.Getenv("HERALD_TEST_POSTGRES"), DefaultPostgres)
-	ctx, cancel := context.WithTimeout(context.Background(), 3*time.Second)
-	defer cancel()
-	conn, err := pgx.Connect(ctx, url)
-	if err != nil {
-		if os.Getenv("CI") == "true" {
-			t.Fatalf("PostgreSQL is required under CI=true and is not reachable at %s: %v", url, err)
-		}
-		t.Skipf("PostgreSQL not reachable at %s (set HERALD_TEST_POSTGRES): %v", url, err)
-	}
-	conn.Close(ctx)
-	return url
 }
