@@ -17,7 +17,6 @@ import (
 	"net/http/httptest"
 	"net/http/httputil"
 	"net/url"
-	"os"
 	"os/exec"
 	"regexp"
 	"strings"
@@ -32,25 +31,6 @@ import (
 
 // TestMain builds the herald binary the tests run (test/heraldtest).
 func TestMain(m *testing.M) { heraldtest.Main(m) }
-
-// chromium returns the browser's path, or skips (fails under CI=true).
-func chromium(t *testing.T) string {
-	t.Helper()
-	if p := os.Getenv("CHROMIUM"); p != "" {
-		return p
-	}
-	for _, name := range []string{"chromium", "chromium-browser"} {
-		if p, err := exec.LookPath(name); err == nil {
-			return p
-		}
-	}
-	msg := "chromium is not installed (apt-get install -y chromium, or set CHROMIUM): the browser end-to-end tests cannot run"
-	if os.Getenv("CI") == "true" {
-		t.Fatal(msg)
-	}
-	t.Skip(msg)
-	return ""
-}
 
 // server is a `herald serve` process on a fresh data directory.
 type server struct {
@@ -157,7 +137,7 @@ func (s *server) state(t *testing.T, msgID string) string {
 func browser(t *testing.T) context.Context {
 	t.Helper()
 	opts := append(chromedp.DefaultExecAllocatorOptions[:],
-		chromedp.ExecPath(chromium(t)),
+		chromedp.ExecPath(heraldtest.Chromium(t, "the browser end-to-end tests")),
 		chromedp.Flag("headless", true),
 		chromedp.NoSandbox,
 		chromedp.DisableGPU,

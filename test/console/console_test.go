@@ -20,7 +20,6 @@ import (
 	"fmt"
 	"net/http"
 	"os"
-	"os/exec"
 	"path/filepath"
 	"strings"
 	"sync"
@@ -37,24 +36,6 @@ import (
 func TestMain(m *testing.M) { heraldtest.Main(m) }
 
 const adminToken = "console-test-admin-token-0123456789abcdef"
-
-func chromium(t *testing.T) string {
-	t.Helper()
-	if p := os.Getenv("CHROMIUM"); p != "" {
-		return p
-	}
-	for _, name := range []string{"chromium", "chromium-browser"} {
-		if p, err := exec.LookPath(name); err == nil {
-			return p
-		}
-	}
-	msg := "chromium is not installed (apt-get install -y chromium, or set CHROMIUM): the console test cannot run"
-	if os.Getenv("CI") == "true" {
-		t.Fatal(msg)
-	}
-	t.Skip(msg)
-	return ""
-}
 
 // page is a headless Chromium tab with the console's failures collected:
 // uncaught exceptions, console errors and calls of setInterval (the
@@ -82,7 +63,7 @@ const noIntervals = `(() => {
 func newTab(t *testing.T) *tab {
 	t.Helper()
 	opts := append(chromedp.DefaultExecAllocatorOptions[:],
-		chromedp.ExecPath(chromium(t)),
+		chromedp.ExecPath(heraldtest.Chromium(t, "the console test")),
 		chromedp.Flag("headless", true),
 		chromedp.NoSandbox,
 		chromedp.DisableGPU,

@@ -30,7 +30,7 @@ import (
 // It needs firefox-esr (or FIREFOX=path); without it the test skips,
 // except under CI=true, where it fails.
 func TestConsoleInFirefox(t *testing.T) {
-	firefox := firefoxPath(t)
+	firefox := heraldtest.Firefox(t, "the console's Firefox test")
 	srv := heraldtest.Start(t, t.TempDir(), "--admin-token", adminToken)
 	target, _ := url.Parse(srv.URL)
 	proxy := httputil.NewSingleHostReverseProxy(target)
@@ -80,24 +80,6 @@ func TestConsoleInFirefox(t *testing.T) {
 			t.Fatalf("Firefox did not finish in 120 s; its output:\n%s", out.String())
 		}
 	}
-}
-
-func firefoxPath(t *testing.T) string {
-	t.Helper()
-	if p := os.Getenv("FIREFOX"); p != "" {
-		return p
-	}
-	for _, name := range []string{"firefox-esr", "firefox"} {
-		if p, err := exec.LookPath(name); err == nil {
-			return p
-		}
-	}
-	msg := "firefox-esr is not installed (apt-get install -y firefox-esr, or set FIREFOX): the console's Firefox test cannot run"
-	if os.Getenv("CI") == "true" {
-		t.Fatal(msg)
-	}
-	t.Skip(msg)
-	return ""
 }
 
 // startFirefox runs headless Firefox on a fresh profile that reaches out to

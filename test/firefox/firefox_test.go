@@ -113,18 +113,7 @@ func tools(t *testing.T) (firefox, node string) {
 		}
 		t.Skip(msg)
 	}
-	firefox = os.Getenv("FIREFOX")
-	if firefox == "" {
-		for _, name := range []string{"firefox-esr", "firefox"} {
-			if p, err := exec.LookPath(name); err == nil {
-				firefox = p
-				break
-			}
-		}
-	}
-	if firefox == "" {
-		missing("firefox-esr is not installed (apt-get install -y firefox-esr, or set FIREFOX)")
-	}
+	firefox = heraldtest.Firefox(t, "the Firefox end-to-end test")
 	node, err := exec.LookPath("node")
 	if err != nil {
 		missing("node is not installed (apt-get install -y nodejs npm)")
