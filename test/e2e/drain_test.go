@@ -139,25 +139,7 @@ func TestDrainOnSIGTERM(t *testing.T) {
 	again := heraldtest.Start(t, dir)
 	r := *reg
 	r.Server = again.URL
-	dev := client.NewDevice(r, nil)
-	got := map[string]bool{}
-	for len(got) < len(accepted) {
-		msgs, err := dev.Poll(ctx, 0)
-		if err != nil {
-			t.Fatal(err)
-		}
-		if len(msgs) == 0 {
-			break
-		}
-		var ids []string
-		for _, m := range msgs {
-			got[m.ID] = true
-			ids = append(ids, m.ID)
-		}
-		if err := dev.Ack(ctx, ids...); err != nil {
-			t.Fatal(err)
-		}
-	}
+	got := drainInbox(t, &r)
 	for _, id := range accepted {
 		if !got[id] {
 			t.Errorf("push %s was answered 202 before SIGTERM and is not in the inbox after the restart", id)

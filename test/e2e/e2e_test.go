@@ -105,26 +105,7 @@ func TestAcceptedMessageSurvivesKill9(t *testing.T) {
 	}
 
 	reg.Server = srv.URL
-	dev := client.NewDevice(*reg, nil)
-	got := map[string]bool{}
-	ctx := context.Background()
-	for {
-		msgs, err := dev.Poll(ctx, 0)
-		if err != nil {
-			t.Fatalf("poll after restart: %v", err)
-		}
-		if len(msgs) == 0 {
-			break
-		}
-		var ids []string
-		for _, m := range msgs {
-			got[m.ID] = true
-			ids = append(ids, m.ID)
-		}
-		if err := dev.Ack(ctx, ids...); err != nil {
-			t.Fatal(err)
-		}
-	}
+	got := drainInbox(t, reg)
 	lost := 0
 	for _, id := range accepted {
 		if !got[id] {
@@ -150,6 +131,31 @@ func herald(t *testing.T, ctx context.Context, env []string, args ...string) (st
 		return out.String(), fmt.Errorf("herald %s: %v: %s", strings.Join(args, " "), err, errOut.String())
 	}
 	return out.String(), nil
+}
+
+// drainInbox polls reg's inbox (on reg.Server) and acknowledges what comes
+// until it is empty, and returns the IDs it held.
+func drainInbox(t *testing.T, reg *client.Registration) map[string]bool {
+	t.Helper()
+	ctx := context.Background()
+	dev := client.NewDevice(*reg, nil)
+	got := map[string]bool{}
+	for {
+		msgs, err := dev.Poll(ctx, 0)
+		if err != nil {
+			t.Fatalf("poll: %v", err)
+		}
+		if len(msgs) == 0 {
+			return got
+		}
+		ids := make([]string, len(msgs))
+		for i, m := range msgs {
+			got[m.ID], ids[i] = true, m.ID
+		}
+		if err := dev.Ack(ctx, ids...); err != nil {
+			t.Fatal(err)
+		}
+	}
 }
 
 // TestCLI drives the CLI as the README does: create an app, listen as a
