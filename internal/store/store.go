@@ -185,6 +185,10 @@ type Store interface {
 	// scrape's pace, not a push's.
 	InboxStats(ctx context.Context) (InboxStats, error)
 
+	// Ping reports whether the store answers reads now, for /readyz: a
+	// read of something the store keeps in memory would not tell.
+	Ping(ctx context.Context) error
+
 	// Close releases the store. Other methods return ErrClosed afterwards.
 	Close() error
 }

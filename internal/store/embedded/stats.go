@@ -43,3 +43,11 @@ func (s *Store) InboxStats(ctx context.Context) (store.InboxStats, error) {
 	})
 	return st, err
 }
+
+// Ping implements store.Store: a read of the engine.
+func (s *Store) Ping(ctx context.Context) error {
+	return s.readOne(ctx, func(r pebble.Reader) error {
+		_, err := hasKey(r, key(tSeq))
+		return err
+	})
+}

@@ -2,9 +2,8 @@ package postgres
 
 import "context"
 
-// Ping reports whether PostgreSQL answers now, for /readyz: the store's
-// reads may be served from what it keeps (apps), so a read alone does not
-// tell.
+// Ping implements store.Store: PostgreSQL itself, since reads may be
+// served from what the store keeps (apps).
 func (s *Store) Ping(ctx context.Context) error {
 	if err := s.check(); err != nil {
 		return err

@@ -500,3 +500,15 @@ func testInboxStats(t *testing.T, open Opener) {
 		t.Errorf("after d1 acked m1: %+v, want 2 entries, the oldest (d2's m1) at %v", st, epoch)
 	}
 }
+
+// testPing: an open store answers, a closed one says so.
+func testPing(t *testing.T, open Opener) {
+	s, _ := open(t)
+	if err := s.Ping(ctx); err != nil {
+		t.Fatalf("Ping of an open store: %v", err)
+	}
+	s.Close()
+	if err := s.Ping(ctx); err == nil {
+		t.Error("Ping of a closed store answered nil")
+	}
+}

@@ -56,6 +56,7 @@ func Run(t *testing.T, open Opener) {
 		{"RelayQueue", testRelayQueue},
 		{"RelayDoneMany", testRelayDoneMany},
 		{"InboxStats", testInboxStats},
+		{"Ping", testPing},
 		{"ListApps", testListApps},
 		{"ListDevices", testListDevices},
 		{"CountDevices", testCountDevices},
