@@ -314,15 +314,17 @@ func (r *Router) Online(ctx context.Context, ids []string) []bool {
 	return out
 }
 
+// presenceBody is every presence request: it names nothing but its kind.
+var presenceBody, _ = json.Marshal(&envelope{Kind: kindPresence})
+
 // presenceWorkers bounds the presence requests in flight for one Online.
 const presenceWorkers = 32
 
 // elsewhere asks the bus whether another node holds device id.
 func (r *Router) elsewhere(ctx context.Context, id string) bool {
-	body, _ := json.Marshal(&envelope{Kind: kindPresence})
 	rctx, cancel := context.WithTimeout(ctx, presenceTimeout)
 	defer cancel()
-	_, err := r.nc.RequestWithContext(rctx, r.deviceSubject(id), body)
+	_, err := r.nc.RequestWithContext(rctx, r.deviceSubject(id), presenceBody)
 	if err != nil && !errors.Is(err, natsgo.ErrNoResponders) {
 		r.log.Debug("bus: presence request", "device", id, "err", err)
 	}
