@@ -26,7 +26,7 @@ func withMetrics(m *metrics.M, next http.Handler) http.Handler {
 		sw := &statusWriter{ResponseWriter: w}
 		next.ServeHTTP(sw, r)
 		route := r.Pattern
-		if route == "" {
+		if route == "" || route == "/" { // "/" is the catch-all of misses
 			route = "unmatched"
 		}
 		code := sw.code

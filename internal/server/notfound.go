@@ -7,52 +7,31 @@ import (
 	"github.com/heraldpush/herald/internal/apierr"
 )
 
-// jsonMisses answers what mux has no route for in the API's JSON error
-// shape, as every other error is: 404 not_found for an unknown path, 405
-// method_not_allowed (with Allow) for a known path and another method.
-// ServeMux writes both in plain text, so its answer is taken and rewritten.
-func jsonMisses(mux *http.ServeMux) http.Handler {
-	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
-		h, pattern := mux.Handler(r)
-		if pattern != "" {
-			mux.ServeHTTP(w, r)
+// misses is mux's catch-all ("/"): what no route takes is answered in the
+// API's JSON error shape, as every other error is: 405 method_not_allowed
+// (with Allow) for a path that routes take with other methods, else 404
+// not_found. As the catch-all it costs a matched request nothing; the
+// other methods are tried only for a miss.
+func misses(mux *http.ServeMux) http.HandlerFunc {
+	return func(w http.ResponseWriter, r *http.Request) {
+		var allow []string
+		for _, method := range []string{"GET", "HEAD", "POST", "PUT", "PATCH", "DELETE"} {
+			if method == r.Method {
+				continue
+			}
+			probe := *r
+			probe.Method = method
+			if _, pattern := mux.Handler(&probe); pattern != "" && pattern != "/" {
+				allow = append(allow, method)
+			}
+		}
+		if len(allow) > 0 {
+			w.Header().Set("Allow", strings.Join(allow, ", "))
+			apierr.Write(w, apierr.MethodNotAllowed.With("%s takes %s", r.URL.Path, strings.Join(allow, ", ")))
 			return
 		}
-		rec := &missRecorder{header: http.Header{}}
-		h.ServeHTTP(rec, r)
-		switch rec.code {
-		case http.StatusMethodNotAllowed:
-			w.Header().Set("Allow", rec.header.Get("Allow"))
-			apierr.Write(w, apierr.MethodNotAllowed.With("%s takes %s", r.URL.Path, rec.header.Get("Allow")))
-		case http.StatusNotFound:
-			apierr.Write(w, apierr.NotFound.With("no route %s %s (GET / lists where to start)", r.Method, r.URL.Path))
-		default:
-			// A redirect (a path without its trailing slash) and the like.
-			for k, v := range rec.header {
-				w.Header()[k] = v
-			}
-			w.WriteHeader(rec.code)
-		}
-	})
-}
-
-// missRecorder keeps the status and headers of ServeMux's own answer.
-type missRecorder struct {
-	header http.Header
-	code   int
-}
-
-func (m *missRecorder) Header() http.Header { return m.header }
-func (m *missRecorder) WriteHeader(code int) {
-	if m.code == 0 {
-		m.code = code
+		apierr.Write(w, apierr.NotFound.With("no route %s %s (GET / lists where to start)", r.Method, r.URL.Path))
 	}
-}
-func (m *missRecorder) Write(b []byte) (int, error) {
-	if m.code == 0 {
-		m.code = http.StatusOK
-	}
-	return len(b), nil
 }
 
 // index answers GET /: where a person or a script starts.

@@ -233,11 +233,12 @@ func (s *Server) build(ctx context.Context, dir dataDir) error {
 	})
 	mux.HandleFunc("GET /readyz", s.readyz)
 	mux.HandleFunc("GET /{$}", s.index)
+	mux.HandleFunc("/", misses(mux))
 	if err := s.startMetrics(mux); err != nil {
 		return err
 	}
 	s.http = &http.Server{
-		Handler:           withMetrics(s.metrics, withDeadlines(deviceCORS(jsonMisses(mux)), cfg.BodyTimeout, cfg.WriteTimeout)),
+		Handler:           withMetrics(s.metrics, withDeadlines(deviceCORS(mux), cfg.BodyTimeout, cfg.WriteTimeout)),
 		ReadHeaderTimeout: cfg.HeaderTimeout,
 		MaxHeaderBytes:    cfg.MaxHeaderBytes,
 		IdleTimeout:       2 * time.Minute,
