@@ -7,8 +7,11 @@ import { LiveChart } from './chart.js';
 import { h, replace, badge } from './dom.js';
 
 // watch opens the stream for app (the node when empty) for as long as the
-// page is on screen, and returns {on(fn), state(fn)}: fn(event) for each
-// stats event, state(s) for 'live' or 'reconnecting'.
+// page is on screen, and returns {on(fn), state(fn), changed(fn)}: fn(event)
+// for each stats event, state(s) for 'live' or 'reconnecting', and
+// changed(fn) for a page that reads its data again: fn() at the first event
+// (for what moved before it) and whenever the pushes or deliveries totals
+// move; a failed fn() waits for the next change.
 export function watch(ctx, app) {
   const fns = [];
   const states = [];
@@ -16,7 +19,20 @@ export function watch(ctx, app) {
     if (name === 'stats') for (const fn of fns) fn(ev);
   }, (st) => { for (const fn of states) fn(st); });
   ctx.onLeave(() => s.stop());
-  return { on(fn) { fns.push(fn); }, state(fn) { states.push(fn); } };
+  const w = {
+    on(fn) { fns.push(fn); },
+    state(fn) { states.push(fn); },
+    changed(fn) {
+      let last = null;
+      w.on(async (ev) => {
+        const sig = ev.totals.pushes + '/' + ev.totals.delivered;
+        if (sig === last) return;
+        last = sig;
+        try { await fn(); } catch (_) { /* the next change tries again */ }
+      });
+    },
+  };
+  return w;
 }
 
 const SERIES = [

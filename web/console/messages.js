@@ -229,13 +229,7 @@ export async function pageMessages(ctx, app) {
   // The app's pushes or deliveries moved (or may have, before the first
   // event): read the list again.
   const w = watch(ctx, app);
-  let last = null;
-  w.on(async (ev) => {
-    const sig = ev.totals.pushes + '/' + ev.totals.delivered;
-    if (sig === last) return;
-    last = sig;
-    try { await load(); } catch (_) { /* the next change tries again */ }
-  });
+  w.changed(load);
   ctx.render(
     h('div', { class: 'head' }, h('h1', {}, 'Messages'),
       h('a', { href: `#/apps/${enc(app)}/compose` }, h('button', { class: 'primary', type: 'button' }, 'Compose a push'))),
@@ -278,13 +272,7 @@ export async function pageMessage(ctx, app, id) {
   // what moved before it), and when the message falls due or expires: no
   // polling.
   const w = watch(ctx, app);
-  let last = null;
-  w.on(async (ev) => {
-    const sig = ev.totals.pushes + '/' + ev.totals.delivered;
-    if (sig === last) return;
-    last = sig;
-    try { await refresh(); } catch (_) { /* the next change tries again */ }
-  });
+  w.changed(refresh);
   for (const t of [r.send_at, r.expires_at]) {
     const ms = new Date(t).getTime() - Date.now();
     if (ms > 0 && ms < 2 ** 31 - 1) {
