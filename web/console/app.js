@@ -141,13 +141,7 @@ export async function pageDevice(ctx, app, id) {
   showSessions(d.sessions);
   // The app's connections changed (or may have, before the first event):
   // this device's may have.
-  let last = null;
-  w.on(async (ev) => {
-    const sig = JSON.stringify(ev.connections);
-    if (sig === last) return;
-    last = sig;
-    try { showSessions((await call('GET', base, { app })).sessions); } catch (_) { /* shown on the next change */ }
-  });
+  w.changed(async () => showSessions((await call('GET', base, { app })).sessions), (ev) => JSON.stringify(ev.connections));
 
   const del = h('div', { id: 'delete-box' });
   function askDelete() {

@@ -22,10 +22,10 @@ export function watch(ctx, app) {
   const w = {
     on(fn) { fns.push(fn); },
     state(fn) { states.push(fn); },
-    changed(fn) {
+    changed(fn, key = (ev) => ev.totals.pushes + '/' + ev.totals.delivered) {
       let last = null;
       w.on(async (ev) => {
-        const sig = ev.totals.pushes + '/' + ev.totals.delivered;
+        const sig = key(ev);
         if (sig === last) return;
         last = sig;
         try { await fn(); } catch (_) { /* the next change tries again */ }
